@@ -1,0 +1,87 @@
+"""sluiceway: an LLM API gateway built as a plugin-based ASGI stack.
+
+This module is the public API for embedding the gateway and writing plugins;
+everything a bundled plugin uses is here. ``__all__`` is pinned by a test.
+"""
+
+from .app import Gateway, create_app
+from .components import (
+    AuthStrategy,
+    AuthStrategyType,
+    ChatRequest,
+    Middleware,
+    ModelInfo,
+    Principal,
+    Provider,
+    ProviderContext,
+    ProviderType,
+    Route,
+)
+from .config import ByteSize, Config, Duration, ModelEntry, Secret, load_config, parse_config
+from .context import CONTEXT_KEY, RequestContext
+from .errors import (
+    AuthenticationFailed,
+    ConfigError,
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    PluginError,
+    RateLimited,
+    ServiceUnavailable,
+    SluicewayError,
+    StartupError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from .hookspecs import HOOK_API_VERSION, hookimpl
+from .upstream import UpstreamClient, UpstreamLimits, UpstreamResponse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CONTEXT_KEY",
+    "HOOK_API_VERSION",
+    "AuthStrategy",
+    "AuthStrategyType",
+    "AuthenticationFailed",
+    "ByteSize",
+    "ChatRequest",
+    "Config",
+    "ConfigError",
+    "Duration",
+    "Gateway",
+    "GatewayError",
+    "InvalidRequest",
+    "MethodNotAllowed",
+    "Middleware",
+    "ModelEntry",
+    "ModelInfo",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PluginError",
+    "Principal",
+    "Provider",
+    "ProviderContext",
+    "ProviderType",
+    "RateLimited",
+    "RequestContext",
+    "Route",
+    "Secret",
+    "ServiceUnavailable",
+    "SluicewayError",
+    "StartupError",
+    "UpstreamClient",
+    "UpstreamError",
+    "UpstreamLimits",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+    "__version__",
+    "create_app",
+    "hookimpl",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,281 @@
+"""The gateway as one ASGI application: built once from the configuration.
+
+``create_app`` loads the named plugins, runs the assembly hooks, validates every
+plugin-owned table and builds the middleware stack; nothing is opened yet.
+Providers and plugin resources open at startup, inside the serving event loop:
+on the ASGI lifespan when served standalone, through :meth:`Gateway.lifespan`
+when a host app chains it, or lazily (under a lock) on the first request when
+the gateway is mounted and nobody chained it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from .components import ASGIApp, AuthStrategy, Provider, ProviderContext, Receive, Scope, Send
+from .config import Config, load_config, parse_config, validate_options
+from .context import RequestContext
+from .errors import ConfigError, StartupError
+from .middleware import AuthMiddleware, RequestContextMiddleware
+from .plugins import PluginSet, load_plugins
+from .registry import Registry
+from .router import Deployment, ModelRouter
+from .routes import RouteTable
+
+__all__ = ["Gateway", "create_app"]
+
+log = logging.getLogger("sluiceway")
+
+
+class _ProviderPlan:
+    __slots__ = ("options", "settings", "type")
+
+    def __init__(self, settings: Any, type_: Any, options: Any) -> None:
+        self.settings = settings
+        self.type = type_
+        self.options = options
+
+
+class Gateway:
+    """The sluiceway ASGI application.
+
+    Serve it with any ASGI server, or mount it in Starlette/FastAPI. Use
+    :meth:`lifespan` to tie its startup and shutdown to a host app's.
+    """
+
+    def __init__(self, config: Config, *, plugins: Sequence[tuple[str, object]] = ()) -> None:
+        self.config = config
+        self.plugins: PluginSet = load_plugins(
+            config.gateway.plugins, source=config.source, extra=plugins
+        )
+        self.registry = Registry.collect(self.plugins)
+        self._provider_plans = [self._plan_provider(p) for p in config.providers]
+        self._auth_chain = self._build_auth_chain()
+        self.routes = RouteTable(self.registry.routes)
+        self.router = ModelRouter()
+        self.providers: dict[str, Provider] = {}
+        # Requests in flight, so that shutdown can end each one properly.
+        self.inflight: set[RequestContext] = set()
+        self.started = False
+        self.draining = False
+        self._start_lock: asyncio.Lock | None = None
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._app: ASGIApp = self._build_stack()
+
+    # -- build -------------------------------------------------------------
+
+    def _plan_provider(self, settings: Any) -> _ProviderPlan:
+        key = f"providers[{settings.index}]"
+        registered = self.registry.provider_types.get(settings.type)
+        if registered is None:
+            known = ", ".join(sorted(self.registry.provider_types)) or "none"
+            raise ConfigError(
+                f"unknown provider type {settings.type!r} (known types: {known}); "
+                f"is the plugin that provides it listed in gateway.plugins?",
+                source=self.config.source, key=f"{key}.type",
+            )
+        model = registered.item.config_model
+        if model is not None:
+            options = validate_options(settings.options, model, source=self.config.source, key=key)
+        elif settings.options:
+            extra = sorted(settings.options)[0]
+            raise ConfigError(
+                f"unknown key (provider type {settings.type!r} takes no options)",
+                source=self.config.source, key=f"{key}.{extra}",
+            )
+        else:
+            options = None
+        return _ProviderPlan(settings, registered.item, options)
+
+    def _build_auth_chain(self) -> list[AuthStrategy]:
+        chain: list[AuthStrategy] = []
+        for index, name in enumerate(self.config.auth.chain):
+            registered = self.registry.auth_types.get(name)
+            if registered is None:
+                known = ", ".join(sorted(self.registry.auth_types)) or "none"
+                raise ConfigError(
+                    f"unknown auth strategy {name!r} (known strategies: {known})",
+                    source=self.config.source, key=f"auth.chain[{index}]",
+                )
+            raw = self.config.auth.options.get(name, {})
+            model = registered.item.config_model
+            options = (
+                validate_options(raw, model, source=self.config.source, key=f"auth.{name}")
+                if model is not None else None
+            )
+            chain.append(registered.item.factory(options, self))
+        return chain
+
+    def _build_stack(self) -> ASGIApp:
+        app: ASGIApp = self.routes
+        by_slot: dict[str, list[Any]] = {"before_auth": [], "after_auth": []}
+        for registered in self.registry.middleware:
+            by_slot[registered.item.slot].append(registered.item)
+        # Wrap innermost first, so the first listed ends up outermost in its slot.
+        for middleware in reversed(by_slot["after_auth"]):
+            app = middleware.factory(app, self)
+        if self._auth_chain:
+            app = AuthMiddleware(app, self._auth_chain)
+        for middleware in reversed(by_slot["before_auth"]):
+            app = middleware.factory(app, self)
+        return RequestContextMiddleware(app, self)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Started and not draining."""
+        return self.started and not self.draining
+
+    async def startup(self) -> None:
+        """Build providers and enter every plugin's lifespan; idempotent and race-safe."""
+        if self.started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self.started:
+                return
+            stack = contextlib.AsyncExitStack()
+            try:
+                await self._open(stack)
+            except BaseException:
+                await stack.aclose()
+                self.providers.clear()
+                self.router = ModelRouter()
+                raise
+            self._exit_stack = stack
+            self.draining = False
+            self.started = True
+            if not self._auth_chain:
+                log.warning(
+                    "AUTHENTICATION IS OFF: any caller can use every model. "
+                    "Set [auth] chain in %s before exposing this gateway.", self.config.source,
+                )
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> None:
+        for plan in self._provider_plans:
+            settings = plan.settings
+            context = ProviderContext(settings.name, settings.models, plan.options, self)
+            try:
+                provider = plan.type.factory(context)
+                if inspect.isawaitable(provider):
+                    provider = await provider
+            except StartupError:
+                raise
+            except Exception as exc:
+                raise StartupError(
+                    f"provider {settings.name!r} (type {settings.type!r}) failed to start: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            stack.push_async_callback(provider.aclose)
+            self.providers[settings.name] = provider
+            models = settings.models or getattr(provider, "default_models", ())
+            for entry in models:
+                self.router.add(entry.name, Deployment(settings.name, provider, entry.upstream_id))
+        for plugin, manager in self.plugins.call_each("lifespan", gateway=self):
+            if manager is None:
+                continue
+            if not hasattr(manager, "__aenter__"):
+                raise StartupError(
+                    f"plugin {plugin.name!r}: lifespan must return an async context manager "
+                    f"or None, not {type(manager).__name__}"
+                )
+            await stack.enter_async_context(manager)
+
+    def begin_drain(self) -> None:
+        """Stop reporting ready; in-flight requests carry on."""
+        self.draining = True
+
+    def interrupt_inflight(self, reason: str = "shutdown") -> int:
+        """End every in-flight request now: streams get an error frame, others a 503."""
+        contexts = list(self.inflight)
+        for ctx in contexts:
+            ctx.interrupt(reason)
+        return len(contexts)
+
+    async def shutdown(self) -> None:
+        """End in-flight requests properly, then close providers and plugin resources."""
+        if not self.started:
+            return
+        self.begin_drain()
+        if self.interrupt_inflight():
+            # Let interrupted handlers write their final frames before closing clients.
+            for _ in range(100):
+                if not self.inflight:
+                    break
+                await asyncio.sleep(0.01)
+        stack, self._exit_stack = self._exit_stack, None
+        self.started = False
+        if stack is not None:
+            await stack.aclose()
+        self.providers.clear()
+        self.router = ModelRouter()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Start on enter, shut down on exit. Pass it as (or chain it into) a host
+        app's lifespan: ``Starlette(..., lifespan=gateway.lifespan)``."""
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    # -- ASGI --------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if not self.started:
+                await self.startup()
+            await self._app(scope, receive, send)
+        elif kind == "lifespan":
+            await self._serve_lifespan(receive, send)
+        elif kind == "websocket":
+            await receive()
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def _serve_lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.error("startup failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                except Exception as exc:
+                    log.exception("shutdown failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(
+    config: Config | str | os.PathLike[str] | dict[str, Any],
+    *,
+    plugins: Sequence[tuple[str, object]] = (),
+) -> Gateway:
+    """Build a gateway from a :class:`Config`, a path to plugins.toml, or a dict
+    shaped like the file. ``plugins`` registers extra in-process plugin objects
+    by name, after those the configuration lists."""
+    if isinstance(config, Config):
+        resolved = config
+    elif isinstance(config, dict):
+        resolved = parse_config(config)
+    else:
+        resolved = load_config(config)
+    return Gateway(resolved, plugins=plugins)

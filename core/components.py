@@ -1,0 +1,229 @@
+"""The objects plugins register, and the protocols the request path calls.
+
+Hooks run once, at build time, and register these; the request path then calls
+the registered objects directly (never ``pm.hook.*``). Each registration is
+validated and tagged with the plugin that made it (see :mod:`sluiceway.registry`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .app import Gateway
+    from .config import ModelEntry
+    from .context import RequestContext
+    from .upstream import UpstreamClient, UpstreamLimits
+
+__all__ = [
+    "ASGIApp",
+    "AuthStrategy",
+    "AuthStrategyType",
+    "ChatRequest",
+    "Middleware",
+    "MiddlewareSlot",
+    "ModelInfo",
+    "Principal",
+    "Provider",
+    "ProviderContext",
+    "ProviderType",
+    "Route",
+]
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MiddlewareSlot = Literal["before_auth", "after_auth"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model as listed by ``GET /v1/models``."""
+
+    id: str
+    owned_by: str
+    created: int = 0
+
+
+class ChatRequest:
+    """A validated chat-completions request.
+
+    ``body`` is the client's JSON exactly as parsed (the canonical OpenAI shape),
+    so a provider can forward fields the core does not know about. The core has
+    already checked the fields it relies on and set ``upstream_model``, the id
+    the chosen provider knows the model by.
+    """
+
+    __slots__ = (
+        "body",
+        "include_usage",
+        "messages",
+        "model",
+        "request_id",
+        "stream",
+        "upstream_model",
+    )
+
+    def __init__(
+        self,
+        body: dict[str, Any],
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        stream: bool = False,
+        include_usage: bool = False,
+        upstream_model: str | None = None,
+        request_id: str = "",
+    ) -> None:
+        self.body = body
+        self.model = model
+        self.messages = messages
+        self.stream = stream
+        self.include_usage = include_usage
+        self.upstream_model = upstream_model or model
+        self.request_id = request_id
+
+    @property
+    def max_tokens(self) -> int | None:
+        """``max_completion_tokens`` or, failing that, the older ``max_tokens``."""
+        value = self.body.get("max_completion_tokens", self.body.get("max_tokens"))
+        return value if isinstance(value, int) else None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One configured provider instance (one ``[[providers]]`` table).
+
+    ``chat`` returns an OpenAI ``chat.completion`` object. ``stream`` yields
+    OpenAI ``chat.completion.chunk`` objects (or, on a pass-through fast path,
+    each chunk's JSON already encoded as ``bytes``); the core does the SSE
+    framing and the final ``[DONE]``. A provider should end a stream with a
+    usage chunk (``choices: []``) whenever it knows usage: the core forwards it
+    only to clients that asked for ``stream_options.include_usage``.
+
+    Failures are raised as :class:`~sluiceway.errors.GatewayError` subclasses
+    (``UpstreamError``, ``UpstreamTimeout``, ``RateLimited``...). ``aclose``
+    releases pools and clients; it is called once, at shutdown.
+    """
+
+    async def chat(self, request: ChatRequest) -> dict[str, Any]: ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any] | bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class ProviderContext:
+    """What a provider factory gets: its table, validated, and the gateway's services."""
+
+    name: str
+    models: Sequence[ModelEntry]
+    options: Any
+    gateway: Gateway
+
+    def http_client(self, limits: UpstreamLimits | None = None) -> UpstreamClient:
+        """A pooled upstream HTTP client owned by this provider (closed by ``aclose``)."""
+        from .upstream import create_upstream_client
+
+        return create_upstream_client(limits)
+
+
+ProviderFactory = Callable[[ProviderContext], "Provider | Awaitable[Provider]"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderType:
+    """A kind of provider, e.g. ``mock`` or ``openai``.
+
+    ``config_model`` is a ``msgspec.Struct`` (``forbid_unknown_fields=True``
+    recommended) that validates every key of a ``[[providers]]`` table other than
+    ``name``, ``type`` and ``models``. ``factory`` builds the provider at startup,
+    inside the event loop, and may be async.
+    """
+
+    name: str
+    factory: ProviderFactory
+    config_model: type | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An HTTP route served by the gateway.
+
+    ``endpoint`` is a plain ASGI app; ``scope["sluiceway.context"]`` holds the
+    :class:`~sluiceway.context.RequestContext`. ``public`` routes skip auth
+    (health checks). ``dialect`` picks the error shape: ``"openai"`` or
+    ``"anthropic"``.
+    """
+
+    path: str
+    endpoint: ASGIApp
+    methods: tuple[str, ...] = ("GET",)
+    name: str = ""
+    public: bool = False
+    dialect: Literal["openai", "anthropic"] = "openai"
+
+
+MiddlewareFactory = Callable[[ASGIApp, "Gateway"], ASGIApp]
+
+
+@dataclass(frozen=True, slots=True)
+class Middleware:
+    """A pure ASGI middleware placed in a named slot of the stack.
+
+    ``factory(app, gateway)`` wraps the next app and returns the wrapper. Within a
+    slot, middleware runs in plugins.toml order (the first listed is outermost).
+    It must pass non-``http`` scopes through untouched.
+    """
+
+    name: str
+    factory: MiddlewareFactory
+    slot: MiddlewareSlot = "after_auth"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the identity an auth strategy established.
+
+    ``key_id`` identifies the credential in logs and metrics (never the secret).
+    ``allowed_models`` is a tuple of glob patterns, or ``None`` for any model.
+    """
+
+    key_id: str
+    name: str = ""
+    allowed_models: tuple[str, ...] | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class AuthStrategy(Protocol):
+    """Decides who a request comes from.
+
+    Return a :class:`Principal` when the request carries a credential this
+    strategy accepts, ``None`` when it carries none this strategy understands
+    (the next strategy in the chain is asked), and raise
+    :class:`~sluiceway.errors.AuthenticationFailed` for a credential that is
+    present but invalid.
+    """
+
+    async def authenticate(self, ctx: RequestContext) -> Principal | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStrategyType:
+    """A kind of auth strategy; ``[auth] chain`` names instances by ``name``.
+
+    Options come from the ``[auth.<name>]`` table, validated by ``config_model``.
+    """
+
+    name: str
+    factory: Callable[[Any, Gateway], AuthStrategy]
+    config_model: type | None = None
+    description: str = ""

@@ -1,0 +1,121 @@
+"""Per-request state, created once at the edge and carried in the ASGI scope."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .errors import InvalidRequest, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from .app import Gateway
+    from .components import Principal, Receive, Route, Scope
+
+__all__ = ["CONTEXT_KEY", "RequestContext"]
+
+CONTEXT_KEY = "sluiceway.context"
+
+_decode = msgspec.json.Decoder().decode
+
+
+class RequestContext:
+    """What the gateway knows about one request.
+
+    Found at ``scope["sluiceway.context"]`` by every middleware and endpoint.
+    The body is read and parsed at most once (:meth:`body`, :meth:`json`), so
+    later stages reuse it. ``state`` is free for plugins; namespace keys by
+    plugin name.
+    """
+
+    __slots__ = (
+        "_body",
+        "_json",
+        "gateway",
+        "interrupted",
+        "principal",
+        "receive",
+        "request_id",
+        "route",
+        "scope",
+        "started",
+        "state",
+        "task",
+    )
+
+    def __init__(self, gateway: Gateway, scope: Scope, receive: Receive, request_id: str) -> None:
+        self.gateway = gateway
+        self.scope = scope
+        self.receive = receive
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.route: Route | None = None
+        self.principal: Principal | None = None
+        self.state: dict[str, Any] = {}
+        self.task: asyncio.Task[Any] | None = None
+        # Why the request task was cancelled from outside: "client_disconnected"
+        # or "shutdown". Handlers read it to decide how to end the response.
+        self.interrupted: str | None = None
+        self._body: bytes | None = None
+        self._json: Any = None
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of a request header (``name`` in lower case), or ``None``."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    async def body(self) -> bytes:
+        """The request body, read once, refused with 413 past ``max_body_size``
+        (before it is all read, and at once when Content-Length says so)."""
+        if self._body is not None:
+            return self._body
+        limit = self.gateway.config.gateway.max_body_size
+        declared = self.header(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise asyncio.CancelledError("client disconnected while sending the body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._body
+
+    async def json(self) -> Any:
+        """The body parsed as JSON, once; 400 if it is not JSON."""
+        if self._json is None:
+            body = await self.body()
+            if not body:
+                raise InvalidRequest("The request body is empty; expected a JSON object.",
+                                     code="invalid_json")
+            try:
+                self._json = _decode(body)
+            except msgspec.DecodeError as exc:
+                raise InvalidRequest(
+                    f"We could not parse the JSON body of your request: {exc}.",
+                    code="invalid_json",
+                ) from None
+        return self._json
+
+    def interrupt(self, reason: str) -> None:
+        """Cancel the request's task from outside, recording why."""
+        if self.interrupted is None and self.task is not None and not self.task.done():
+            self.interrupted = reason
+            self.task.cancel(reason)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the request arrived."""
+        return time.perf_counter() - self.started

@@ -1,0 +1,46 @@
+"""Runs the configured chain of auth strategies and records the principal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..context import CONTEXT_KEY
+from ..errors import AuthenticationFailed
+
+if TYPE_CHECKING:
+    from ..components import ASGIApp, AuthStrategy, Receive, Scope, Send
+
+__all__ = ["AuthMiddleware"]
+
+
+class AuthMiddleware:
+    """Asks each strategy in chain order; the first to return a principal wins.
+
+    A strategy that raises ends the chain (a present but invalid credential is
+    not an anonymous request). Public routes and unmatched paths skip the chain
+    only when it is empty; unknown paths are authenticated so they cannot be
+    used to probe the gateway.
+    """
+
+    def __init__(self, app: ASGIApp, strategies: Sequence[AuthStrategy]) -> None:
+        self.app = app
+        self.strategies = tuple(strategies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx = scope[CONTEXT_KEY]
+        if ctx.route is None or not ctx.route.public:
+            for strategy in self.strategies:
+                principal = await strategy.authenticate(ctx)
+                if principal is not None:
+                    ctx.principal = principal
+                    break
+            else:
+                raise AuthenticationFailed(
+                    "Missing credentials: send your API key as 'Authorization: Bearer <key>'.",
+                    code="missing_api_key",
+                )
+        await self.app(scope, receive, send)

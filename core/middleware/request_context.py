@@ -1,0 +1,114 @@
+"""The outermost middleware: request id, context, in-flight tracking, error rendering.
+
+Whatever an inner layer raises becomes a well-formed error response in the
+route's dialect here. A response that has already started cannot change its
+status, so streaming endpoints render their own mid-stream errors; anything
+that still reaches this layer after the start is logged and the body ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from typing import TYPE_CHECKING
+
+from ..context import CONTEXT_KEY, RequestContext
+from ..errors import GatewayError, ServiceUnavailable
+from ..responses import encode_headers, send_bytes
+from ..wire import anthropic, openai
+
+if TYPE_CHECKING:
+    from ..app import Gateway
+    from ..components import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["RequestContextMiddleware", "render_error"]
+
+log = logging.getLogger("sluiceway.request")
+
+_WELL_FORMED_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class _InternalError(GatewayError):
+    status = 500
+    error_type = "server_error"
+    default_code = "internal_error"
+
+
+async def render_error(
+    send: Send, error: GatewayError, dialect: str, request_id: str
+) -> None:
+    """Send ``error`` as a complete response in the client's dialect."""
+    if dialect == "anthropic":
+        body = anthropic.error_body(error, request_id)
+    else:
+        body = openai.error_body(error)
+    await send_bytes(send, error.status, body, headers=encode_headers(error.headers))
+
+
+class RequestContextMiddleware:
+    """Creates the :class:`RequestContext`, tags every response with ``x-request-id``
+    and turns every failure into a correctly-shaped error response."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.id_header = gateway.config.gateway.request_id_header.lower().encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for key, value in scope["headers"]:
+            if key == self.id_header:
+                if _WELL_FORMED_ID.match(value):
+                    request_id = value.decode("ascii")
+                break
+        if request_id is None:
+            request_id = "req_" + os.urandom(12).hex()
+        ctx = RequestContext(self.gateway, scope, receive, request_id)
+        scope[CONTEXT_KEY] = ctx
+        ctx.route = self.gateway.routes.match(scope, ctx)
+        id_pair = (self.id_header, request_id.encode("ascii"))
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                message["headers"] = [*message.get("headers", ()), id_pair]
+            await send(message)
+
+        dialect = ctx.route.dialect if ctx.route is not None else "openai"
+        ctx.task = asyncio.current_task()
+        inflight = self.gateway.inflight
+        inflight.add(ctx)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except GatewayError as error:
+            if response_started:
+                log.warning("request %s: %s after the response started", request_id, error)
+            else:
+                await render_error(send_with_id, error, dialect, request_id)
+        except asyncio.CancelledError:
+            if ctx.interrupted != "shutdown" or response_started:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await render_error(
+                send_with_id,
+                ServiceUnavailable("The gateway is shutting down; retry shortly.",
+                                   code="server_shutdown", retry_after=1),
+                dialect, request_id,
+            )
+        except Exception:
+            log.exception("request %s failed", request_id)
+            if not response_started:
+                await render_error(
+                    send_with_id,
+                    _InternalError(f"The gateway hit an internal error (request id {request_id})."),
+                    dialect, request_id,
+                )
+        finally:
+            inflight.discard(ctx)

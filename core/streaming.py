@@ -1,0 +1,142 @@
+"""Relaying a provider's chunks to the client as server-sent events.
+
+The response is committed (status 200 sent) only when the first chunk has
+arrived, so a provider that fails before producing anything still gets a proper
+HTTP error status. After that, a failure becomes an error frame in the stream
+and a clean end: never a silent cut, which the OpenAI SDK would take for a
+complete answer. A client that hangs up cancels the provider's work at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from .errors import GatewayError, ServiceUnavailable, UpstreamError
+from .wire import openai
+from .wire.sse import DONE, data_frame
+
+if TYPE_CHECKING:
+    from .components import ChatRequest, Send
+    from .context import RequestContext
+
+__all__ = ["SSE_HEADERS", "relay_openai_stream", "until_disconnect"]
+
+log = logging.getLogger("sluiceway.stream")
+_encode = msgspec.json.Encoder().encode
+
+T = TypeVar("T")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+_SHUTDOWN_MESSAGE = "The gateway is shutting down; the stream was ended early."
+
+
+async def _watch_disconnect(ctx: RequestContext) -> None:
+    while True:
+        message = await ctx.receive()
+        if message["type"] == "http.disconnect":
+            ctx.interrupt("client_disconnected")
+            return
+
+
+def _shutdown_error() -> ServiceUnavailable:
+    return ServiceUnavailable(_SHUTDOWN_MESSAGE, code="server_shutdown", retry_after=1)
+
+
+async def until_disconnect(ctx: RequestContext, work: Awaitable[T]) -> T:
+    """Await ``work`` while watching for the client to hang up (which cancels it)
+    or for the gateway to shut down (which answers 503)."""
+    watcher = asyncio.create_task(_watch_disconnect(ctx))
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if ctx.interrupted == "shutdown":
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            raise _shutdown_error() from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+def _error_frame(error: GatewayError) -> bytes:
+    return data_frame(openai.error_body(error))
+
+
+async def relay_openai_stream(
+    ctx: RequestContext,
+    send: Send,
+    request: ChatRequest,
+    chunks: AsyncIterator[dict[str, Any] | bytes],
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Send ``chunks`` as an OpenAI SSE stream ending in ``data: [DONE]``."""
+    watcher = asyncio.create_task(_watch_disconnect(ctx))
+    committed = False
+    include_usage = request.include_usage
+
+    async def write(chunk: dict[str, Any] | bytes) -> None:
+        if isinstance(chunk, bytes):
+            payload = chunk
+        else:
+            if chunk.get("usage") is not None:
+                ctx.state["usage"] = chunk["usage"]
+                if not chunk.get("choices"):
+                    if not include_usage:
+                        return
+                elif not include_usage:
+                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            payload = _encode(chunk)
+        await send({"type": "http.response.body", "body": data_frame(payload), "more_body": True})
+
+    try:
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            raise UpstreamError("The provider ended the stream without sending anything.") from None
+        await send({
+            "type": "http.response.start", "status": 200,
+            "headers": [*SSE_HEADERS, *(headers or ())],
+        })
+        committed = True
+        await write(first)
+        async for chunk in chunks:
+            await write(chunk)
+        await send({"type": "http.response.body", "body": DONE, "more_body": False})
+    except asyncio.CancelledError:
+        if ctx.interrupted != "shutdown":
+            raise
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        if not committed:
+            raise _shutdown_error() from None
+        await _end_with_error(send, _shutdown_error())
+    except GatewayError as error:
+        if not committed:
+            raise
+        log.warning("request %s: stream failed after it started: %s", ctx.request_id, error)
+        await _end_with_error(send, error)
+    except Exception:
+        if not committed:
+            raise
+        log.exception("request %s: stream failed after it started", ctx.request_id)
+        await _end_with_error(
+            send,
+            UpstreamError(f"The stream failed on the gateway (request id {ctx.request_id})."),
+        )
+    finally:
+        watcher.cancel()
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _end_with_error(send: Send, error: GatewayError) -> None:
+    await send({"type": "http.response.body", "body": _error_frame(error), "more_body": False})

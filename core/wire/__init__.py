@@ -1,0 +1,1 @@
+"""Wire formats spoken at the gateway's edges."""
