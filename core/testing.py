@@ -1,0 +1,164 @@
+"""pytest fixtures for testing sluiceway and sluiceway plugins over real sockets.
+
+Installed as a pytest plugin (entry point ``pytest11``), so a plugin's own tests
+can use them without a conftest:
+
+* ``gateway_factory(config, plugins=())`` builds a gateway from a dict, a path
+  or a :class:`~sluiceway.Config` and serves it on hypercorn on a free loopback
+  port in a background thread; returns a :class:`RunningServer`. Everything it
+  started is stopped at the end of the test.
+* ``serve_asgi(app)`` does the same for any ASGI app (a fake upstream, a host
+  app that mounts the gateway).
+
+Streaming and disconnects only behave truly over sockets, which is why these
+start real servers instead of using an in-process transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from .app import Gateway, create_app
+from .config import Config, Duration, ServerSettings
+
+__all__ = ["RunningServer", "gateway_factory", "serve_asgi", "start_server"]
+
+
+@dataclass
+class RunningServer:
+    """A server running in a background thread on ``127.0.0.1:<port>``."""
+
+    app: Any
+    port: int
+    thread: threading.Thread
+    loop: asyncio.AbstractEventLoop
+    stop_event: asyncio.Event
+    errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL (``.../v1``)."""
+        return self.url + "/v1"
+
+    @property
+    def gateway(self) -> Gateway:
+        assert isinstance(self.app, Gateway)
+        return self.app
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server's event loop and return its result."""
+        async def run() -> Any:
+            result = fn()
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Trigger a graceful shutdown and wait for the thread to end."""
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RuntimeError(f"server on port {self.port} did not stop within {timeout}s")
+
+
+def _free_socket() -> socket.socket:
+    from .server import bind_socket
+
+    return bind_socket("127.0.0.1", 0)
+
+
+def start_server(app: Any, *, settings: ServerSettings | None = None) -> RunningServer:
+    """Serve ``app`` on a free port in a thread; return once it accepts connections."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config as HypercornConfig
+
+    from .server import _hypercorn_config, serve_gateway
+
+    sock = _free_socket()
+    port = sock.getsockname()[1]
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+    settings = settings or ServerSettings(graceful_timeout=Duration(5))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        holder["loop"], holder["stop"] = asyncio.get_running_loop(), stop
+        ready.set()
+        if isinstance(app, Gateway):
+            await serve_gateway(app, settings, sock, stop=stop, handle_signals=False)
+        else:
+            config: HypercornConfig = _hypercorn_config(settings, sock)
+            await serve(app, config, shutdown_trigger=stop.wait)
+
+    def target() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surfaced by the fixture
+            holder.setdefault("errors", []).append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=target, name=f"sluiceway-test-{port}", daemon=True)
+    thread.start()
+    ready.wait(10)
+    if "loop" not in holder:
+        raise RuntimeError(f"server failed to start: {holder.get('errors')}")
+    server = RunningServer(app, port, thread, holder["loop"], holder["stop"],
+                           holder.setdefault("errors", []))
+    _wait_until_accepting(port)
+    return server
+
+
+def _wait_until_accepting(port: int, attempts: int = 200) -> None:
+    for _ in range(attempts):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+            return
+        threading.Event().wait(0.025)
+    raise RuntimeError(f"nothing accepted connections on port {port}")
+
+
+@pytest.fixture
+def serve_asgi() -> Iterator[Callable[..., RunningServer]]:
+    """Serve any ASGI app on a free loopback port for the length of a test."""
+    servers: list[RunningServer] = []
+
+    def start(app: Any, **kwargs: Any) -> RunningServer:
+        server = start_server(app, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        server.stop()
+
+
+@pytest.fixture
+def gateway_factory(
+    serve_asgi: Callable[..., RunningServer],
+) -> Callable[..., RunningServer]:
+    """Build a gateway and serve it on a free loopback port for the length of a test."""
+
+    def build(
+        config: Config | str | os.PathLike[str] | dict[str, Any],
+        *,
+        plugins: Sequence[tuple[str, object]] = (),
+        settings: ServerSettings | None = None,
+    ) -> RunningServer:
+        return serve_asgi(create_app(config, plugins=plugins), settings=settings)
+
+    return build
