@@ -211,7 +211,10 @@ def _register(pm: pluggy.PluginManager, module: object, name: str, origin: str) 
 
 
 def _unknown_hook_message(pm: pluggy.PluginManager, exc: pluggy.PluginValidationError) -> str:
-    known = sorted(n for n in dir(pm.hook) if not n.startswith("_"))
+    known = sorted(
+        name for name in dir(pm.hook)
+        if not name.startswith("_") and getattr(pm.hook, name).spec is not None
+    )
     plugin_name = pm.get_name(exc.plugin) or "?"
     unknown = [
         caller.name

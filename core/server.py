@@ -52,7 +52,9 @@ def _hypercorn_config(settings: ServerSettings, sock: socket.socket) -> Any:
     from hypercorn.config import Config as HypercornConfig
 
     config = HypercornConfig()
-    config.bind = [f"fd://{sock.fileno()}"]
+    # hypercorn wraps the descriptor in a socket of its own; hand it over so the
+    # descriptor has exactly one owner (and is closed exactly once).
+    config.bind = [f"fd://{sock.detach()}"]
     config.keep_alive_timeout = settings.keep_alive_timeout
     config.keep_alive_max_requests = settings.keep_alive_max_requests
     config.graceful_timeout = settings.graceful_timeout + _FINAL_FRAME_MARGIN

@@ -1,0 +1,260 @@
+"""The ``sluiceway`` command line: serve, check, plugins, and plugins' own commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+
+from .config import ByteSize, Config, Duration, Secret, load_config
+from .errors import StartupError
+
+__all__ = ["build_cli", "main"]
+
+DEFAULT_CONFIG = "plugins.toml"
+CONFIG_ENV = "SLUICEWAY_CONFIG"
+
+log = logging.getLogger("sluiceway")
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # hypercorn logs a harmless traceback for tasks it cancels at exit.
+    logging.getLogger("hypercorn.error").setLevel(logging.WARNING if not debug else logging.DEBUG)
+
+
+def _config_path(value: str | None) -> str:
+    return value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+
+
+def _redact(value: Any) -> Any:
+    """Encode config values for display: secrets by reference only, never by value."""
+    if isinstance(value, Secret):
+        return value.source if value.source != "literal" else "***"
+    if isinstance(value, Duration):
+        return float(value)
+    if isinstance(value, ByteSize):
+        return int(value)
+    raise NotImplementedError(type(value))
+
+
+def _options(options: Any) -> Any:
+    if options is None:
+        return {}
+    return msgspec.to_builtins(options, enc_hook=_redact)
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if debug:
+        log.exception("startup failed")
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+config_option = click.option(
+    "--config", "config_path", metavar="FILE", default=None,
+    help=f"plugins.toml to use (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG}).",
+)
+debug_option = click.option("--debug", is_flag=True, help="Debug logging and full tracebacks.")
+
+
+@click.command()
+@config_option
+@click.option("--host", default=None, help="Address to listen on (overrides [server] host).")
+@click.option("--port", type=int, default=None, help="Port (overrides [server] port).")
+@click.option("--workers", type=int, default=None, help="Worker processes (overrides [server]).")
+@debug_option
+def serve(
+    config_path: str | None, host: str | None, port: int | None, workers: int | None, debug: bool
+) -> None:
+    """Serve the gateway on hypercorn until SIGTERM or Ctrl-C."""
+    from .app import Gateway
+    from .server import run
+
+    _configure_logging(debug)
+    path = _config_path(config_path)
+    try:
+        config = load_config(path)
+        overrides = {k: v for k, v in (("host", host), ("port", port), ("workers", workers))
+                     if v is not None}
+        if overrides:
+            config.server = msgspec.structs.replace(config.server, **overrides)
+        # Build once here so that configuration and plugin errors stop us before
+        # any socket is bound; workers rebuild their own.
+        first = Gateway(config)
+    except StartupError as exc:
+        _fail(exc, debug)
+        return
+    built = [first]
+
+    def build() -> Gateway:
+        return built.pop() if built else Gateway(load_config(path))
+
+    sys.exit(run(build, config.server))
+
+
+def _describe(config: Config) -> dict[str, Any]:
+    from .app import Gateway
+
+    gateway = Gateway(config)
+    return {
+        "config": config.source,
+        "plugins": [p.as_dict() for p in gateway.plugins.loaded],
+        "providers": [
+            {
+                "name": p.name, "type": p.type,
+                "models": [{"name": m.name, "upstream": m.upstream_id} for m in p.models],
+                "options": _options(plan.options),
+            }
+            for p, plan in zip(config.providers, gateway._provider_plans, strict=True)
+        ],
+        "auth": {"chain": list(config.auth.chain) or "off"},
+        "routes": sorted(
+            f"{','.join(r.item.methods)} {r.item.path} ({r.plugin})" for r in gateway.registry.routes
+        ),
+        "middleware": [
+            f"{r.item.slot}: {r.item.name} ({r.plugin})" for r in gateway.registry.middleware
+        ],
+        "server": msgspec.to_builtins(config.server, enc_hook=_redact),
+        "limits": {"max_body_size": config.gateway.max_body_size},
+    }
+
+
+@click.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved stack as JSON.")
+@debug_option
+def check(config_path: str | None, as_json: bool, debug: bool) -> None:
+    """Validate the configuration and print the resolved stack (secrets redacted)."""
+    _configure_logging(debug)
+    logging.getLogger("sluiceway").setLevel(logging.WARNING)
+    try:
+        description = _describe(load_config(_config_path(config_path)))
+    except StartupError as exc:
+        _fail(exc, debug)
+        return
+    if as_json:
+        click.echo(json.dumps(description, indent=2))
+        return
+    click.echo(f"config: {description['config']}: OK")
+    click.echo("plugins:")
+    for p in description["plugins"]:
+        click.echo(f"  {p['name']:<16} {p['distribution']} {p['version']}")
+    click.echo("providers:")
+    for p in description["providers"]:
+        models = ", ".join(
+            m["name"] if m["name"] == m["upstream"] else f"{m['name']} -> {m['upstream']}"
+            for m in p["models"]
+        ) or "(provider defaults)"
+        click.echo(f"  {p['name']:<16} type={p['type']}  models: {models}")
+        for key, value in p["options"].items():
+            click.echo(f"      {key} = {value!r}")
+    click.echo(f"auth: {description['auth']['chain']}")
+    click.echo("routes:")
+    for route in description["routes"]:
+        click.echo(f"  {route}")
+    if description["middleware"]:
+        click.echo("middleware:")
+        for m in description["middleware"]:
+            click.echo(f"  {m}")
+    server = description["server"]
+    click.echo(f"server: {server['host']}:{server['port']} workers={server['workers']}")
+
+
+@click.command("plugins")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def plugins_command(config_path: str | None, as_json: bool) -> None:
+    """List installed plugins and which ones the configuration loads."""
+    from .plugins import installed_plugins, load_plugins
+
+    path = _config_path(config_path)
+    installed = installed_plugins()
+    listed: list[str] = []
+    loaded: dict[str, Any] = {}
+    error = None
+    if Path(path).exists():
+        try:
+            config = load_config(path)
+            listed = list(config.gateway.plugins)
+            loaded = {p.name: p for p in load_plugins(listed, source=config.source).loaded}
+        except StartupError as exc:
+            error = str(exc)
+    rows = []
+    for name in sorted(set(installed) | set(listed)):
+        entries = installed.get(name, [])
+        rows.append({
+            "name": name,
+            "distribution": entries[0].distribution if entries else None,
+            "version": entries[0].version if entries else None,
+            "listed": name in listed,
+            "loaded": name in loaded,
+            "hooks": loaded[name].hooks if name in loaded else [],
+            "import_ms": round(loaded[name].import_ms, 2) if name in loaded else None,
+        })
+    if as_json:
+        click.echo(json.dumps({"config": path, "plugins": rows, "error": error}, indent=2))
+        return
+    for row in rows:
+        state = "loaded" if row["loaded"] else "listed, NOT INSTALLED" if row["listed"] else "installed"
+        dist = f"{row['distribution']} {row['version']}" if row["distribution"] else "-"
+        click.echo(f"{row['name']:<16} {dist:<32} {state}")
+    if error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+def build_cli(config_path: str | None = None) -> click.Group:
+    """The CLI with every configured plugin's commands added (``register_commands``).
+
+    Plugin errors are not raised here, so ``check`` can still report them.
+    """
+    from .plugins import load_plugins
+
+    cli = click.Group(
+        "sluiceway", help="sluiceway: an LLM API gateway.",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    click.version_option(package_name="sluiceway")(cli)
+    for command in (serve, check, plugins_command):
+        cli.add_command(command)
+    path = _config_path(config_path)
+    if Path(path).exists():
+        try:
+            config = load_config(path)
+            plugin_set = load_plugins(config.gateway.plugins, source=config.source)
+            for _ in plugin_set.call_each("register_commands", cli=cli):
+                pass
+        except StartupError as exc:
+            log.debug("plugin commands unavailable: %s", exc)
+    return cli
+
+
+def _config_from_argv(argv: Sequence[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``sluiceway`` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    build_cli(_config_from_argv(args))(args=args, prog_name="sluiceway")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""sluiceway provider for OpenAI and OpenAI-compatible upstreams.
+
+Enable it in plugins.toml and point a provider at the upstream::
+
+    [gateway]
+    plugins = ["openai"]
+
+    [[providers]]
+    name = "openai"
+    type = "openai"
+    base_url = "https://api.openai.com/v1"
+    api_key = "env:OPENAI_API_KEY"
+    models = [{ name = "gpt-4o-mini" }, { name = "fast", upstream = "gpt-4o-mini" }]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sluiceway import ProviderContext, ProviderType, hookimpl
+
+from .config import OpenAIOptions
+from .errors import UpstreamHTTPError, UpstreamStatusError
+from .provider import OpenAIProvider
+
+__all__ = [
+    "OpenAIOptions",
+    "OpenAIProvider",
+    "UpstreamHTTPError",
+    "UpstreamStatusError",
+    "register_provider_types",
+]
+
+
+def _create(ctx: ProviderContext) -> OpenAIProvider:
+    return OpenAIProvider(ctx)
+
+
+@hookimpl
+def register_provider_types(register: Callable[[ProviderType], None]) -> None:
+    register(ProviderType(
+        name="openai",
+        factory=_create,
+        config_model=OpenAIOptions,
+        description="OpenAI and OpenAI-compatible chat-completions upstreams (pass-through).",
+    ))
