@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from sluiceway import ChatRequest, UpstreamError, UpstreamLimits, UpstreamTimeout
-from sluiceway.wire.sse import aiter_events
+from sluiceway.wire.sse import SSEDecoder
 
 from .errors import error_fields, error_from_response, name_provider
 
@@ -107,46 +107,52 @@ class OpenAIProvider:
                 "include_usage": True,
             },
         }
+        drop_usage = not request.include_usage
         response = await self._send(_encode(upstream_body), self._stream_headers)
+        raw = response.aiter_bytes()
         try:
             await self._raise_for_status(response)
             content_type = response.headers.get("content-type", "")
             if not content_type.startswith("text/event-stream"):
                 raise UpstreamError(
                     f"Provider {self.name!r} answered a stream request with "
-                    f"{content_type or 'no content type'!s}, not an event stream.",
+                    f"{content_type or 'no content type'!r}, not an event stream.",
                     code="upstream_invalid_response",
                 )
-            async for data in self._chunks(response, drop_usage=not request.include_usage):
-                yield data
+            # One flat loop (no nested async generators): this runs once per
+            # network read, and the inner loop once per event.
+            decoder = SSEDecoder()
+            ended = False
+            while not ended:
+                try:
+                    received = await anext(raw)
+                except StopAsyncIteration:
+                    events, ended = decoder.flush(), True
+                except (UpstreamError, UpstreamTimeout) as exc:
+                    raise name_provider(self.name, exc) from exc.__cause__
+                else:
+                    events = decoder.feed(received)
+                for event in events:
+                    data = event.data
+                    if data == _DONE:
+                        return
+                    if not data:
+                        continue
+                    if _ERROR_KEY in data and (error := self._error_in(data)) is not None:
+                        raise error
+                    if drop_usage and _USAGE_KEY in data and _is_usage_only(data):
+                        continue
+                    yield data
+            raise UpstreamError(
+                f"Provider {self.name!r} ended the stream without [DONE]; the answer may be "
+                "incomplete.",
+                code="upstream_stream_truncated",
+            )
         finally:
+            close = getattr(raw, "aclose", None)
+            if close is not None:
+                await close()
             await response.aclose()
-
-    async def _chunks(self, response: UpstreamResponse, *, drop_usage: bool) -> AsyncIterator[bytes]:
-        """Each event's data, until ``[DONE]``; errors and truncation are raised."""
-        async for event in aiter_events(self._body(response)):
-            data = event.data
-            if data == _DONE:
-                return
-            if not data:
-                continue
-            if _ERROR_KEY in data and (error := self._error_in(data)) is not None:
-                raise error
-            if drop_usage and _USAGE_KEY in data and _is_usage_only(data):
-                continue
-            yield data
-        raise UpstreamError(
-            f"Provider {self.name!r} ended the stream without [DONE]; the answer may be "
-            "incomplete.",
-            code="upstream_stream_truncated",
-        )
-
-    async def _body(self, response: UpstreamResponse) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in response.aiter_bytes():
-                yield chunk
-        except (UpstreamError, UpstreamTimeout) as exc:
-            raise name_provider(self.name, exc) from exc.__cause__
 
     def _error_in(self, data: bytes) -> UpstreamError | None:
         """An error event (``{"error": {...}}`` with no choices), or ``None``."""
