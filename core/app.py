@@ -78,16 +78,19 @@ class Gateway:
             raise ConfigError(
                 f"unknown provider type {settings.type!r} (known types: {known}); "
                 f"is the plugin that provides it listed in gateway.plugins?",
-                source=self.config.source, key=f"{key}.type",
+                source=self.config.source,
+                key=f"{key}.type",
             )
         model = registered.item.config_model
+        options: Any
         if model is not None:
             options = validate_options(settings.options, model, source=self.config.source, key=key)
         elif settings.options:
             extra = sorted(settings.options)[0]
             raise ConfigError(
                 f"unknown key (provider type {settings.type!r} takes no options)",
-                source=self.config.source, key=f"{key}.{extra}",
+                source=self.config.source,
+                key=f"{key}.{extra}",
             )
         else:
             options = None
@@ -101,13 +104,15 @@ class Gateway:
                 known = ", ".join(sorted(self.registry.auth_types)) or "none"
                 raise ConfigError(
                     f"unknown auth strategy {name!r} (known strategies: {known})",
-                    source=self.config.source, key=f"auth.chain[{index}]",
+                    source=self.config.source,
+                    key=f"auth.chain[{index}]",
                 )
             raw = self.config.auth.options.get(name, {})
             model = registered.item.config_model
             options = (
                 validate_options(raw, model, source=self.config.source, key=f"auth.{name}")
-                if model is not None else None
+                if model is not None
+                else None
             )
             chain.append(registered.item.factory(options, self))
         return chain
@@ -156,7 +161,8 @@ class Gateway:
             if not self._auth_chain:
                 log.warning(
                     "AUTHENTICATION IS OFF: any caller can use every model. "
-                    "Set [auth] chain in %s before exposing this gateway.", self.config.source,
+                    "Set [auth] chain in %s before exposing this gateway.",
+                    self.config.source,
                 )
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> None:

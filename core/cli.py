@@ -63,7 +63,10 @@ def _fail(exc: BaseException, debug: bool) -> None:
 
 
 config_option = click.option(
-    "--config", "config_path", metavar="FILE", default=None,
+    "--config",
+    "config_path",
+    metavar="FILE",
+    default=None,
     help=f"plugins.toml to use (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG}).",
 )
 debug_option = click.option("--debug", is_flag=True, help="Debug logging and full tracebacks.")
@@ -86,8 +89,9 @@ def serve(
     path = _config_path(config_path)
     try:
         config = load_config(path)
-        overrides = {k: v for k, v in (("host", host), ("port", port), ("workers", workers))
-                     if v is not None}
+        overrides = {
+            k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None
+        }
         if overrides:
             config.server = msgspec.structs.replace(config.server, **overrides)
         # Build once here so that configuration and plugin errors stop us before
@@ -113,7 +117,8 @@ def _describe(config: Config) -> dict[str, Any]:
         "plugins": [p.as_dict() for p in gateway.plugins.loaded],
         "providers": [
             {
-                "name": p.name, "type": p.type,
+                "name": p.name,
+                "type": p.type,
                 "models": [{"name": m.name, "upstream": m.upstream_id} for m in p.models],
                 "options": _options(plan.options),
             }
@@ -121,7 +126,8 @@ def _describe(config: Config) -> dict[str, Any]:
         ],
         "auth": {"chain": list(config.auth.chain) or "off"},
         "routes": sorted(
-            f"{','.join(r.item.methods)} {r.item.path} ({r.plugin})" for r in gateway.registry.routes
+            f"{','.join(r.item.methods)} {r.item.path} ({r.plugin})"
+            for r in gateway.registry.routes
         ),
         "middleware": [
             f"{r.item.slot}: {r.item.name} ({r.plugin})" for r in gateway.registry.middleware
@@ -153,10 +159,13 @@ def check(config_path: str | None, as_json: bool, debug: bool) -> None:
         click.echo(f"  {p['name']:<16} {p['distribution']} {p['version']}")
     click.echo("providers:")
     for p in description["providers"]:
-        models = ", ".join(
-            m["name"] if m["name"] == m["upstream"] else f"{m['name']} -> {m['upstream']}"
-            for m in p["models"]
-        ) or "(provider defaults)"
+        models = (
+            ", ".join(
+                m["name"] if m["name"] == m["upstream"] else f"{m['name']} -> {m['upstream']}"
+                for m in p["models"]
+            )
+            or "(provider defaults)"
+        )
         click.echo(f"  {p['name']:<16} type={p['type']}  models: {models}")
         for key, value in p["options"].items():
             click.echo(f"      {key} = {value!r}")
@@ -194,20 +203,24 @@ def plugins_command(config_path: str | None, as_json: bool) -> None:
     rows = []
     for name in sorted(set(installed) | set(listed)):
         entries = installed.get(name, [])
-        rows.append({
-            "name": name,
-            "distribution": entries[0].distribution if entries else None,
-            "version": entries[0].version if entries else None,
-            "listed": name in listed,
-            "loaded": name in loaded,
-            "hooks": loaded[name].hooks if name in loaded else [],
-            "import_ms": round(loaded[name].import_ms, 2) if name in loaded else None,
-        })
+        rows.append(
+            {
+                "name": name,
+                "distribution": entries[0].distribution if entries else None,
+                "version": entries[0].version if entries else None,
+                "listed": name in listed,
+                "loaded": name in loaded,
+                "hooks": loaded[name].hooks if name in loaded else [],
+                "import_ms": round(loaded[name].import_ms, 2) if name in loaded else None,
+            }
+        )
     if as_json:
         click.echo(json.dumps({"config": path, "plugins": rows, "error": error}, indent=2))
         return
     for row in rows:
-        state = "loaded" if row["loaded"] else "listed, NOT INSTALLED" if row["listed"] else "installed"
+        state = (
+            "loaded" if row["loaded"] else "listed, NOT INSTALLED" if row["listed"] else "installed"
+        )
         dist = f"{row['distribution']} {row['version']}" if row["distribution"] else "-"
         click.echo(f"{row['name']:<16} {dist:<32} {state}")
     if error:
@@ -223,7 +236,8 @@ def build_cli(config_path: str | None = None) -> click.Group:
     from .plugins import load_plugins
 
     cli = click.Group(
-        "sluiceway", help="sluiceway: an LLM API gateway.",
+        "sluiceway",
+        help="sluiceway: an LLM API gateway.",
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     click.version_option(package_name="sluiceway")(cli)

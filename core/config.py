@@ -50,8 +50,14 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
-    None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
-    "gb": 1000**3, "gib": 1024**3,
+    None: 1,
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
 }
 
 
@@ -123,7 +129,11 @@ class Secret:
         return hash(self._value)
 
 
-_PARSERS: dict[type, Any] = {Duration: Duration.parse, ByteSize: ByteSize.parse, Secret: Secret.parse}
+_PARSERS: dict[type, Any] = {
+    Duration: Duration.parse,
+    ByteSize: ByteSize.parse,
+    Secret: Secret.parse,
+}
 
 
 def _dec_hook(type_: type, value: object) -> object:
@@ -225,9 +235,7 @@ def _lookup(data: object, path: str) -> object:
     return data
 
 
-def validate_options(
-    data: Mapping[str, Any], model: type[T], *, source: str, key: str
-) -> T:
+def validate_options(data: Mapping[str, Any], model: type[T], *, source: str, key: str) -> T:
     """Validate a raw table against ``model`` (a ``msgspec.Struct``), resolving
     secrets, durations and sizes. Raises :class:`ConfigError` naming ``source``
     and the full key path of the first problem, with the value found."""
@@ -237,7 +245,11 @@ def validate_options(
         match = _VALIDATION_AT.match(str(exc))
         assert match is not None
         message, path = match.group("msg"), match.group("path") or ""
-        full_key = key + path if path.startswith("[") else ".".join(p for p in (key, path.lstrip(".")) if p)
+        full_key = (
+            key + path
+            if path.startswith("[")
+            else ".".join(p for p in (key, path.lstrip(".")) if p)
+        )
         unknown = re.match(r"Object contains unknown field `(.+)`", message)
         missing = re.match(r"Object missing required field `(.+)`", message)
         if unknown:
@@ -255,15 +267,19 @@ def validate_options(
 
 def _field_names(model: type, path: str) -> list[str]:
     """Names of the struct that an error path points into, for 'did you mean'."""
-    info = msgspec.inspect.type_info(model)
+    info: msgspec.inspect.Type | None = msgspec.inspect.type_info(model)
     for part in re.findall(r"\.([^.\[]+)", path):
         if not isinstance(info, msgspec.inspect.StructType):
             return []
         fields = {f.name: f.type for f in info.fields}
-        info = fields.get(part)  # type: ignore[assignment]
+        info = fields.get(part)
         while isinstance(info, msgspec.inspect.ListType | msgspec.inspect.UnionType):
-            info = info.item_type if isinstance(info, msgspec.inspect.ListType) else next(
-                (t for t in info.types if isinstance(t, msgspec.inspect.StructType)), None
+            info = (
+                info.item_type
+                if isinstance(info, msgspec.inspect.ListType)
+                else next(
+                    (t for t in info.types if isinstance(t, msgspec.inspect.StructType)), None
+                )
             )
     if isinstance(info, msgspec.inspect.StructType):
         return [f.name for f in info.fields]
@@ -279,18 +295,23 @@ def _provider(raw: object, index: int, source: str) -> ProviderSettings:
         if not isinstance(table.get(required), str) or not table[required]:
             found = _describe(table.get(required)) if required in table else "nothing"
             raise ConfigError(
-                f"expected a non-empty string, found {found}", source=source, key=f"{key}.{required}"
+                f"expected a non-empty string, found {found}",
+                source=source,
+                key=f"{key}.{required}",
             )
     models_raw = table.pop("models", [])
     if not isinstance(models_raw, list):
         raise ConfigError(
             f"expected a list of model names or tables, found {_describe(models_raw)}",
-            source=source, key=f"{key}.models",
+            source=source,
+            key=f"{key}.models",
         )
     models = [
         validate_options(
             {"name": m} if isinstance(m, str) else m if isinstance(m, dict) else {"name": m},
-            ModelEntry, source=source, key=f"{key}.models[{i}]",
+            ModelEntry,
+            source=source,
+            key=f"{key}.models[{i}]",
         )
         for i, m in enumerate(models_raw)
     ]
@@ -298,22 +319,29 @@ def _provider(raw: object, index: int, source: str) -> ProviderSettings:
     return ProviderSettings(name=name, type=type_, models=models, options=table, index=index)
 
 
-def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base_dir: str = ".") -> Config:
+def parse_config(
+    data: Mapping[str, Any], *, source: str = "<config>", base_dir: str = "."
+) -> Config:
     """Build a :class:`Config` from an already-parsed mapping (e.g. a test's dict)."""
     unknown = sorted(set(data) - _TOP_LEVEL)
     if unknown:
         raise ConfigError(
             f"unknown table (expected one of: {', '.join(sorted(_TOP_LEVEL))})",
-            source=source, key=unknown[0],
+            source=source,
+            key=unknown[0],
         )
-    gateway = validate_options(data.get("gateway", {}), GatewaySettings, source=source, key="gateway")
+    gateway = validate_options(
+        data.get("gateway", {}), GatewaySettings, source=source, key="gateway"
+    )
     server = validate_options(data.get("server", {}), ServerSettings, source=source, key="server")
     auth_raw = data.get("auth", {})
     if not isinstance(auth_raw, dict):
         raise ConfigError("expected a table", source=source, key="auth")
     auth = validate_options(
         {k: v for k, v in auth_raw.items() if not isinstance(v, dict)},
-        AuthSettings, source=source, key="auth",
+        AuthSettings,
+        source=source,
+        key="auth",
     )
     auth.options = {k: v for k, v in auth_raw.items() if isinstance(v, dict)}
     raw_providers = data.get("providers", [])
@@ -327,21 +355,30 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base_dir:
         if p.name in seen:
             raise ConfigError(
                 f"duplicate provider name {p.name!r} (also providers[{seen[p.name]}])",
-                source=source, key=f"providers[{p.index}].name",
+                source=source,
+                key=f"providers[{p.index}].name",
             )
         seen[p.name] = p.index
     plugin_tables = data.get("plugin", {})
-    if not isinstance(plugin_tables, dict) or not all(isinstance(v, dict) for v in plugin_tables.values()):
+    if not isinstance(plugin_tables, dict) or not all(
+        isinstance(v, dict) for v in plugin_tables.values()
+    ):
         raise ConfigError("expected tables such as [plugin.NAME]", source=source, key="plugin")
     for name in plugin_tables:
         if name not in gateway.plugins:
             raise ConfigError(
                 f"configures plugin {name!r}, which is not in gateway.plugins",
-                source=source, key=f"plugin.{name}",
+                source=source,
+                key=f"plugin.{name}",
             )
     return Config(
-        gateway=gateway, server=server, auth=auth, providers=providers,
-        plugin=dict(plugin_tables), source=source, base_dir=base_dir,
+        gateway=gateway,
+        server=server,
+        auth=auth,
+        providers=providers,
+        plugin=dict(plugin_tables),
+        source=source,
+        base_dir=base_dir,
     )
 
 

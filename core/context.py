@@ -65,7 +65,8 @@ class RequestContext:
         """The first value of a request header (``name`` in lower case), or ``None``."""
         for key, value in self.scope["headers"]:
             if key == name:
-                return value.decode("latin-1")
+                decoded: str = value.decode("latin-1")
+                return decoded
         return None
 
     async def body(self) -> bytes:
@@ -98,8 +99,9 @@ class RequestContext:
         if self._json is None:
             body = await self.body()
             if not body:
-                raise InvalidRequest("The request body is empty; expected a JSON object.",
-                                     code="invalid_json")
+                raise InvalidRequest(
+                    "The request body is empty; expected a JSON object.", code="invalid_json"
+                )
             try:
                 self._json = _decode(body)
             except msgspec.DecodeError as exc:

@@ -55,8 +55,12 @@ class LoadedPlugin:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "distribution": self.distribution, "version": self.version,
-            "import_ms": round(self.import_ms, 2), "hooks": self.hooks, "builtin": self.builtin,
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "import_ms": round(self.import_ms, 2),
+            "hooks": self.hooks,
+            "builtin": self.builtin,
         }
 
 
@@ -212,14 +216,13 @@ def _register(pm: pluggy.PluginManager, module: object, name: str, origin: str) 
 
 def _unknown_hook_message(pm: pluggy.PluginManager, exc: pluggy.PluginValidationError) -> str:
     known = sorted(
-        name for name in dir(pm.hook)
+        name
+        for name in dir(pm.hook)
         if not name.startswith("_") and getattr(pm.hook, name).spec is not None
     )
     plugin_name = pm.get_name(exc.plugin) or "?"
     unknown = [
-        caller.name
-        for caller in pm.get_hookcallers(exc.plugin) or []
-        if caller.spec is None
+        caller.name for caller in pm.get_hookcallers(exc.plugin) or [] if caller.spec is None
     ]
     hook = unknown[0] if unknown else "?"
     return (

@@ -82,8 +82,14 @@ class Registry:
             registry.middleware.append(Registered(item, current["plugin"]))
 
         hooks: list[tuple[str, Any]] = [
-            ("register_provider_types", keyed("provider type", ProviderType, registry.provider_types)),
-            ("register_auth_strategies", keyed("auth strategy", AuthStrategyType, registry.auth_types)),
+            (
+                "register_provider_types",
+                keyed("provider type", ProviderType, registry.provider_types),
+            ),
+            (
+                "register_auth_strategies",
+                keyed("auth strategy", AuthStrategyType, registry.auth_types),
+            ),
             ("register_routes", register_route),
             ("register_middleware", register_middleware),
         ]

@@ -47,7 +47,8 @@ class ModelRouter:
         if deployment is None:
             raise NotFound(
                 f"The model '{model}' does not exist or you do not have access to it.",
-                code="model_not_found", param="model",
+                code="model_not_found",
+                param="model",
             )
         return deployment
 

@@ -41,7 +41,7 @@ class RouteTable:
         root: str = scope.get("root_path", "")
         # Mounted apps see the full path with the mount point in root_path.
         if root and path.startswith(root):
-            path = path[len(root):] or "/"
+            path = path[len(root) :] or "/"
         return path
 
     def match(self, scope: Scope, ctx: RequestContext) -> Route | None:

@@ -102,10 +102,13 @@ async def relay_openai_stream(
             first = await anext(chunks)
         except StopAsyncIteration:
             raise UpstreamError("The provider ended the stream without sending anything.") from None
-        await send({
-            "type": "http.response.start", "status": 200,
-            "headers": [*SSE_HEADERS, *(headers or ())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, *(headers or ())],
+            }
+        )
         committed = True
         await write(first)
         async for chunk in chunks:

@@ -60,6 +60,7 @@ class RunningServer:
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the server's event loop and return its result."""
+
         async def run() -> Any:
             result = fn()
             if asyncio.iscoroutine(result):
@@ -118,8 +119,9 @@ def start_server(app: Any, *, settings: ServerSettings | None = None) -> Running
     ready.wait(10)
     if "loop" not in holder:
         raise RuntimeError(f"server failed to start: {holder.get('errors')}")
-    server = RunningServer(app, port, thread, holder["loop"], holder["stop"],
-                           holder.setdefault("errors", []))
+    server = RunningServer(
+        app, port, thread, holder["loop"], holder["stop"], holder.setdefault("errors", [])
+    )
     _wait_until_accepting(port)
     return server
 

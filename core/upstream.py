@@ -62,7 +62,11 @@ class UpstreamClient(Protocol):
     """One pooled client per provider instance."""
 
     async def send(
-        self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
         body: bytes | None = None,
     ) -> UpstreamResponse:
         """Send a request and return once the response headers are in."""
@@ -142,21 +146,31 @@ class _AiohttpClient:
             import aiohttp
 
             connector = aiohttp.TCPConnector(
-                limit=self.limits.max_connections, limit_per_host=0, ttl_dns_cache=300,
+                limit=self.limits.max_connections,
+                limit_per_host=0,
+                ttl_dns_cache=300,
                 enable_cleanup_closed=True,
             )
             timeout = aiohttp.ClientTimeout(
-                total=None, connect=None, sock_connect=self.limits.connect_timeout,
+                total=None,
+                connect=None,
+                sock_connect=self.limits.connect_timeout,
                 sock_read=self.limits.read_timeout,
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=timeout, auto_decompress=True,
+                connector=connector,
+                timeout=timeout,
+                auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
             )
         return self._session
 
     async def send(
-        self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
         body: bytes | None = None,
     ) -> UpstreamResponse:
         session = self._get_session()
@@ -209,11 +223,13 @@ def _translate_httpx2(exc: Exception) -> Exception:
     if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimeout("The upstream did not answer in time.", code="upstream_timeout")
     if isinstance(exc, httpx2.ConnectError):
-        return UpstreamError(f"Could not connect to the upstream: {exc}.",
-                             code="upstream_connect_error")
+        return UpstreamError(
+            f"Could not connect to the upstream: {exc}.", code="upstream_connect_error"
+        )
     if isinstance(exc, httpx2.TransportError):
-        return UpstreamError(f"The upstream connection failed: {type(exc).__name__}.",
-                             code="upstream_read_error")
+        return UpstreamError(
+            f"The upstream connection failed: {type(exc).__name__}.", code="upstream_read_error"
+        )
     return exc
 
 
@@ -224,13 +240,19 @@ class _Httpx2Client:
         self._client = httpx2.AsyncClient(
             limits=httpx2.Limits(max_connections=limits.max_connections),
             timeout=httpx2.Timeout(
-                connect=limits.connect_timeout, read=limits.read_timeout, write=limits.read_timeout,
+                connect=limits.connect_timeout,
+                read=limits.read_timeout,
+                write=limits.read_timeout,
                 pool=limits.connect_timeout,
             ),
         )
 
     async def send(
-        self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
         body: bytes | None = None,
     ) -> UpstreamResponse:
         request = self._client.build_request(method, url, headers=headers, content=body)

@@ -44,9 +44,15 @@ class ControlledProvider:
             raise
         self.script.completed.append(request.request_id)
         return completion_object(
-            id="chatcmpl-c", model=request.upstream_model,
-            choices=[{"index": 0, "message": {"role": "assistant", "content": "done"},
-                      "finish_reason": "stop"}],
+            id="chatcmpl-c",
+            model=request.upstream_model,
+            choices=[
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "done"},
+                    "finish_reason": "stop",
+                }
+            ],
             usage=usage_object(1, 1),
         )
 
@@ -60,9 +66,12 @@ class ControlledProvider:
                     raise self.script.fail_with
                 self.script.started.set()
                 yield chunk_object(
-                    id="chatcmpl-c", model=request.upstream_model, created=0,
-                    choices=[{"index": 0, "delta": {"content": f"part{index} "},
-                              "finish_reason": None}],
+                    id="chatcmpl-c",
+                    model=request.upstream_model,
+                    created=0,
+                    choices=[
+                        {"index": 0, "delta": {"content": f"part{index} "}, "finish_reason": None}
+                    ],
                 )
                 await asyncio.sleep(self.script.chunk_delay)
         except (asyncio.CancelledError, GeneratorExit):

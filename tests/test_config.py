@@ -13,8 +13,16 @@ from sluiceway.config import ByteSize, Duration, Secret, load_config, parse_conf
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("250ms", 0.25), ("5s", 5.0), ("2m", 120.0), ("12h", 43200.0), ("1d", 86400.0),
-     ("1.5s", 1.5), (3, 3.0), (0.5, 0.5)],
+    [
+        ("250ms", 0.25),
+        ("5s", 5.0),
+        ("2m", 120.0),
+        ("12h", 43200.0),
+        ("1d", 86400.0),
+        ("1.5s", 1.5),
+        (3, 3.0),
+        (0.5, 0.5),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert Duration.parse(text) == pytest.approx(seconds)
@@ -52,8 +60,9 @@ class _Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 def test_missing_env_secret_names_the_variable_and_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLUICEWAY_NOT_SET", raising=False)
     with pytest.raises(sluiceway.ConfigError) as info:
-        validate_options({"api_key": "env:SLUICEWAY_NOT_SET"}, _Options, source="p.toml",
-                         key="providers[0]")
+        validate_options(
+            {"api_key": "env:SLUICEWAY_NOT_SET"}, _Options, source="p.toml", key="providers[0]"
+        )
     assert str(info.value).startswith("p.toml: providers[0].api_key: ")
     assert "SLUICEWAY_NOT_SET is not set" in str(info.value)
 
@@ -61,13 +70,19 @@ def test_missing_env_secret_names_the_variable_and_key(monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"api_key": "x", "retries": "two"},
-         "p.toml: providers[0].retries: expected `int`, got `str` (found 'two')"),
-        ({"api_key": "x", "timeout": "soon"},
-         "p.toml: providers[0].timeout: expected a duration such as '250ms', '5s' or '12h', "
-         "got 'soon' (found 'soon')"),
-        ({"api_key": "x", "retrys": 3},
-         "p.toml: providers[0].retrys: unknown key (expected one of: api_key, timeout, retries)"),
+        (
+            {"api_key": "x", "retries": "two"},
+            "p.toml: providers[0].retries: expected `int`, got `str` (found 'two')",
+        ),
+        (
+            {"api_key": "x", "timeout": "soon"},
+            "p.toml: providers[0].timeout: expected a duration such as '250ms', '5s' or '12h', "
+            "got 'soon' (found 'soon')",
+        ),
+        (
+            {"api_key": "x", "retrys": 3},
+            "p.toml: providers[0].retrys: unknown key (expected one of: api_key, timeout, retries)",
+        ),
         ({}, "p.toml: providers[0].api_key: required key is missing"),
     ],
 )
@@ -83,19 +98,31 @@ def test_option_errors_name_file_key_found_and_expected(
     ("data", "message"),
     [
         ({"gatway": {}}, "<config>: gatway: unknown table"),
-        ({"server": {"port": "eighty"}},
-         "<config>: server.port: expected `int`, got `str` (found 'eighty')"),
+        (
+            {"server": {"port": "eighty"}},
+            "<config>: server.port: expected `int`, got `str` (found 'eighty')",
+        ),
         ({"gateway": {"plugins": "mock"}}, "<config>: gateway.plugins: expected `array`"),
-        ({"providers": [{"type": "mock"}]},
-         "<config>: providers[0].name: expected a non-empty string, found nothing"),
-        ({"providers": [{"name": "a", "type": "mock"}, {"name": "a", "type": "mock"}]},
-         "<config>: providers[1].name: duplicate provider name 'a' (also providers[0])"),
-        ({"providers": [{"name": "a", "type": "mock", "models": [{"nam": "x"}]}]},
-         "<config>: providers[0].models[0].nam: unknown key"),
-        ({"plugin": {"ghost": {}}},
-         "<config>: plugin.ghost: configures plugin 'ghost', which is not in gateway.plugins"),
-        ({"server": {"graceful_timeout": "forever"}},
-         "<config>: server.graceful_timeout: expected a duration"),
+        (
+            {"providers": [{"type": "mock"}]},
+            "<config>: providers[0].name: expected a non-empty string, found nothing",
+        ),
+        (
+            {"providers": [{"name": "a", "type": "mock"}, {"name": "a", "type": "mock"}]},
+            "<config>: providers[1].name: duplicate provider name 'a' (also providers[0])",
+        ),
+        (
+            {"providers": [{"name": "a", "type": "mock", "models": [{"nam": "x"}]}]},
+            "<config>: providers[0].models[0].nam: unknown key",
+        ),
+        (
+            {"plugin": {"ghost": {}}},
+            "<config>: plugin.ghost: configures plugin 'ghost', which is not in gateway.plugins",
+        ),
+        (
+            {"server": {"graceful_timeout": "forever"}},
+            "<config>: server.graceful_timeout: expected a duration",
+        ),
         ({"gateway": {"max_body_size": "big"}}, "<config>: gateway.max_body_size: expected a size"),
     ],
 )

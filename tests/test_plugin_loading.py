@@ -62,20 +62,26 @@ PACKAGES = {
     # name: (entry-point name, module source)
     "sluiceway-testecho": ("testecho", GOOD),
     "sluiceway-testbroken": ("testbroken", "raise ZeroDivisionError('broken on purpose')\n"),
-    "sluiceway-testdupe": ("testdupe", textwrap.dedent('''
+    "sluiceway-testdupe": (
+        "testdupe",
+        textwrap.dedent("""
         import sluiceway
 
         @sluiceway.hookimpl
         def register_provider_types(register):
             register(sluiceway.ProviderType("echo", lambda ctx: None))
-    ''')),
-    "sluiceway-testtypo": ("testtypo", textwrap.dedent('''
+    """),
+    ),
+    "sluiceway-testtypo": (
+        "testtypo",
+        textwrap.dedent("""
         import sluiceway
 
         @sluiceway.hookimpl
         def register_provider_typos(register):
             pass
-    ''')),
+    """),
+    ),
     "sluiceway-testclash-a": ("testclash", "import sluiceway\n"),
     "sluiceway-testclash-b": ("testclash", "import sluiceway\n"),
     "sluiceway-testunlisted": ("testunlisted", "raise RuntimeError('must never be imported')\n"),
@@ -87,7 +93,8 @@ def _write_package(root: Path, dist: str, ep_name: str, source: str) -> Path:
     pkg = root / dist
     pkg.mkdir()
     (pkg / f"{module}.py").write_text(source)
-    (pkg / "pyproject.toml").write_text(textwrap.dedent(f"""
+    (pkg / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = ["setuptools"]
         build-backend = "setuptools.build_meta"
@@ -101,7 +108,8 @@ def _write_package(root: Path, dist: str, ep_name: str, source: str) -> Path:
 
         [tool.setuptools]
         py-modules = ["{module}"]
-    """))
+    """)
+    )
     return pkg
 
 
@@ -112,9 +120,20 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("plugin-site")
     sources = [_write_package(root, d, ep, src) for d, (ep, src) in PACKAGES.items()]
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), *map(str, sources)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            *map(str, sources),
+        ],
+        check=True,
+        capture_output=True,
     )
     return target
 
@@ -168,15 +187,21 @@ def test_unlisted_plugins_are_never_imported(on_path: Path) -> None:
     ("plugins", "expected"),
     [
         (("tsetecho",), "plugin 'tsetecho' is not installed. Did you mean 'testecho'?"),
-        (("testbroken",),
-         "plugin 'testbroken' (sluiceway-testbroken 0.0.1) failed to import: "
-         "ZeroDivisionError: broken on purpose"),
-        (("testecho", "testdupe"),
-         "plugin 'testdupe' registers provider type 'echo', already registered by plugin "
-         "'testecho'"),
-        (("testtypo",),
-         "plugin 'testtypo' implements 'register_provider_typos', which is not a sluiceway hook. "
-         "Did you mean 'register_provider_types'?"),
+        (
+            ("testbroken",),
+            "plugin 'testbroken' (sluiceway-testbroken 0.0.1) failed to import: "
+            "ZeroDivisionError: broken on purpose",
+        ),
+        (
+            ("testecho", "testdupe"),
+            "plugin 'testdupe' registers provider type 'echo', already registered by plugin "
+            "'testecho'",
+        ),
+        (
+            ("testtypo",),
+            "plugin 'testtypo' implements 'register_provider_typos', which is not a sluiceway "
+            "hook. Did you mean 'register_provider_types'?",
+        ),
         (("testclash",), "plugin name 'testclash' is provided by both"),
         (("testecho", "testecho"), "plugin 'testecho' is listed twice"),
     ],
@@ -202,7 +227,10 @@ def _cli(plugin_site: Path, *args: str, config: Path) -> subprocess.CompletedPro
     env = {**os.environ, "PYTHONPATH": str(plugin_site)}
     return subprocess.run(
         [sys.executable, "-m", "sluiceway.cli", *args, "--config", str(config)],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 

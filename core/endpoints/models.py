@@ -20,7 +20,9 @@ def _model_object(model: ModelInfo) -> dict[str, Any]:
 async def list_models(scope: Scope, receive: Receive, send: Send) -> None:
     """Every model of every provider, in the OpenAI list shape."""
     router = scope[CONTEXT_KEY].gateway.router
-    await send_json(send, 200, {"object": "list", "data": [_model_object(m) for m in router.models()]})
+    await send_json(
+        send, 200, {"object": "list", "data": [_model_object(m) for m in router.models()]}
+    )
 
 
 async def retrieve_model(scope: Scope, receive: Receive, send: Send) -> None:

@@ -36,9 +36,7 @@ class _InternalError(GatewayError):
     default_code = "internal_error"
 
 
-async def render_error(
-    send: Send, error: GatewayError, dialect: str, request_id: str
-) -> None:
+async def render_error(send: Send, error: GatewayError, dialect: str, request_id: str) -> None:
     """Send ``error`` as a complete response in the client's dialect."""
     if dialect == "anthropic":
         body = anthropic.error_body(error, request_id)
@@ -98,9 +96,13 @@ class RequestContextMiddleware:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             await render_error(
                 send_with_id,
-                ServiceUnavailable("The gateway is shutting down; retry shortly.",
-                                   code="server_shutdown", retry_after=1),
-                dialect, request_id,
+                ServiceUnavailable(
+                    "The gateway is shutting down; retry shortly.",
+                    code="server_shutdown",
+                    retry_after=1,
+                ),
+                dialect,
+                request_id,
             )
         except Exception:
             log.exception("request %s failed", request_id)
@@ -108,7 +110,8 @@ class RequestContextMiddleware:
                 await render_error(
                     send_with_id,
                     _InternalError(f"The gateway hit an internal error (request id {request_id})."),
-                    dialect, request_id,
+                    dialect,
+                    request_id,
                 )
         finally:
             inflight.discard(ctx)

@@ -30,8 +30,10 @@ def error_type(status: int) -> str:
 
 def error_body(error: GatewayError, request_id: str) -> bytes:
     """``{"type": "error", "error": {"type", "message"}, "request_id"}`` as bytes."""
-    return _encode({
-        "type": "error",
-        "error": {"type": error_type(error.status), "message": error.message},
-        "request_id": request_id,
-    })
+    return _encode(
+        {
+            "type": "error",
+            "error": {"type": error_type(error.status), "message": error.message},
+            "request_id": request_id,
+        }
+    )

@@ -96,17 +96,21 @@ def _validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
         field = message.split("`")[1]
         param = f"{param}.{field}" if param else field
         return InvalidRequest(
-            f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
         )
     if param:
         detail = message[0].lower() + message[1:]
         if message.startswith(("Expected", "Invalid enum")):
             return InvalidRequest(
-                f"Invalid value for '{param}': {detail}.", param=param, code="invalid_type"
-                if message.startswith("Expected `") else "invalid_value",
+                f"Invalid value for '{param}': {detail}.",
+                param=param,
+                code="invalid_type" if message.startswith("Expected `") else "invalid_value",
             )
-        return InvalidRequest(f"Invalid value for '{param}': {detail}.", param=param,
-                              code="invalid_value")
+        return InvalidRequest(
+            f"Invalid value for '{param}': {detail}.", param=param, code="invalid_value"
+        )
     return InvalidRequest(f"Invalid request: {message}.", code="invalid_request")
 
 
@@ -116,9 +120,7 @@ _CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
 def parse_chat_request(body: object, *, request_id: str = "") -> ChatRequest:
     """Validate a parsed chat-completions body; raise ``InvalidRequest`` naming the ``param``."""
     if not isinstance(body, dict):
-        raise InvalidRequest(
-            "The request body must be a JSON object.", code="invalid_request_body"
-        )
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_request_body")
     try:
         params = msgspec.convert(body, _ChatParams)
     except msgspec.ValidationError as exc:
@@ -127,20 +129,23 @@ def parse_chat_request(body: object, *, request_id: str = "") -> ChatRequest:
         if message.role in _CONTENT_REQUIRED and message.content is None:
             param = f"messages[{index}].content"
             raise InvalidRequest(
-                f"Missing required parameter: '{param}'.", param=param,
+                f"Missing required parameter: '{param}'.",
+                param=param,
                 code="missing_required_parameter",
             )
         if message.role == "tool" and not message.tool_call_id:
             param = f"messages[{index}].tool_call_id"
             raise InvalidRequest(
-                f"Missing required parameter: '{param}'.", param=param,
+                f"Missing required parameter: '{param}'.",
+                param=param,
                 code="missing_required_parameter",
             )
     if isinstance(params.tool_choice, dict):
         _check_named_tool_choice(params)
     elif params.tool_choice == "required" and not params.tools:
         raise InvalidRequest(
-            "'tool_choice' is 'required' but no 'tools' were given.", param="tool_choice",
+            "'tool_choice' is 'required' but no 'tools' were given.",
+            param="tool_choice",
             code="invalid_value",
         )
     if params.response_format and params.response_format.type == "json_schema":
@@ -148,18 +153,24 @@ def parse_chat_request(body: object, *, request_id: str = "") -> ChatRequest:
         if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
             raise InvalidRequest(
                 "Missing required parameter: 'response_format.json_schema.name'.",
-                param="response_format.json_schema.name", code="missing_required_parameter",
+                param="response_format.json_schema.name",
+                code="missing_required_parameter",
             )
     stream = bool(params.stream)
     if params.stream_options is not None and not stream:
         raise InvalidRequest(
-            "'stream_options' is only allowed when 'stream' is true.", param="stream_options",
+            "'stream_options' is only allowed when 'stream' is true.",
+            param="stream_options",
             code="invalid_value",
         )
     include_usage = bool(stream and params.stream_options and params.stream_options.include_usage)
     return ChatRequest(
-        body, model=params.model, messages=body["messages"], stream=stream,
-        include_usage=include_usage, request_id=request_id,
+        body,
+        model=params.model,
+        messages=body["messages"],
+        stream=stream,
+        include_usage=include_usage,
+        request_id=request_id,
     )
 
 
@@ -172,20 +183,28 @@ def _check_named_tool_choice(params: _ChatParams) -> None:
         raise InvalidRequest(
             "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or "
             "{'type': 'function', 'function': {'name': ...}}.",
-            param="tool_choice", code="invalid_value",
+            param="tool_choice",
+            code="invalid_value",
         )
     if name not in {tool.function.name for tool in params.tools or ()}:
         raise InvalidRequest(
             f"Invalid value for 'tool_choice': no tool named {name!r} in 'tools'.",
-            param="tool_choice.function.name", code="invalid_value",
+            param="tool_choice.function.name",
+            code="invalid_value",
         )
 
 
 def error_body(error: GatewayError) -> bytes:
     """``{"error": {"message", "type", "code", "param"}}`` as bytes."""
     return _encode(
-        {"error": {"message": error.message, "type": error.error_type,
-                   "code": error.code, "param": error.param}}
+        {
+            "error": {
+                "message": error.message,
+                "type": error.error_type,
+                "code": error.code,
+                "param": error.param,
+            }
+        }
     )
 
 
@@ -207,13 +226,20 @@ def usage_object(prompt_tokens: int, completion_tokens: int, **details: Any) -> 
 
 
 def completion_object(
-    *, id: str, model: str, choices: list[dict[str, Any]], usage: dict[str, Any] | None,
+    *,
+    id: str,
+    model: str,
+    choices: list[dict[str, Any]],
+    usage: dict[str, Any] | None,
     created: int | None = None,
 ) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` object."""
     result: dict[str, Any] = {
-        "id": id, "object": "chat.completion", "created": created or int(time.time()),
-        "model": model, "choices": choices,
+        "id": id,
+        "object": "chat.completion",
+        "created": created or int(time.time()),
+        "model": model,
+        "choices": choices,
     }
     if usage is not None:
         result["usage"] = usage
@@ -221,12 +247,19 @@ def completion_object(
 
 
 def chunk_object(
-    *, id: str, model: str, created: int, choices: list[dict[str, Any]],
+    *,
+    id: str,
+    model: str,
+    created: int,
+    choices: list[dict[str, Any]],
     usage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An OpenAI ``chat.completion.chunk`` object (``choices=[]`` plus usage for the last)."""
     result: dict[str, Any] = {
-        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
         "choices": choices,
     }
     if usage is not None:

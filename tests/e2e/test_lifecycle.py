@@ -30,14 +30,19 @@ def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -
 
 def test_client_disconnect_mid_stream_cancels_the_provider(
     gateway_factory: Callable[..., RunningServer],
-    script: Script, controlled_plugin: tuple[str, ControlledPlugin],
+    script: Script,
+    controlled_plugin: tuple[str, ControlledPlugin],
 ) -> None:
     script.chunks, script.chunk_delay = 1000, 0.02
     server = gateway_factory(CONTROLLED_CONFIG, plugins=[controlled_plugin])
-    with httpx.Client() as client, client.stream(
-        "POST", server.base_url + "/chat/completions",
-        json={"model": "ctl-model", "messages": MESSAGES, "stream": True},
-    ) as response:
+    with (
+        httpx.Client() as client,
+        client.stream(
+            "POST",
+            server.base_url + "/chat/completions",
+            json={"model": "ctl-model", "messages": MESSAGES, "stream": True},
+        ) as response,
+    ):
         assert response.status_code == 200
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
@@ -49,15 +54,19 @@ def test_client_disconnect_mid_stream_cancels_the_provider(
 
 def test_client_disconnect_while_waiting_cancels_a_plain_request(
     gateway_factory: Callable[..., RunningServer],
-    script: Script, controlled_plugin: tuple[str, ControlledPlugin],
+    script: Script,
+    controlled_plugin: tuple[str, ControlledPlugin],
 ) -> None:
     script.delay_before_first = 30
     server = gateway_factory(CONTROLLED_CONFIG, plugins=[controlled_plugin])
 
     def call() -> None:
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(server.base_url + "/chat/completions",
-                       json={"model": "ctl-model", "messages": MESSAGES}, timeout=0.5)
+            httpx.post(
+                server.base_url + "/chat/completions",
+                json={"model": "ctl-model", "messages": MESSAGES},
+                timeout=0.5,
+            )
 
     call()
     _wait_for(lambda: len(script.cancelled) == 1, "the provider call to be cancelled")
@@ -66,7 +75,8 @@ def test_client_disconnect_while_waiting_cancels_a_plain_request(
 
 def test_shutdown_ends_open_streams_with_an_error_frame(
     gateway_factory: Callable[..., RunningServer],
-    script: Script, controlled_plugin: tuple[str, ControlledPlugin],
+    script: Script,
+    controlled_plugin: tuple[str, ControlledPlugin],
 ) -> None:
     script.chunks, script.chunk_delay = 10_000, 0.05
     settings = ServerSettings(graceful_timeout=Duration(0.5))
@@ -88,15 +98,20 @@ def test_shutdown_ends_open_streams_with_an_error_frame(
 
 def test_shutdown_lets_short_streams_finish(
     gateway_factory: Callable[..., RunningServer],
-    script: Script, controlled_plugin: tuple[str, ControlledPlugin],
+    script: Script,
+    controlled_plugin: tuple[str, ControlledPlugin],
 ) -> None:
     script.chunks, script.chunk_delay = 10, 0.05
     settings = ServerSettings(graceful_timeout=Duration(10))
     server = gateway_factory(CONTROLLED_CONFIG, plugins=[controlled_plugin], settings=settings)
-    with httpx.Client() as client, client.stream(
-        "POST", server.base_url + "/chat/completions",
-        json={"model": "ctl-model", "messages": MESSAGES, "stream": True},
-    ) as response:
+    with (
+        httpx.Client() as client,
+        client.stream(
+            "POST",
+            server.base_url + "/chat/completions",
+            json={"model": "ctl-model", "messages": MESSAGES, "stream": True},
+        ) as response,
+    ):
         lines = response.iter_lines()
         first = next(lines)
         stopper = threading.Thread(target=server.stop)
@@ -111,7 +126,8 @@ def test_shutdown_lets_short_streams_finish(
 
 def test_readyz_reports_draining(
     gateway_factory: Callable[..., RunningServer],
-    script: Script, controlled_plugin: tuple[str, ControlledPlugin],
+    script: Script,
+    controlled_plugin: tuple[str, ControlledPlugin],
 ) -> None:
     server = gateway_factory(CONTROLLED_CONFIG, plugins=[controlled_plugin])
     assert httpx.get(server.url + "/readyz").status_code == 200
@@ -124,14 +140,17 @@ def test_readyz_reports_draining(
 
 def test_internal_errors_never_show_a_traceback(
     gateway_factory: Callable[..., RunningServer],
-    script: Script, controlled_plugin: tuple[str, ControlledPlugin],
+    script: Script,
+    controlled_plugin: tuple[str, ControlledPlugin],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     script.fail_with = RuntimeError("secret internal detail")
     server = gateway_factory(CONTROLLED_CONFIG, plugins=[controlled_plugin])
     client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0)
-    with caplog.at_level(logging.ERROR, logger="sluiceway.request"), \
-            pytest.raises(openai.InternalServerError) as info:
+    with (
+        caplog.at_level(logging.ERROR, logger="sluiceway.request"),
+        pytest.raises(openai.InternalServerError) as info,
+    ):
         client.chat.completions.create(model="ctl-model", messages=MESSAGES)
     request_id = info.value.response.headers["x-request-id"]
     assert info.value.status_code == 500
@@ -145,7 +164,8 @@ def test_internal_errors_never_show_a_traceback(
 
 def test_a_stream_that_fails_after_starting_ends_with_an_error_frame(
     gateway_factory: Callable[..., RunningServer],
-    script: Script, controlled_plugin: tuple[str, ControlledPlugin],
+    script: Script,
+    controlled_plugin: tuple[str, ControlledPlugin],
 ) -> None:
     import sluiceway
 
@@ -166,7 +186,8 @@ def test_a_stream_that_fails_after_starting_ends_with_an_error_frame(
 
 def test_a_stream_that_fails_before_starting_gets_an_http_status(
     gateway_factory: Callable[..., RunningServer],
-    script: Script, controlled_plugin: tuple[str, ControlledPlugin],
+    script: Script,
+    controlled_plugin: tuple[str, ControlledPlugin],
 ) -> None:
     import sluiceway
 
@@ -186,7 +207,9 @@ def test_a_stream_that_fails_before_starting_gets_an_http_status(
 )
 def test_request_ids(
     gateway_factory: Callable[..., RunningServer],
-    controlled_plugin: tuple[str, ControlledPlugin], incoming: str, kept: bool,
+    controlled_plugin: tuple[str, ControlledPlugin],
+    incoming: str,
+    kept: bool,
 ) -> None:
     server = gateway_factory(CONTROLLED_CONFIG, plugins=[controlled_plugin])
     response = httpx.get(server.base_url + "/models", headers={"x-request-id": incoming})
@@ -197,7 +220,8 @@ def test_request_ids(
 
 async def test_many_concurrent_disconnects_leave_nothing_behind(
     gateway_factory: Callable[..., RunningServer],
-    script: Script, controlled_plugin: tuple[str, ControlledPlugin],
+    script: Script,
+    controlled_plugin: tuple[str, ControlledPlugin],
 ) -> None:
     script.delay_before_first = 0.05
     script.chunks, script.chunk_delay = 1000, 0.01
@@ -206,8 +230,9 @@ async def test_many_concurrent_disconnects_leave_nothing_behind(
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200)) as client:
 
         async def hang_up() -> None:
-            async with client.stream("POST", server.base_url + "/chat/completions",
-                                     json=body) as response:
+            async with client.stream(
+                "POST", server.base_url + "/chat/completions", json=body
+            ) as response:
                 async for _ in response.aiter_lines():
                     break
 
