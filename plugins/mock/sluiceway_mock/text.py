@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -39,16 +39,18 @@ _TOKEN = re.compile(r"\w+|[^\w\s]+")
 # One token with the whitespace before it: the unit of a streamed delta.
 _PIECE = re.compile(r"\s*(?:\w+|[^\w\s]+)")
 
-WORDS: tuple[str, ...] = tuple(
-    """
+# Function words glue sentences together; a sentence never ends on one.
+_FUNCTION_WORDS = """
     the of and to in is that for it as with was on be by this are from at or an
     which have not they but all one can more were their has will been would there
     when what about into other some time could these two may then first any like
-    only such over new also after most made well where much through back years way
-    many before must right should because each people very work just those
-    between system data model request answer question gateway stream token value
-    result simple small large early later often quickly carefully clearly around
-    above below under every several different important general common possible
+    only such over new also after most made well where much through back way
+    many before must should because each very just those between every several
+""".split()
+_CONTENT_WORDS = """
+    people years work system data model request answer question gateway stream
+    token value result simple small large early later often quickly carefully
+    clearly around above below under different important general common possible
     likely useful current recent local global final main open known second third
     make take give find show keep help start turn move play run hold bring write
     provide include continue change follow consider suggest explain describe
@@ -56,13 +58,15 @@ WORDS: tuple[str, ...] = tuple(
     process number level point part place case group problem fact idea example
     service network server client limit window memory cache queue worker event
     route policy choice option setting detail summary context history signal
-    river mountain garden window morning evening city road light water paper
-    """.split()
-)
+    river mountain garden morning evening city road light water paper
+""".split()
+WORDS: tuple[str, ...] = (*_FUNCTION_WORDS, *_CONTENT_WORDS)
 _SPACED = tuple(" " + word for word in WORDS)
+_SPACED_CONTENT = tuple(" " + word for word in _CONTENT_WORDS)
 _TITLED = tuple(word.capitalize() for word in WORDS)
 _SPACED_TITLED = tuple(" " + word for word in _TITLED)
 _N = len(WORDS)
+_N_CONTENT = len(_CONTENT_WORDS)
 
 
 def count_tokens(text: str) -> int:
@@ -103,14 +107,17 @@ def message_texts(message: Mapping[str, Any]) -> Iterable[str]:
                     yield function[key]
 
 
-def prompt_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
+def prompt_tokens(
+    messages: Iterable[Mapping[str, Any]], count: Callable[[str], int] = count_tokens
+) -> int:
     """Prompt tokens as the mock reports them: ``REPLY_OVERHEAD`` plus, per
-    message, ``MESSAGE_OVERHEAD`` and the tokens of its :func:`message_texts`."""
+    message, ``MESSAGE_OVERHEAD`` and the tokens of its :func:`message_texts`.
+    ``count`` may be a cached :func:`count_tokens`."""
     total = REPLY_OVERHEAD
     for message in messages:
         total += MESSAGE_OVERHEAD
         for text in message_texts(message):
-            total += len(_TOKEN.findall(text))
+            total += count(text)
     return total
 
 
@@ -137,11 +144,13 @@ def prose(rng: random.Random, count: int, *, leading_space: bool = False) -> lis
         words = length - 2  # after the opening word and before the full stop
         # A comma needs a word on both sides: only in sentences long enough.
         comma_at = 1 + int(rand() * (words - 2)) if words >= 5 and rand() < 0.5 else -1
-        for position in range(words):
+        for position in range(words - 1):
             if position == comma_at:
                 append(",")
             else:
                 append(_SPACED[int(rand() * _N)])
+        if words:
+            append(_SPACED_CONTENT[int(rand() * _N_CONTENT)])
         append(".")
     return pieces
 

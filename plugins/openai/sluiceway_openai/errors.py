@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+
 from sluiceway import GatewayError, UpstreamError, UpstreamTimeout
 
 __all__ = [

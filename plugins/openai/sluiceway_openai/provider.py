@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+
 from sluiceway import ChatRequest, UpstreamError, UpstreamLimits, UpstreamTimeout
 from sluiceway.wire.sse import SSEDecoder
 

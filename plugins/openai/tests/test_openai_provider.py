@@ -14,6 +14,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from sluiceway.testing import RunningServer
 
 Scope = dict[str, Any]
@@ -57,8 +58,9 @@ class FakeOpenAI:
         self.requests.append({"path": scope["path"], "headers": headers, "body": data})
         scenario = data["messages"][-1]["content"]
         if scenario == "400":
-            error = {"error": {"message": "You sent something odd.", "type": "invalid_request_error",
-                               "code": "odd_request", "param": "messages"}}
+            error = {"error": {"message": "You sent something odd.",
+                               "type": "invalid_request_error", "code": "odd_request",
+                               "param": "messages"}}
             await _respond(send, 400, json.dumps(error).encode())
         elif scenario == "400-text":
             await _respond(send, 400, b"<html>\n  Bad   request\n</html>", b"text/html")
