@@ -104,7 +104,7 @@ class RequestContext:
                 )
             try:
                 self._json = _decode(body)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise InvalidRequest(
                     f"We could not parse the JSON body of your request: {exc}.",
                     code="invalid_json",

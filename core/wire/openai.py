@@ -102,15 +102,10 @@ def _validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
         )
     if param:
         detail = message[0].lower() + message[1:]
-        if message.startswith(("Expected", "Invalid enum")):
-            return InvalidRequest(
-                f"Invalid value for '{param}': {detail}.",
-                param=param,
-                code="invalid_type" if message.startswith("Expected `") else "invalid_value",
-            )
-        return InvalidRequest(
-            f"Invalid value for '{param}': {detail}.", param=param, code="invalid_value"
-        )
+        # "Expected `int`, got `str`" is a type error; "Expected `float` <= 2.0" or
+        # "Invalid enum value" is a value outside what the field allows.
+        code = "invalid_type" if ", got `" in message else "invalid_value"
+        return InvalidRequest(f"Invalid value for '{param}': {detail}.", param=param, code=code)
     return InvalidRequest(f"Invalid request: {message}.", code="invalid_request")
 
 

@@ -282,11 +282,14 @@ def test_bad_requests_arrive_as_sdk_errors(
     assert info.value.response.headers["x-request-id"]
 
 
-def test_missing_model_field(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(messages=MESSAGES, extra_body={})  # type: ignore[call-overload]
-    assert info.value.code == "missing_required_parameter"
-    assert info.value.param == "model"
+def test_missing_model_field(server: RunningServer) -> None:
+    # The SDK refuses to send a request without a model, so send it raw.
+    response = httpx.post(server.base_url + "/chat/completions", json={"messages": MESSAGES})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "Missing required parameter: 'model'.", "type": "invalid_request_error",
+        "code": "missing_required_parameter", "param": "model",
+    }
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,548 @@
+"""One ``test_hook_<name>`` per hook, each driving the hook for real.
+
+The plugins are in-process objects whose methods carry ``@sluiceway.hookimpl``,
+passed to the gateway as ``plugins=[(name, obj)]``; the gateway is served on a
+real socket by ``gateway_factory`` and driven with httpx or the OpenAI SDK.
+tests/test_docs.py fails if a hook has no test here.
+
+The code between ``# [docs:NAME]`` and ``# [/docs:NAME]`` is shown verbatim in
+docs/hooks.md, and tests/test_docs.py fails if the two drift apart: the
+examples in the docs are the code tested here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+import msgspec
+import openai
+import pytest
+from click.testing import CliRunner
+from openai.types.chat import ChatCompletionMessageParam
+
+import sluiceway
+from sluiceway.cli import build_cli
+from sluiceway.plugins import load_plugins
+from sluiceway.testing import RunningServer
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Factory = Callable[..., RunningServer]
+
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "abc"}]
+
+
+# --------------------------------------------------------------------------
+# register_provider_types
+# --------------------------------------------------------------------------
+
+# [docs:register_provider_types]
+class ReverseOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Keys of a ``type = "reverse"`` provider table, besides name/type/models."""
+
+    prefix: str = ""
+
+
+class ReverseProvider:
+    """Answers with the last message reversed."""
+
+    def __init__(self, options: ReverseOptions) -> None:
+        self.prefix = options.prefix
+
+    def answer(self, request: sluiceway.ChatRequest) -> str:
+        return self.prefix + str(request.messages[-1]["content"])[::-1]
+
+    async def chat(self, request: sluiceway.ChatRequest) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-reverse", "object": "chat.completion", "created": 0,
+            "model": request.upstream_model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": self.answer(request)}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+
+    async def stream(self, request: sluiceway.ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        for char in self.answer(request):
+            yield {
+                "id": "chatcmpl-reverse", "object": "chat.completion.chunk", "created": 0,
+                "model": request.upstream_model,
+                "choices": [{"index": 0, "delta": {"content": char}, "finish_reason": None}],
+            }
+
+    async def aclose(self) -> None:
+        pass
+
+
+class ReversePlugin:
+    @sluiceway.hookimpl
+    def register_provider_types(self, register: Callable[[sluiceway.ProviderType], None]) -> None:
+        register(sluiceway.ProviderType(
+            name="reverse",
+            factory=lambda ctx: ReverseProvider(ctx.options),
+            config_model=ReverseOptions,
+        ))
+# [/docs:register_provider_types]
+
+
+REVERSE_CONFIG: dict[str, Any] = {
+    "providers": [{
+        "name": "rev", "type": "reverse", "prefix": "> ",
+        "models": ["backwards", {"name": "alias", "upstream": "backwards-v2"}],
+    }],
+}
+
+
+def test_hook_register_provider_types(gateway_factory: Factory) -> None:
+    server = gateway_factory(REVERSE_CONFIG, plugins=[("reverse", ReversePlugin())])
+    with openai.OpenAI(api_key="unused", base_url=server.base_url, max_retries=0) as client:
+        reply = client.chat.completions.create(model="backwards", messages=USER)
+        assert reply.choices[0].message.content == "> cba"
+        # A model table maps a public name to the provider's own id for it.
+        alias = client.chat.completions.create(model="alias", messages=USER)
+        assert alias.model == "backwards-v2"
+        stream = client.chat.completions.create(
+            model="backwards", messages=USER, stream=True,
+        )
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == "> cba"
+        assert sorted(m.id for m in client.models.list()) == ["alias", "backwards"]
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.chat.completions.create(model="forwards", messages=USER)
+        assert missing.value.code == "model_not_found"
+
+    # The provider's config_model validates its table: unknown keys name the key.
+    bad = {"providers": [{"name": "rev", "type": "reverse", "colour": "red"}]}
+    with pytest.raises(sluiceway.ConfigError, match=r"providers\[0\]\.colour: unknown key"):
+        sluiceway.create_app(bad, plugins=[("reverse", ReversePlugin())])
+    # A type that no listed plugin registered.
+    with pytest.raises(sluiceway.ConfigError, match=r"unknown provider type 'reverse'"):
+        sluiceway.create_app(REVERSE_CONFIG)
+    # The same type name from two plugins: an error naming both.
+    with pytest.raises(sluiceway.PluginError) as twice:
+        sluiceway.create_app({}, plugins=[("reverse", ReversePlugin()), ("again", ReversePlugin())])
+    assert str(twice.value) == (
+        "plugin 'again' registers provider type 'reverse', already registered by plugin 'reverse'"
+    )
+
+
+# --------------------------------------------------------------------------
+# register_routes
+# --------------------------------------------------------------------------
+
+# [docs:register_routes]
+async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+    ctx: sluiceway.RequestContext = scope[sluiceway.CONTEXT_KEY]
+    body = b'{"hello": "world", "request_id": "%s"}' % ctx.request_id.encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class HelloPlugin:
+    @sluiceway.hookimpl
+    def register_routes(self, register: Callable[[sluiceway.Route], None]) -> None:
+        register(sluiceway.Route("/hello", hello, methods=("GET",), name="hello", public=True))
+# [/docs:register_routes]
+
+
+class ClashPlugin:
+    @sluiceway.hookimpl
+    def register_routes(self, register: Callable[[sluiceway.Route], None]) -> None:
+        register(sluiceway.Route("/healthz", hello))
+
+
+def test_hook_register_routes(gateway_factory: Factory) -> None:
+    server = gateway_factory({}, plugins=[("hello", HelloPlugin())])
+    with httpx.Client(base_url=server.url) as client:
+        response = client.get("/hello")
+        assert response.status_code == 200
+        assert response.json() == {"hello": "world", "request_id": response.headers["x-request-id"]}
+        # A well-formed incoming request id is kept; anything else is replaced.
+        assert client.get("/hello", headers={"x-request-id": "trace-42"}).json()["request_id"] == (
+            "trace-42"
+        )
+        assert client.get("/hello", headers={"x-request-id": "a b"}).json()["request_id"] != "a b"
+        refused = client.post("/hello")
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == "GET"
+        assert refused.json()["error"]["code"] == "method_not_allowed"
+
+    # A path and method the core already serves: create_app refuses, naming both owners.
+    with pytest.raises(sluiceway.PluginError) as clash:
+        sluiceway.create_app({}, plugins=[("clash", ClashPlugin())])
+    assert str(clash.value) == (
+        "plugin 'clash' registers GET /healthz, already registered by plugin 'sluiceway.core'"
+    )
+
+
+# --------------------------------------------------------------------------
+# register_middleware
+# --------------------------------------------------------------------------
+
+# [docs:register_middleware]
+class Stamp:
+    """Notes each request it sees and stamps the response with ``x-stamp``."""
+
+    def __init__(self, app: ASGIApp, label: str, seen: list[str]) -> None:
+        self.app = app
+        self.label = label
+        self.header = (b"x-stamp", label.encode())
+        self.seen = seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan, websocket: straight through, untouched
+            await self.app(scope, receive, send)
+            return
+        self.seen.append(self.label)
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.header]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+class StampPlugin:
+    def __init__(self, name: str, seen: list[str]) -> None:
+        self.name = name
+        self.seen = seen
+
+    @sluiceway.hookimpl
+    def register_middleware(self, register: Callable[[sluiceway.Middleware], None]) -> None:
+        before, after = f"{self.name}:before_auth", f"{self.name}:after_auth"
+        register(sluiceway.Middleware(
+            before, lambda app, gateway: Stamp(app, before, self.seen), slot="before_auth",
+        ))
+        register(sluiceway.Middleware(
+            after, lambda app, gateway: Stamp(app, after, self.seen), slot="after_auth",
+        ))
+# [/docs:register_middleware]
+
+
+def test_hook_register_middleware(
+    gateway_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEAM_A_KEY", "sk-team-a")
+    seen: list[str] = []
+    server = gateway_factory(
+        AUTH_CONFIG,
+        plugins=[("first", StampPlugin("first", seen)), ("second", StampPlugin("second", seen)),
+                 ("keys", KeysPlugin())],
+    )
+    with httpx.Client(base_url=server.base_url) as client:
+        ok = client.get("/models", headers={"authorization": "Bearer sk-team-a"})
+        assert ok.status_code == 200
+        # In a slot, the plugin listed first is outermost: it sees the request
+        # first and the response last.
+        assert seen == ["first:before_auth", "second:before_auth",
+                        "first:after_auth", "second:after_auth"]
+        assert ok.headers.get_list("x-stamp") == ["second:after_auth", "first:after_auth",
+                                                  "second:before_auth", "first:before_auth"]
+        seen.clear()
+        refused = client.get("/models")
+        assert refused.status_code == 401
+        # before_auth ran; the auth chain refused, so after_auth never did.
+        assert seen == ["first:before_auth", "second:before_auth"]
+        # The refusal is rendered by the outermost layer, outside every slot.
+        assert "x-stamp" not in refused.headers
+
+    # Non-http scopes pass through each registered middleware untouched.
+    gateway = server.gateway
+    reached: list[Scope] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope)
+
+    async def nothing() -> Message:
+        return {}
+
+    async def ignore(message: Message) -> None:
+        pass
+
+    async def pass_through() -> None:
+        for registered in gateway.registry.middleware:
+            app = registered.item.factory(inner, gateway)
+            await app({"type": "lifespan"}, nothing, ignore)
+            await app({"type": "websocket", "path": "/ws"}, nothing, ignore)
+
+    seen.clear()
+    asyncio.run(pass_through())
+    assert reached == [{"type": "lifespan"}, {"type": "websocket", "path": "/ws"}] * 4
+    assert seen == []
+
+
+# --------------------------------------------------------------------------
+# register_auth_strategies
+# --------------------------------------------------------------------------
+
+# [docs:register_auth_strategies]
+class StaticKeysOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[auth.static-keys]``: key id -> secret, e.g. ``team-a = "env:TEAM_A_KEY"``."""
+
+    keys: dict[str, sluiceway.Secret]
+
+
+class StaticKeys:
+    """Accepts ``Authorization: Bearer <secret>`` for any configured secret."""
+
+    def __init__(self, options: StaticKeysOptions) -> None:
+        self.key_ids = {secret.reveal(): key_id for key_id, secret in options.keys.items()}
+
+    async def authenticate(self, ctx: sluiceway.RequestContext) -> sluiceway.Principal | None:
+        header = ctx.header(b"authorization")
+        if header is None or not header.startswith("Bearer "):
+            return None  # no credential of ours: the next strategy in the chain is asked
+        key_id = self.key_ids.get(header.removeprefix("Bearer "))
+        if key_id is None:
+            raise sluiceway.AuthenticationFailed("Incorrect API key provided.")
+        return sluiceway.Principal(key_id=key_id)
+
+
+class TrustedHeader:
+    """Accepts ``x-user`` as set by a trusted proxy in front of the gateway."""
+
+    async def authenticate(self, ctx: sluiceway.RequestContext) -> sluiceway.Principal | None:
+        user = ctx.header(b"x-user")
+        return sluiceway.Principal(key_id=f"user:{user}") if user else None
+
+
+class KeysPlugin:
+    @sluiceway.hookimpl
+    def register_auth_strategies(
+        self, register: Callable[[sluiceway.AuthStrategyType], None]
+    ) -> None:
+        register(sluiceway.AuthStrategyType(
+            "static-keys", lambda options, gateway: StaticKeys(options), StaticKeysOptions,
+        ))
+        register(sluiceway.AuthStrategyType(
+            "trusted-header", lambda options, gateway: TrustedHeader(),
+        ))
+# [/docs:register_auth_strategies]
+
+
+AUTH_CONFIG: dict[str, Any] = {
+    "auth": {
+        "chain": ["static-keys", "trusted-header"],
+        "static-keys": {"keys": {"team-a": "env:TEAM_A_KEY"}},
+    },
+}
+
+
+async def whoami(scope: Scope, receive: Receive, send: Send) -> None:
+    principal = scope[sluiceway.CONTEXT_KEY].principal
+    body = principal.key_id.encode() if principal else b"nobody"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+class WhoAmIPlugin:
+    @sluiceway.hookimpl
+    def register_routes(self, register: Callable[[sluiceway.Route], None]) -> None:
+        register(sluiceway.Route("/whoami", whoami))
+
+
+def test_hook_register_auth_strategies(
+    gateway_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEAM_A_KEY", "sk-team-a")
+    plugins = [("keys", KeysPlugin()), ("whoami", WhoAmIPlugin())]
+    server = gateway_factory(AUTH_CONFIG, plugins=plugins)
+    with httpx.Client(base_url=server.url) as client:
+        bearer = {"authorization": "Bearer sk-team-a"}
+        assert client.get("/whoami", headers=bearer).text == "team-a"
+        # The first strategy found no bearer token; the second accepted x-user.
+        assert client.get("/whoami", headers={"x-user": "ada"}).text == "user:ada"
+
+        missing = client.get("/whoami")
+        assert missing.status_code == 401
+        assert missing.json() == {"error": {
+            "message": "Missing credentials: send your API key as 'Authorization: Bearer <key>'.",
+            "type": "authentication_error", "code": "missing_api_key", "param": None,
+        }}
+        assert missing.headers["x-request-id"].startswith("req_")
+        # A credential that is present but wrong ends the chain: x-user is not asked.
+        wrong = client.get("/whoami", headers={"authorization": "Bearer nope", "x-user": "ada"})
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["code"] == "invalid_api_key"
+        # Public routes skip the chain; unknown paths do not (no probing without a key).
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/no/such/path").status_code == 401
+        assert client.get("/no/such/path", headers=bearer).status_code == 404
+
+    with openai.OpenAI(api_key="sk-team-a", base_url=server.base_url, max_retries=0) as sdk:
+        assert list(sdk.models.list()) == []
+    with openai.OpenAI(api_key="sk-wrong", base_url=server.base_url, max_retries=0) as sdk:
+        with pytest.raises(openai.AuthenticationError):
+            sdk.models.list()
+
+    # [auth.<name>] options are validated by the strategy's config_model.
+    typo = {"auth": {"chain": ["static-keys"], "static-keys": {"kyes": {}}}}
+    with pytest.raises(sluiceway.ConfigError, match=r"auth\.static-keys\.kyes: unknown key"):
+        sluiceway.create_app(typo, plugins=plugins)
+    monkeypatch.delenv("TEAM_A_KEY")
+    with pytest.raises(sluiceway.ConfigError, match="environment variable TEAM_A_KEY is not set"):
+        sluiceway.create_app(AUTH_CONFIG, plugins=plugins)
+    with pytest.raises(sluiceway.ConfigError, match=r"auth\.chain\[0\]: unknown auth strategy"):
+        sluiceway.create_app({"auth": {"chain": ["jwt"]}}, plugins=plugins)
+
+
+# --------------------------------------------------------------------------
+# register_commands
+# --------------------------------------------------------------------------
+
+# [docs:register_commands]
+class GreeterPlugin:
+    @sluiceway.hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command()
+        @click.option("--name", default="world", help="Who to greet.")
+        def greet(name: str) -> None:
+            """Say hello (a plugin's own command)."""
+            click.echo(f"hello, {name}")
+# [/docs:register_commands]
+
+
+# The same plugin as an installed distribution, so that `sluiceway` finds it
+# through its entry point, as it finds every real plugin.
+GREETER_DIST = {
+    "pyproject.toml": """
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "sluiceway-hooktest-greeter"
+        version = "0.0.1"
+
+        [project.entry-points.sluiceway]
+        hooktest-greeter = "sluiceway_hooktest_greeter"
+
+        [tool.setuptools]
+        py-modules = ["sluiceway_hooktest_greeter"]
+    """,
+    "sluiceway_hooktest_greeter.py": """
+        import click
+        import sluiceway
+
+        @sluiceway.hookimpl
+        def register_commands(cli):
+            @cli.command()
+            @click.option("--name", default="world", help="Who to greet.")
+            def greet(name):
+                \"\"\"Say hello (a plugin's own command).\"\"\"
+                click.echo(f"hello, {name}")
+    """,
+}
+
+
+@pytest.fixture
+def greeter_installed(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    source = tmp_path_factory.mktemp("greeter-src")
+    target = tmp_path_factory.mktemp("greeter-site")
+    for name, text in GREETER_DIST.items():
+        (source / name).write_text(textwrap.dedent(text))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True,
+    )
+    monkeypatch.syspath_prepend(str(target))
+    yield target
+    sys.modules.pop("sluiceway_hooktest_greeter", None)
+
+
+def test_hook_register_commands(greeter_installed: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    config = tmp_path / "plugins.toml"
+    config.write_text('[gateway]\nplugins = ["hooktest-greeter"]\n')
+    cli = build_cli(str(config))
+    assert {"serve", "check", "plugins", "greet"} <= set(cli.commands)
+    result = runner.invoke(cli, ["greet", "--name", "Ada"])
+    assert (result.exit_code, result.output) == (0, "hello, Ada\n")
+    # Only listed plugins are imported, so an unlisted one adds nothing.
+    config.write_text("[gateway]\nplugins = []\n")
+    assert "greet" not in build_cli(str(config)).commands
+
+    # The in-process form of the same plugin, registered by object.
+    group = click.Group("sluiceway")
+    plugin_set = load_plugins([], extra=[("greeter", GreeterPlugin())])
+    assert [p.name for p, _ in plugin_set.call_each("register_commands", cli=group)] == ["greeter"]
+    assert runner.invoke(group, ["greet"]).output == "hello, world\n"
+
+
+# --------------------------------------------------------------------------
+# lifespan
+# --------------------------------------------------------------------------
+
+# [docs:lifespan]
+class ConnectionPlugin:
+    """Opens a resource when the gateway starts and closes it when it stops."""
+
+    def __init__(self, name: str, events: list[str]) -> None:
+        self.name = name
+        self.events = events
+
+    @sluiceway.hookimpl
+    def lifespan(self, gateway: sluiceway.Gateway) -> AbstractAsyncContextManager[None]:
+        @contextlib.asynccontextmanager
+        async def connection() -> AsyncIterator[None]:
+            # Providers are already built: a plugin may look them up here.
+            self.events.append(f"open {self.name} (providers: {sorted(gateway.providers)})")
+            try:
+                yield
+            finally:
+                self.events.append(f"close {self.name}")
+
+        return connection()
+# [/docs:lifespan]
+
+
+class BrokenStartPlugin:
+    @sluiceway.hookimpl
+    def lifespan(self, gateway: sluiceway.Gateway) -> AbstractAsyncContextManager[None]:
+        @contextlib.asynccontextmanager
+        async def refuse() -> AsyncIterator[None]:
+            raise sluiceway.StartupError("the licence server is unreachable")
+            yield
+
+        return refuse()
+
+
+def test_hook_lifespan(gateway_factory: Factory) -> None:
+    events: list[str] = []
+    server = gateway_factory(REVERSE_CONFIG, plugins=[
+        ("reverse", ReversePlugin()),
+        ("a", ConnectionPlugin("a", events)), ("b", ConnectionPlugin("b", events)),
+    ])
+    assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
+    # Entered once, in plugins.toml order, after the providers were built.
+    assert events == ["open a (providers: ['rev'])", "open b (providers: ['rev'])"]
+    server.stop()
+    # Exited in reverse order at shutdown.
+    assert events[2:] == ["close b", "close a"]
+    assert server.gateway.providers == {}
+
+    # A StartupError aborts startup; what was already open is closed again.
+    events.clear()
+    gateway = sluiceway.create_app({}, plugins=[
+        ("a", ConnectionPlugin("a", events)), ("broken", BrokenStartPlugin()),
+    ])
+    with pytest.raises(sluiceway.StartupError, match="licence server is unreachable"):
+        asyncio.run(gateway.startup())
+    assert events == ["open a (providers: [])", "close a"]
+    assert not gateway.started
