@@ -2,8 +2,9 @@
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= plugins.toml
-HOST ?= 127.0.0.1
-PORT ?= 8080
+# HOST/PORT override [server] host/port from the config when set: `make serve PORT=9000`.
+HOST ?=
+PORT ?=
 
 .PHONY: setup serve test lint typecheck bench check clean
 
@@ -11,7 +12,7 @@ setup:
 	@scripts/bootstrap.sh
 
 serve: setup
-	$(BIN)/sluiceway serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+	$(BIN)/sluiceway serve --config $(CONFIG) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 check: setup
 	$(BIN)/sluiceway check --config $(CONFIG)
@@ -22,6 +23,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check core plugins tests benchmarks examples
 	$(BIN)/mypy core
+	@# The editable install maps core/ to `sluiceway` in a way mypy cannot follow from
+	@# the plugins; a link gives it the package under its import name.
+	@mkdir -p build/mypy-path && ln -sfn ../../core build/mypy-path/sluiceway
+	MYPYPATH=build/mypy-path $(BIN)/mypy --strict plugins/mock/sluiceway_mock plugins/openai/sluiceway_openai
 
 bench: setup
 	$(BIN)/python -m benchmarks
