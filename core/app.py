@@ -56,6 +56,7 @@ class Gateway:
         )
         self.registry = Registry.collect(self.plugins)
         self._provider_plans = [self._plan_provider(p) for p in config.providers]
+        self._check_models()
         self._auth_chain = self._build_auth_chain()
         self.routes = RouteTable(self.registry.routes)
         self.router = ModelRouter()
@@ -96,7 +97,28 @@ class Gateway:
             options = None
         return _ProviderPlan(settings, registered.item, options)
 
+    def _check_models(self) -> None:
+        # Caught here, not only when providers start, so `sluiceway check` sees it.
+        owners: dict[str, str] = {}
+        for plan in self._provider_plans:
+            for index, entry in enumerate(plan.settings.models):
+                owner = owners.setdefault(entry.name, plan.settings.name)
+                if owner != plan.settings.name:
+                    raise ConfigError(
+                        f"model {entry.name!r} is also served by provider {owner!r}; "
+                        "give one of them another name",
+                        source=self.config.source,
+                        key=f"providers[{plan.settings.index}].models[{index}]",
+                    )
+
     def _build_auth_chain(self) -> list[AuthStrategy]:
+        for name in self.config.auth.options:
+            if name not in self.config.auth.chain:
+                raise ConfigError(
+                    f"configures auth strategy {name!r}, which is not in auth.chain",
+                    source=self.config.source,
+                    key=f"auth.{name}",
+                )
         chain: list[AuthStrategy] = []
         for index, name in enumerate(self.config.auth.chain):
             registered = self.registry.auth_types.get(name)
@@ -180,6 +202,9 @@ class Gateway:
                     f"provider {settings.name!r} (type {settings.type!r}) failed to start: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
+            # Exit runs in reverse: the provider closes first, then its clients.
+            for client in context.clients:
+                stack.push_async_callback(client.aclose)
             stack.push_async_callback(provider.aclose)
             self.providers[settings.name] = provider
             models = settings.models or getattr(provider, "default_models", ())

@@ -248,8 +248,12 @@ def build_cli(config_path: str | None = None) -> click.Group:
         try:
             config = load_config(path)
             plugin_set = load_plugins(config.gateway.plugins, source=config.source)
-            for _ in plugin_set.call_each("register_commands", cli=cli):
-                pass
+            core_commands = dict(cli.commands)
+            for plugin, _ in plugin_set.call_each("register_commands", cli=cli):
+                for name, command in core_commands.items():
+                    if cli.commands.get(name) is not command:
+                        log.warning("plugin %r may not replace the %r command", plugin.name, name)
+                        cli.add_command(command, name)
         except StartupError as exc:
             log.debug("plugin commands unavailable: %s", exc)
     return cli

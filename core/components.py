@@ -108,7 +108,11 @@ class Provider(Protocol):
 
     Failures are raised as :class:`~sluiceway.errors.GatewayError` subclasses
     (``UpstreamError``, ``UpstreamTimeout``, ``RateLimited``...). ``aclose``
-    releases pools and clients; it is called once, at shutdown.
+    releases what the provider opened itself; it is called once, at shutdown.
+
+    Optionally, a provider may have a ``default_models`` attribute (a sequence
+    of :class:`~sluiceway.ModelEntry`): the models it serves when its
+    ``[[providers]]`` table lists none.
     """
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]: ...
@@ -126,12 +130,16 @@ class ProviderContext:
     models: Sequence[ModelEntry]
     options: Any
     gateway: Gateway
+    clients: list[UpstreamClient] = field(default_factory=list)
 
     def http_client(self, limits: UpstreamLimits | None = None) -> UpstreamClient:
-        """A pooled upstream HTTP client owned by this provider (closed by ``aclose``)."""
+        """A pooled upstream HTTP client for this provider. The gateway closes it at
+        shutdown, after the provider's own ``aclose``."""
         from .upstream import create_upstream_client
 
-        return create_upstream_client(limits)
+        client = create_upstream_client(limits)
+        self.clients.append(client)
+        return client
 
 
 ProviderFactory = Callable[[ProviderContext], "Provider | Awaitable[Provider]"]

@@ -1,9 +1,12 @@
 """plugins.toml: reading, typing and validating the gateway's configuration.
 
-The core owns ``[gateway]``, ``[server]``, ``[auth]`` and each ``[[providers]]``
-table's ``name``/``type``/``models``; everything else in a provider table, and each
-``[plugin.<name>]`` table, belongs to a plugin and is validated against the
-``config_model`` that plugin registered (see :func:`validate_options`).
+The core owns ``[gateway]``, ``[server]``, ``[auth] chain`` and each
+``[[providers]]`` table's ``name``/``type``/``models``. Everything else in a
+provider table is validated against the ``config_model`` of its provider type,
+and each ``[auth.<strategy>]`` table against its strategy type's. A
+``[plugin.<name>]`` table is handed to its plugin as it is
+(:meth:`Config.plugin_options`); the plugin validates it with
+:func:`validate_options` to get the same error messages.
 
 Values may use two conveniences, both resolved here, once, at startup:
 
@@ -260,8 +263,9 @@ def validate_options(data: Mapping[str, Any], model: type[T], *, source: str, ke
             message = "required key is missing"
         else:
             message = message[0].lower() + message[1:]
-            if path:
-                message += f" (found {_describe(_lookup(data, path))})"
+            found = _describe(_lookup(data, path)) if path else None
+            if found is not None and found not in message:
+                message += f" (found {found})"
         raise ConfigError(message, source=source, key=full_key) from None
 
 

@@ -15,7 +15,7 @@ request id; the traceback goes to the log.
         ├── InvalidRequest           400 invalid_request_error
         ├── AuthenticationFailed     401 authentication_error
         ├── PermissionDenied         403 permission_error
-        ├── NotFound                 404 not_found_error (unknown model or path)
+        ├── NotFound                 404 invalid_request_error (model_not_found, unknown_url)
         ├── MethodNotAllowed         405
         ├── PayloadTooLarge          413
         ├── RateLimited              429 (Retry-After)

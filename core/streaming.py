@@ -67,6 +67,21 @@ async def until_disconnect(ctx: RequestContext, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
+_USAGE_KEY = b'"usage"'
+_decode = msgspec.json.Decoder().decode
+
+
+def _usage_chunk(data: bytes) -> dict[str, Any] | None:
+    """The chunk, if it carries a usage object; ``None`` otherwise or if it is not JSON."""
+    try:
+        chunk = _decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+        return chunk
+    return None
+
+
 def _error_frame(error: GatewayError) -> bytes:
     return data_frame(openai.error_body(error))
 
@@ -85,6 +100,13 @@ async def relay_openai_stream(
 
     async def write(chunk: dict[str, Any] | bytes) -> None:
         if isinstance(chunk, bytes):
+            # Pass-through chunks stay bytes; only the rare one that mentions usage
+            # is decoded, to record it and to drop the usage-only chunk a client
+            # did not ask for.
+            if _USAGE_KEY in chunk and (decoded := _usage_chunk(chunk)) is not None:
+                ctx.state["usage"] = decoded["usage"]
+                if not decoded.get("choices") and not include_usage:
+                    return
             payload = chunk
         else:
             if chunk.get("usage") is not None:

@@ -111,8 +111,13 @@ class _AiohttpResponse:
             raise _translate_aiohttp(exc) from exc
 
     async def aclose(self) -> None:
-        # close(), not release(): a half-read body must not go back to the pool.
-        if not self._response.closed:
+        if self._response.closed:
+            return
+        # A fully read body returns its connection to the pool; a half-read one
+        # must not, or the next request would read the rest of this one.
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
             self._response.close()
 
 
@@ -137,6 +142,9 @@ def _translate_aiohttp(exc: BaseException) -> Exception:
 
 class _AiohttpClient:
     def __init__(self, limits: UpstreamLimits) -> None:
+        # Imported here, at provider startup, not on the first request (~100 ms).
+        import aiohttp  # noqa: F401
+
         self.limits = limits
         self._session: Any = None
 

@@ -77,7 +77,7 @@ def test_missing_env_secret_names_the_variable_and_key(monkeypatch: pytest.Monke
         (
             {"api_key": "x", "timeout": "soon"},
             "p.toml: providers[0].timeout: expected a duration such as '250ms', '5s' or '12h', "
-            "got 'soon' (found 'soon')",
+            "got 'soon'",
         ),
         (
             {"api_key": "x", "retrys": 3},
@@ -174,3 +174,26 @@ def test_the_repository_default_stack_is_valid() -> None:
     assert config.server.port == 8080
     gateway = sluiceway.create_app(config)
     assert "mock" in gateway.registry.provider_types
+
+
+def test_a_model_served_twice_is_caught_before_startup() -> None:
+    with pytest.raises(sluiceway.ConfigError) as info:
+        sluiceway.create_app({
+            "gateway": {"plugins": ["mock"]},
+            "providers": [
+                {"name": "a", "type": "mock", "models": ["m"]},
+                {"name": "b", "type": "mock", "models": ["x", "m"]},
+            ],
+        })
+    assert str(info.value) == (
+        "<config>: providers[1].models[1]: model 'm' is also served by provider 'a'; "
+        "give one of them another name"
+    )
+
+
+def test_options_for_a_strategy_outside_the_chain_are_refused() -> None:
+    with pytest.raises(sluiceway.ConfigError) as info:
+        sluiceway.create_app({"auth": {"chain": [], "api-kyes": {"keys_file": "k.toml"}}})
+    assert str(info.value) == (
+        "<config>: auth.api-kyes: configures auth strategy 'api-kyes', which is not in auth.chain"
+    )

@@ -18,9 +18,9 @@ class AuthMiddleware:
     """Asks each strategy in chain order; the first to return a principal wins.
 
     A strategy that raises ends the chain (a present but invalid credential is
-    not an anonymous request). Public routes and unmatched paths skip the chain
-    only when it is empty; unknown paths are authenticated so they cannot be
-    used to probe the gateway.
+    not an anonymous request). Public routes (health checks) skip the chain;
+    unknown paths go through it, so they cannot be used to probe the gateway.
+    With an empty chain this middleware is not installed at all.
     """
 
     def __init__(self, app: ASGIApp, strategies: Sequence[AuthStrategy]) -> None:

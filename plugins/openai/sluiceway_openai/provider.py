@@ -30,8 +30,6 @@ _decode = msgspec.json.Decoder().decode
 
 _DONE = b"[DONE]"
 _ERROR_KEY = b'"error"'
-_USAGE_KEY = b'"usage"'
-_EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
 
 
 class OpenAIProvider:
@@ -108,7 +106,6 @@ class OpenAIProvider:
                 "include_usage": True,
             },
         }
-        drop_usage = not request.include_usage
         response = await self._send(_encode(upstream_body), self._stream_headers)
         raw = response.aiter_bytes()
         try:
@@ -141,8 +138,6 @@ class OpenAIProvider:
                         continue
                     if _ERROR_KEY in data and (error := self._error_in(data)) is not None:
                         raise error
-                    if drop_usage and _USAGE_KEY in data and _is_usage_only(data):
-                        continue
                     yield data
             raise UpstreamError(
                 f"Provider {self.name!r} ended the stream without [DONE]; the answer may be "
@@ -169,14 +164,3 @@ class OpenAIProvider:
             f"Provider {self.name!r} failed mid-stream: {message}",
             code=fields.get("code") or "upstream_stream_error",
         )
-
-
-def _is_usage_only(data: bytes) -> bool:
-    """The final ``choices: []`` chunk that carries only usage."""
-    if not any(marker in data for marker in _EMPTY_CHOICES):
-        return False
-    try:
-        chunk = _decode(data)
-    except msgspec.DecodeError:
-        return False
-    return isinstance(chunk, dict) and not chunk.get("choices") and chunk.get("usage") is not None
