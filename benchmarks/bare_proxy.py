@@ -6,7 +6,10 @@ the upstream streams). No routing, validation, auth or error mapping: what any
 Python gateway on this server and client costs at least. PERFORMANCE.md asks
 the gateway for at least 70 % of this proxy's throughput.
 
-    python -m benchmarks.bare_proxy --port 9200 --upstream http://127.0.0.1:9100
+    python -m benchmarks.bare_proxy --port 9200 --upstream http://127.0.0.1:9100 [--server uvicorn]
+
+``--server uvicorn`` serves the same app on uvicorn with uvloop and httptools
+instead (the server comparison).
 """
 
 from __future__ import annotations
@@ -71,7 +74,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
+    parser.add_argument("--server", choices=("hypercorn", "uvicorn"), default="hypercorn")
     args = parser.parse_args()
+    if args.server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(make_app(args.upstream.rstrip("/")), host="127.0.0.1", port=args.port,
+                    loop="uvloop", http="httptools", lifespan="on", log_level="warning",
+                    access_log=False, server_header=False, date_header=False, backlog=2048)
+        return
     import uvloop
 
     uvloop.run(_serve(args.port, args.upstream.rstrip("/")))

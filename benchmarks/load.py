@@ -4,6 +4,10 @@
 the next, until ``duration`` seconds or ``max_requests`` requests have passed.
 Latency is measured per request; for streams, time to first byte (the first
 body bytes) is measured too.
+
+``open_loop`` is the other shape (scenario B): requests are sent at a fixed rate
+whatever the answers do, each on its own task and connection if need be, and
+latency is taken from the moment a request was due (no coordinated omission).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["LoadResult", "closed_loop", "http_load", "percentile"]
+__all__ = ["LoadResult", "OpenLoopResult", "closed_loop", "http_load", "open_loop",
+           "percentile"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -141,6 +146,92 @@ async def http_load(
                               max_requests=warmup)
         return await closed_loop(call, concurrency=concurrency, duration=duration,
                                  max_requests=max_requests)
+
+
+@dataclass
+class OpenLoopResult:
+    sent: int = 0
+    ok: int = 0
+    span: float = 0.0  # first request due -> last good answer
+    latencies: list[float] = field(default_factory=list)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    max_inflight: int = 0
+
+    @property
+    def success(self) -> float:
+        return self.ok / self.sent if self.sent else 0.0
+
+    @property
+    def throughput(self) -> float:
+        """Good answers per second, from the first send to the last good answer."""
+        return self.ok / self.span if self.span else 0.0
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+    def summary(self) -> str:
+        return (f"{self.ok}/{self.sent} ok ({self.success:.0%}), {self.throughput:,.0f}/s over "
+                f"{self.span:.1f}s, p50 {self.p(50):.2f}s, p99 {self.p(99):.2f}s, "
+                f"max in flight {self.max_inflight} {self.error_kinds or ''}")
+
+
+async def open_loop(
+    url: str,
+    body: bytes,
+    *,
+    rate: float,
+    duration: float,
+    request_timeout: float = 30.0,
+) -> OpenLoopResult:
+    """POST ``body`` to ``url`` (loopback only) at ``rate`` per second for ``duration``
+    seconds: ``rate * duration`` requests in all, each bounded by ``request_timeout``."""
+    import aiohttp
+
+    host = urlsplit(url).hostname
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError(f"the load generator only targets loopback, not {host!r}")
+    result = OpenLoopResult()
+    total = int(rate * duration)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    client_timeout = aiohttp.ClientTimeout(total=request_timeout)
+    headers = {"content-type": "application/json"}
+    inflight = [0]
+    last_ok = [0.0]
+    clock = time.perf_counter
+    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout,
+                                     skip_auto_headers=("User-Agent",)) as session:
+
+        async def one(due: float) -> None:
+            inflight[0] += 1
+            result.max_inflight = max(result.max_inflight, inflight[0])
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"HTTP {response.status}")
+            except Exception as exc:
+                kind = type(exc).__name__ if not isinstance(exc, RuntimeError) else str(exc)
+                result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
+            else:
+                now = clock()
+                result.ok += 1
+                result.latencies.append(now - due)
+                last_ok[0] = max(last_ok[0], now)
+            finally:
+                inflight[0] -= 1
+
+        tasks = []
+        start = clock()
+        for i in range(total):
+            due = start + i / rate
+            wait = due - clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(one(due)))
+            result.sent += 1
+        await asyncio.gather(*tasks)
+        result.span = (last_ok[0] - start) if result.ok else 0.0
+    return result
 
 
 def run(coro: Awaitable[Any]) -> Any:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Proc", "free_port", "gateway_config", "pin_self", "start", "started"]
+__all__ = ["Lab", "Proc", "free_port", "gateway_config", "lab", "pin_self", "start", "started"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -58,24 +58,45 @@ class Proc:
     def pid(self) -> int:
         return self.popen.pid
 
+    def children(self) -> list[int]:
+        """Live child pids (``--workers N`` forks its workers from this process)."""
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        with contextlib.suppress(OSError):
+            return [int(pid) for pid in path.read_text().split()]
+        return []
+
+    def pids(self) -> list[int]:
+        return [self.pid, *self.children()]
+
     def cpu_seconds(self) -> float:
-        """User plus system CPU time of the process so far (from /proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        """User plus system CPU time so far (from /proc), live worker children included."""
         ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """Peak RSS (VmHWM) of the process; summed over it and its workers when it has any."""
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) / 1024
+        return total or float("nan")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:
-                self.popen.wait(10)
+                self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
+                for child in self.children():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)
                 self.popen.kill()
                 self.popen.wait(5)
 
@@ -96,14 +117,15 @@ def _wait_ready(proc: Proc, probe: str, timeout: float = 20.0) -> None:
     raise RuntimeError(f"{proc.name} did not become ready; see {proc.log}")
 
 
-def start(name: str, argv: list[str], port: int, *, cpu: int | None, probe: str,
+def start(name: str, argv: list[str], port: int, *, cpu: int | set[int] | None, probe: str,
           workdir: Path) -> Proc:
     log = workdir / f"{name}.log"
     out = log.open("wb")
+    allowed = {cpu} if isinstance(cpu, int) else cpu
 
     def preexec() -> None:
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
+        if allowed is not None:
+            os.sched_setaffinity(0, allowed)
 
     popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                              preexec_fn=preexec)
@@ -116,7 +138,9 @@ def start(name: str, argv: list[str], port: int, *, cpu: int | None, probe: str,
     return proc
 
 
-def gateway_config(upstream_url: str, port: int, *, backend: str = "aiohttp") -> str:
+def gateway_config(upstream_url: str, port: int, *, backend: str = "aiohttp",
+                   max_connections: int = 100, workers: int = 1) -> str:
+    """plugins.toml for the gateway; ``max_connections = 100`` is the provider default."""
     return f"""\
 [gateway]
 plugins = ["openai"]
@@ -124,6 +148,7 @@ plugins = ["openai"]
 [server]
 host = "127.0.0.1"
 port = {port}
+workers = {workers}
 uvloop = true
 access_log = false
 
@@ -132,7 +157,7 @@ name = "bench-upstream"
 type = "openai"
 base_url = "{upstream_url}/v1"
 backend = "{backend}"
-max_connections = 100
+max_connections = {max_connections}
 models = [{{ name = "gpt-bench", upstream = "mock-model" }}]
 """
 
@@ -152,34 +177,77 @@ def gateway_argv(config_path: Path) -> list[str]:
     return [PYTHON, "-c", code]
 
 
+class Lab:
+    """Processes under test, in one scratch directory; every one is stopped on exit."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[Proc] = []
+
+    def _start(self, name: str, argv: list[str], port: int, *, cpu: int | set[int] | None,
+               probe: str) -> Proc:
+        proc = start(name, argv, port, cpu=cpu, probe=probe, workdir=self.workdir)
+        self.procs.append(proc)
+        return proc
+
+    def upstream(self, name: str = "upstream", *, cpu: int | None = None, chunks: int = 20,
+                 delay_ms: float = 10.0, latency_ms: float = 0.0) -> Proc:
+        port = free_port()
+        return self._start(
+            name, [PYTHON, "-m", "benchmarks.upstream", "--port", str(port), "--chunks",
+                   str(chunks), "--delay-ms", str(delay_ms), "--latency-ms", str(latency_ms)],
+            port, cpu=cpu, probe="/health")
+
+    def gateway(self, name: str, upstream: Proc, *, cpu: int | set[int] | None = None,
+                server: str = "hypercorn", backend: str = "aiohttp", max_connections: int = 100,
+                workers: int = 1) -> Proc:
+        """``sluiceway serve`` (hypercorn) or the same app on uvicorn."""
+        port = free_port()
+        config = self.workdir / f"{name}.toml"
+        config.write_text(gateway_config(upstream.url, port, backend=backend,
+                                         max_connections=max_connections, workers=workers))
+        if server == "uvicorn":
+            argv = [PYTHON, "-m", "benchmarks.uvicorn_gateway", "--config", str(config),
+                    "--port", str(port)]
+        else:
+            argv = gateway_argv(config)
+        return self._start(name, argv, port, cpu=cpu, probe="/healthz")
+
+    def bare(self, name: str, upstream: Proc, *, cpu: int | None = None,
+             server: str = "hypercorn") -> Proc:
+        port = free_port()
+        return self._start(
+            name, [PYTHON, "-m", "benchmarks.bare_proxy", "--port", str(port), "--upstream",
+                   upstream.url, "--server", server],
+            port, cpu=cpu, probe="/health")
+
+    def stop(self, proc: Proc, timeout: float = 10.0) -> None:
+        proc.stop(timeout)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+
+@contextlib.contextmanager
+def lab() -> Iterator[Lab]:
+    workdir = Path(tempfile.mkdtemp(prefix="sluiceway-bench-"))
+    the_lab = Lab(workdir)
+    try:
+        yield the_lab
+    finally:
+        for proc in reversed(the_lab.procs):
+            proc.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def started(*, chunks: int = 20, delay_ms: float = 10.0, gateway_cpu: int | None = None,
             other_cpu: int | None = None, bare: bool = True,
             backend: str = "aiohttp") -> Iterator[dict[str, Proc]]:
     """Upstream, gateway (and the bare proxy), all ready; stopped on exit."""
-    workdir = Path(tempfile.mkdtemp(prefix="sluiceway-bench-"))
-    procs: dict[str, Proc] = {}
-    try:
-        port = free_port()
-        procs["upstream"] = start(
-            "upstream",
-            [PYTHON, "-m", "benchmarks.upstream", "--port", str(port), "--chunks", str(chunks),
-             "--delay-ms", str(delay_ms)],
-            port, cpu=other_cpu, probe="/health", workdir=workdir)
-        upstream = procs["upstream"].url
-        port = free_port()
-        config = workdir / "plugins.toml"
-        config.write_text(gateway_config(upstream, port, backend=backend))
-        procs["gateway"] = start("gateway", gateway_argv(config), port, cpu=gateway_cpu,
-                                 probe="/healthz", workdir=workdir)
+    with lab() as the_lab:
+        procs = {"upstream": the_lab.upstream(cpu=other_cpu, chunks=chunks, delay_ms=delay_ms)}
+        procs["gateway"] = the_lab.gateway("gateway", procs["upstream"], cpu=gateway_cpu,
+                                           backend=backend)
         if bare:
-            port = free_port()
-            procs["bare"] = start(
-                "bare", [PYTHON, "-m", "benchmarks.bare_proxy", "--port", str(port),
-                         "--upstream", upstream],
-                port, cpu=gateway_cpu, probe="/health", workdir=workdir)
+            procs["bare"] = the_lab.bare("bare", procs["upstream"], cpu=gateway_cpu)
         yield procs
-    finally:
-        for proc in reversed(procs.values()):
-            proc.stop()
-        shutil.rmtree(workdir, ignore_errors=True)

@@ -3,10 +3,11 @@
 ``POST .../chat/completions`` answers a canned ``chat.completion`` at once, or,
 when the body asks for ``"stream": true``, ``--chunks`` SSE chunks ``--delay-ms``
 apart, a usage chunk and ``[DONE]``. ``GET /slow`` answers after 100 ms (for the
-cancellation storm). Served by uvicorn with uvloop and httptools when they are
+cancellation storm). ``--latency-ms`` delays every non-streamed answer to a POST (scenario
+B: 1500). Served by uvicorn with uvloop and httptools when they are
 installed (about 50k req/s on one core), else by aiohttp.web.
 
-    python -m benchmarks.upstream --port 9100 --chunks 20 --delay-ms 10
+    python -m benchmarks.upstream --port 9100 --chunks 20 --delay-ms 10 [--latency-ms 1500]
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
-def make_app(chunks: int, delay: float) -> Any:
+def make_app(chunks: int, delay: float, latency: float = 0.0) -> Any:
     token = _chunk("tok ")
     final = _chunk(None, "stop")
 
@@ -66,6 +67,8 @@ def make_app(chunks: int, delay: float) -> Any:
         if scope["path"] == "/slow":
             await asyncio.sleep(0.1)
         if b'"stream":true' not in body and b'"stream": true' not in body:
+            if latency and scope["method"] == "POST":
+                await asyncio.sleep(latency)
             await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
             await send({"type": "http.response.body", "body": COMPLETION})
             return
@@ -79,9 +82,9 @@ def make_app(chunks: int, delay: float) -> Any:
     return app
 
 
-def serve(port: int, chunks: int, delay: float) -> str:
+def serve(port: int, chunks: int, delay: float, latency: float = 0.0) -> str:
     """Serve forever; returns only on a signal. The server used is printed first."""
-    app = make_app(chunks, delay)
+    app = make_app(chunks, delay, latency)
     try:
         import httptools  # noqa: F401
         import uvicorn
@@ -90,7 +93,7 @@ def serve(port: int, chunks: int, delay: float) -> str:
         from aiohttp import web
 
         print("upstream: aiohttp.web", flush=True)
-        web.run_app(_aiohttp_app(chunks, delay), host="127.0.0.1", port=port, print=None,
+        web.run_app(_aiohttp_app(chunks, delay, latency), host="127.0.0.1", port=port, print=None,
                     access_log=None)
         return "aiohttp.web"
     print("upstream: uvicorn+httptools+uvloop", flush=True)
@@ -99,7 +102,7 @@ def serve(port: int, chunks: int, delay: float) -> str:
     return "uvicorn"
 
 
-def _aiohttp_app(chunks: int, delay: float) -> Any:
+def _aiohttp_app(chunks: int, delay: float, latency: float = 0.0) -> Any:
     from aiohttp import web
 
     token = _chunk("tok ")
@@ -110,6 +113,8 @@ def _aiohttp_app(chunks: int, delay: float) -> Any:
         if request.path == "/slow":
             await asyncio.sleep(0.1)
         if b'"stream":true' not in body and b'"stream": true' not in body:
+            if latency and request.method == "POST":
+                await asyncio.sleep(latency)
             return web.Response(body=COMPLETION, content_type="application/json")
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
@@ -131,8 +136,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--delay-ms", type=float, default=10.0)
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="delay before every non-streamed answer (scenario B: 1500)")
     args = parser.parse_args()
-    serve(args.port, args.chunks, args.delay_ms / 1000)
+    serve(args.port, args.chunks, args.delay_ms / 1000, args.latency_ms / 1000)
 
 
 if __name__ == "__main__":
