@@ -21,7 +21,7 @@ from typing import Any
 from .components import ASGIApp, AuthStrategy, Provider, ProviderContext, Receive, Scope, Send
 from .config import Config, load_config, parse_config, validate_options
 from .context import RequestContext
-from .errors import ConfigError, StartupError
+from .errors import ConfigError, PluginError, ServiceUnavailable, StartupError
 from .middleware import AuthMiddleware, RequestContextMiddleware
 from .plugins import PluginSet, load_plugins
 from .registry import Registry
@@ -55,9 +55,6 @@ class Gateway:
             config.gateway.plugins, source=config.source, extra=plugins
         )
         self.registry = Registry.collect(self.plugins)
-        self._provider_plans = [self._plan_provider(p) for p in config.providers]
-        self._check_models()
-        self._auth_chain = self._build_auth_chain()
         self.routes = RouteTable(self.registry.routes)
         self.router = ModelRouter()
         self.providers: dict[str, Provider] = {}
@@ -65,8 +62,15 @@ class Gateway:
         self.inflight: set[RequestContext] = set()
         self.started = False
         self.draining = False
+        # Set by shutdown(): a gateway that was stopped is not restarted by a late request.
+        self.closed = False
         self._start_lock: asyncio.Lock | None = None
+        self._lazy_start: asyncio.Task[None] | None = None
+        self._lazy_retry_at = 0.0
         self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._provider_plans = [self._plan_provider(p) for p in config.providers]
+        self._check_models()
+        self._auth_chain = self._build_auth_chain()
         self._app: ASGIApp = self._build_stack()
 
     # -- build -------------------------------------------------------------
@@ -131,27 +135,50 @@ class Gateway:
                 )
             raw = self.config.auth.options.get(name, {})
             model = registered.item.config_model
-            options = (
-                validate_options(raw, model, source=self.config.source, key=f"auth.{name}")
-                if model is not None
-                else None
+            options: Any
+            if model is not None:
+                options = validate_options(
+                    raw, model, source=self.config.source, key=f"auth.{name}"
+                )
+            elif raw:
+                raise ConfigError(
+                    f"unknown key (auth strategy {name!r} takes no options)",
+                    source=self.config.source,
+                    key=f"auth.{name}.{sorted(raw)[0]}",
+                )
+            else:
+                options = None
+            factory = registered.item.factory
+            chain.append(
+                _built_by(
+                    registered.plugin,
+                    f"auth strategy {name!r}",
+                    lambda factory=factory, options=options: factory(options, self),
+                )
             )
-            chain.append(registered.item.factory(options, self))
         return chain
 
     def _build_stack(self) -> ASGIApp:
         app: ASGIApp = self.routes
         by_slot: dict[str, list[Any]] = {"before_auth": [], "after_auth": []}
         for registered in self.registry.middleware:
-            by_slot[registered.item.slot].append(registered.item)
+            by_slot[registered.item.slot].append(registered)
         # Wrap innermost first, so the first listed ends up outermost in its slot.
-        for middleware in reversed(by_slot["after_auth"]):
-            app = middleware.factory(app, self)
+        for registered in reversed(by_slot["after_auth"]):
+            app = self._wrap(registered, app)
         if self._auth_chain:
             app = AuthMiddleware(app, self._auth_chain)
-        for middleware in reversed(by_slot["before_auth"]):
-            app = middleware.factory(app, self)
+        for registered in reversed(by_slot["before_auth"]):
+            app = self._wrap(registered, app)
         return RequestContextMiddleware(app, self)
+
+    def _wrap(self, registered: Any, app: ASGIApp) -> ASGIApp:
+        middleware = registered.item
+        return _built_by(  # type: ignore[no-any-return]
+            registered.plugin,
+            f"middleware {middleware.name!r}",
+            lambda: middleware.factory(app, self),
+        )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -179,6 +206,7 @@ class Gateway:
                 raise
             self._exit_stack = stack
             self.draining = False
+            self.closed = False
             self.started = True
             if not self._auth_chain:
                 log.warning(
@@ -186,6 +214,43 @@ class Gateway:
                     "Set [auth] chain in %s before exposing this gateway.",
                     self.config.source,
                 )
+
+    async def ensure_started(self) -> None:
+        """Start on a first request when nobody ran the lifespan (a mounted gateway).
+
+        Startup runs in a task of its own, so a request that is cancelled cannot
+        abandon it half-way, and concurrent first requests share one attempt. A
+        failure is answered with 503 and not retried for a few seconds.
+        """
+        if self.closed:
+            raise ServiceUnavailable("The gateway has shut down.", code="shut_down")
+        loop = asyncio.get_running_loop()
+        task = self._lazy_start
+        if task is None or (task.done() and loop.time() >= self._lazy_retry_at):
+            log.warning(
+                "starting on the first request: chain gateway.lifespan into the host app's "
+                "lifespan so that startup errors stop the host and resources close at exit"
+            )
+            task = self._lazy_start = loop.create_task(self._start_once())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():  # startup itself was cancelled, not this request
+                self._lazy_retry_at = 0.0
+            raise
+        except Exception as exc:
+            raise ServiceUnavailable(
+                "The gateway could not start; see its log.", code="startup_failed", retry_after=5
+            ) from exc
+
+    async def _start_once(self) -> None:
+        try:
+            await self.startup()
+        except Exception as exc:
+            # Recorded before the task completes, so no waiter can start a second try.
+            self._lazy_retry_at = asyncio.get_running_loop().time() + 5.0
+            log.error("startup failed: %s", exc)
+            raise
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> None:
         for plan in self._provider_plans:
@@ -202,9 +267,11 @@ class Gateway:
                     f"provider {settings.name!r} (type {settings.type!r}) failed to start: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
+            finally:
+                # Clients it made are closed even if the factory failed after making them.
+                for client in context.clients:
+                    stack.push_async_callback(client.aclose)
             # Exit runs in reverse: the provider closes first, then its clients.
-            for client in context.clients:
-                stack.push_async_callback(client.aclose)
             stack.push_async_callback(provider.aclose)
             self.providers[settings.name] = provider
             models = settings.models or getattr(provider, "default_models", ())
@@ -232,22 +299,32 @@ class Gateway:
         return len(contexts)
 
     async def shutdown(self) -> None:
-        """End in-flight requests properly, then close providers and plugin resources."""
-        if not self.started:
-            return
-        self.begin_drain()
-        if self.interrupt_inflight():
-            # Let interrupted handlers write their final frames before closing clients.
-            for _ in range(100):
-                if not self.inflight:
-                    break
-                await asyncio.sleep(0.01)
-        stack, self._exit_stack = self._exit_stack, None
-        self.started = False
-        if stack is not None:
-            await stack.aclose()
-        self.providers.clear()
-        self.router = ModelRouter()
+        """End in-flight requests properly, then close providers and plugin resources.
+
+        Afterwards the gateway refuses requests (503) rather than restarting on one;
+        :meth:`startup` may still be called explicitly.
+        """
+        self.closed = True
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if not self.started:
+                return
+            self.begin_drain()
+            if self.interrupt_inflight():
+                # Let interrupted handlers write their final frames before closing clients.
+                for _ in range(100):
+                    if not self.inflight:
+                        break
+                    await asyncio.sleep(0.01)
+            stack, self._exit_stack = self._exit_stack, None
+            try:
+                if stack is not None:
+                    await stack.aclose()
+            finally:
+                self.started = False
+                self.providers.clear()
+                self.router = ModelRouter()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -264,8 +341,6 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if not self.started:
-                await self.startup()
             await self._app(scope, receive, send)
         elif kind == "lifespan":
             await self._serve_lifespan(receive, send)
@@ -293,6 +368,19 @@ class Gateway:
                     return
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _built_by(plugin: str, what: str, build: Any) -> Any:
+    """Run a plugin's factory at build time; a failure is a startup error naming it."""
+    try:
+        return build()
+    except StartupError:
+        raise
+    except Exception as exc:
+        log.debug("%s of plugin %r failed to build", what, plugin, exc_info=True)
+        raise PluginError(
+            f"plugin {plugin!r}: {what} failed to build: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def create_app(

@@ -13,7 +13,15 @@ from typing import Any
 import click
 import msgspec
 
-from .config import ByteSize, Config, Duration, Secret, load_config
+from .config import (
+    ByteSize,
+    Config,
+    Duration,
+    Secret,
+    ServerSettings,
+    load_config,
+    validate_options,
+)
 from .errors import StartupError
 
 __all__ = ["build_cli", "main"]
@@ -87,23 +95,39 @@ def serve(
 
     _configure_logging(debug)
     path = _config_path(config_path)
-    try:
+    overrides = {
+        k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None
+    }
+
+    def configured() -> Config:
         config = load_config(path)
-        overrides = {
-            k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None
-        }
         if overrides:
-            config.server = msgspec.structs.replace(config.server, **overrides)
+            config = msgspec.structs.replace(
+                config,
+                server=validate_options(
+                    {**msgspec.to_builtins(config.server, enc_hook=_redact), **overrides},
+                    ServerSettings,
+                    source="command line",
+                    key="server",
+                ),
+            )
+        return config
+
+    try:
+        config = configured()
         # Build once here so that configuration and plugin errors stop us before
-        # any socket is bound; workers rebuild their own.
-        first = Gateway(config)
+        # any socket is bound. With several workers each builds its own after the fork.
+        first: Gateway | None = Gateway(config)
     except StartupError as exc:
         _fail(exc, debug)
         return
-    built = [first]
 
     def build() -> Gateway:
-        return built.pop() if built else Gateway(load_config(path))
+        nonlocal first
+        if first is not None and config.server.workers <= 1:
+            gateway, first = first, None
+            return gateway
+        return Gateway(configured())
 
     sys.exit(run(build, config.server))
 

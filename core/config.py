@@ -21,12 +21,13 @@ path, what was found and what was expected.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -72,8 +73,8 @@ class Duration(float):
         if isinstance(value, bool):
             raise TypeError(f"expected a duration such as '5s', got {value!r}")
         if isinstance(value, int | float):
-            if value < 0:
-                raise ValueError(f"expected a non-negative duration, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"expected a finite, non-negative duration, got {value!r}")
             return cls(value)
         if isinstance(value, str) and (match := _DURATION.match(value)):
             return cls(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
@@ -146,21 +147,29 @@ def _dec_hook(type_: type, value: object) -> object:
     return parser(value)
 
 
+# An HTTP header name (RFC 9110 token).
+_HTTP_TOKEN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+
+
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[server]``: how ``sluiceway serve`` listens."""
 
     host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     # In-flight requests get this long after SIGTERM; streams still open then get
     # an error frame and a clean end instead of a cut.
     graceful_timeout: Duration = Duration(30)
-    # Also hypercorn's slow-loris guard: raising it lets a client hold a socket longer.
+    # Idle keep-alive connections close after this; it is also how long a client
+    # may take to send its request headers (hypercorn's slow-loris guard).
+    # A slow body is bounded separately by [gateway] body_timeout.
     keep_alive_timeout: Duration = Duration(5)
     # hypercorn's default of 1000 churns HTTP/2 connections.
-    keep_alive_max_requests: int = 100_000
+    keep_alive_max_requests: Annotated[int, msgspec.Meta(ge=1)] = 100_000
     access_log: bool = False
     uvloop: bool = True
+    # Providers and plugin lifespans must be up within this; a browser login may need more.
+    startup_timeout: Duration = Duration(60)
 
 
 class GatewaySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -168,8 +177,10 @@ class GatewaySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     plugins: list[str] = msgspec.field(default_factory=list)
     max_body_size: ByteSize = ByteSize(8 * 1024 * 1024)
+    # A body trickled in slowly holds a socket and a task; past this it is a 408.
+    body_timeout: Duration = Duration(30)
     # Trust a caller's x-request-id only if it looks like an id, not a payload.
-    request_id_header: str = "x-request-id"
+    request_id_header: Annotated[str, msgspec.Meta(pattern=_HTTP_TOKEN)] = "x-request-id"
 
 
 class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -185,8 +196,8 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One model a provider serves: the public ``name`` and the provider's own id for it."""
 
-    name: str
-    upstream: str | None = None
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    upstream: Annotated[str, msgspec.Meta(min_length=1)] | None = None
 
     @property
     def upstream_id(self) -> str:
@@ -242,6 +253,8 @@ def validate_options(data: Mapping[str, Any], model: type[T], *, source: str, ke
     """Validate a raw table against ``model`` (a ``msgspec.Struct``), resolving
     secrets, durations and sizes. Raises :class:`ConfigError` naming ``source``
     and the full key path of the first problem, with the value found."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"expected a table, found {_describe(data)}", source=source, key=key)
     try:
         return msgspec.convert(dict(data), model, dec_hook=_dec_hook, str_keys=True)
     except msgspec.ValidationError as exc:
@@ -319,6 +332,13 @@ def _provider(raw: object, index: int, source: str) -> ProviderSettings:
         )
         for i, m in enumerate(models_raw)
     ]
+    seen: set[str] = set()
+    for i, entry in enumerate(models):
+        if entry.name in seen:
+            raise ConfigError(
+                f"model {entry.name!r} is listed twice", source=source, key=f"{key}.models[{i}]"
+            )
+        seen.add(entry.name)
     name, type_ = table.pop("name"), table.pop("type")
     return ProviderSettings(name=name, type=type_, models=models, options=table, index=index)
 

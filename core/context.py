@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .errors import InvalidRequest, PayloadTooLarge
+from .errors import ClientDisconnected, InvalidRequest, PayloadTooLarge, RequestTimeout
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -38,6 +38,7 @@ class RequestContext:
         "principal",
         "receive",
         "request_id",
+        "responded",
         "route",
         "scope",
         "started",
@@ -58,6 +59,8 @@ class RequestContext:
         # Why the request task was cancelled from outside: "client_disconnected"
         # or "shutdown". Handlers read it to decide how to end the response.
         self.interrupted: str | None = None
+        # True once the final body message is sent: nothing may cancel the task after.
+        self.responded = False
         self._body: bytes | None = None
         self._json: Any = None
 
@@ -70,27 +73,38 @@ class RequestContext:
         return None
 
     async def body(self) -> bytes:
-        """The request body, read once, refused with 413 past ``max_body_size``
-        (before it is all read, and at once when Content-Length says so)."""
+        """The request body, read once. Refused with 413 past ``max_body_size``
+        (before it is all read, and at once when Content-Length says so), and
+        with 408 if it does not arrive within ``body_timeout``."""
         if self._body is not None:
             return self._body
-        limit = self.gateway.config.gateway.max_body_size
+        settings = self.gateway.config.gateway
+        limit = settings.max_body_size
         declared = self.header(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        if declared is not None and declared.isascii() and declared.isdecimal():
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise asyncio.CancelledError("client disconnected while sending the body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(settings.body_timeout):
+                while True:
+                    message = await self.receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientDisconnected("the client hung up while sending the body")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(
+                            f"Request body is larger than the limit of {limit} bytes."
+                        )
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The request body did not arrive within {settings.body_timeout:g}s."
+            ) from None
         self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._body
 
@@ -112,8 +126,11 @@ class RequestContext:
         return self._json
 
     def interrupt(self, reason: str) -> None:
-        """Cancel the request's task from outside, recording why."""
-        if self.interrupted is None and self.task is not None and not self.task.done():
+        """Cancel the request's task from outside, recording why. Does nothing once
+        the response is complete."""
+        if self.responded or self.interrupted is not None:
+            return
+        if self.task is not None and not self.task.done():
             self.interrupted = reason
             self.task.cancel(reason)
 

@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .app import Gateway
@@ -58,6 +58,7 @@ def _hypercorn_config(settings: ServerSettings, sock: socket.socket) -> Any:
     config.keep_alive_timeout = settings.keep_alive_timeout
     config.keep_alive_max_requests = settings.keep_alive_max_requests
     config.graceful_timeout = settings.graceful_timeout + _FINAL_FRAME_MARGIN
+    config.startup_timeout = settings.startup_timeout
     config.h11_max_incomplete_size = 16 * 1024
     config.include_server_header = False
     config.accesslog = logging.getLogger("sluiceway.access") if settings.access_log else None
@@ -128,25 +129,43 @@ def _run_loop(main: Callable[[], Coroutine[Any, Any, None]], use_uvloop: bool) -
     asyncio.run(main())
 
 
-def run(
-    build: Callable[[], Gateway],
-    settings: ServerSettings,
-    *,
-    announce: Callable[[str], Awaitable[None] | None] | None = None,
-) -> int:
-    """Serve in this process (``workers == 1``) or in forked workers; returns an exit code."""
-    sock = bind_socket(settings.host, settings.port, reuse_port=settings.workers > 1)
+def _serve_forever(gateway: Gateway, settings: ServerSettings, sock: socket.socket) -> int:
+    """Serve in this process until stopped; a failed startup is reported, not raised."""
+    from hypercorn.utils import LifespanFailureError, LifespanTimeoutError
+
+    async def main() -> None:
+        await serve_gateway(gateway, settings, sock)
+
+    try:
+        _run_loop(main, settings.uvloop)
+    except LifespanFailureError:
+        return 2  # the gateway has logged why
+    except LifespanTimeoutError:
+        log.error(
+            "startup took longer than startup_timeout (%gs); raise [server] startup_timeout "
+            "if providers need longer to start",
+            settings.startup_timeout,
+        )
+        return 2
+    return 0
+
+
+def run(build: Callable[[], Gateway], settings: ServerSettings) -> int:
+    """Serve in this process (``workers == 1``) or in forked workers; returns an exit code.
+
+    ``build`` is called once per serving process, after any fork, so that nothing a
+    plugin opens while building is shared between workers.
+    """
+    try:
+        sock = bind_socket(settings.host, settings.port, reuse_port=settings.workers > 1)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
+        return 2
     host, port = sock.getsockname()[:2]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     if settings.workers <= 1:
-        gateway = build()
-
-        async def main() -> None:
-            log.info("sluiceway listening on %s (pid %d)", url, os.getpid())
-            await serve_gateway(gateway, settings, sock)
-
-        _run_loop(main, settings.uvloop)
-        return 0
+        log.info("sluiceway listening on %s (pid %d)", url, os.getpid())
+        return _serve_forever(build(), settings, sock)
     return _supervise(build, settings, sock, url)
 
 
@@ -157,19 +176,14 @@ def _supervise(
     for _ in range(settings.workers):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
-            code = 0
+            code = 1
             try:
-                gateway = build()
-
-                async def main(gateway: Gateway = gateway) -> None:
-                    await serve_gateway(gateway, settings, sock)
-
-                _run_loop(main, settings.uvloop)
+                code = _serve_forever(build(), settings, sock)
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
-                code = 1
             finally:
                 sys.stdout.flush()
+                sys.stderr.flush()
                 os._exit(code)
         children.append(pid)
     log.info(
@@ -189,6 +203,11 @@ def _supervise(
     worst = 0
     for child in children:
         _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status) if status else 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            log.error(
+                "worker %d exited with %s", child, f"signal {-code}" if code < 0 else f"code {code}"
+            )
+            worst = worst or (1 if code < 0 else code)
     sock.close()
     return worst

@@ -178,13 +178,15 @@ def test_the_repository_default_stack_is_valid() -> None:
 
 def test_a_model_served_twice_is_caught_before_startup() -> None:
     with pytest.raises(sluiceway.ConfigError) as info:
-        sluiceway.create_app({
-            "gateway": {"plugins": ["mock"]},
-            "providers": [
-                {"name": "a", "type": "mock", "models": ["m"]},
-                {"name": "b", "type": "mock", "models": ["x", "m"]},
-            ],
-        })
+        sluiceway.create_app(
+            {
+                "gateway": {"plugins": ["mock"]},
+                "providers": [
+                    {"name": "a", "type": "mock", "models": ["m"]},
+                    {"name": "b", "type": "mock", "models": ["x", "m"]},
+                ],
+            }
+        )
     assert str(info.value) == (
         "<config>: providers[1].models[1]: model 'm' is also served by provider 'a'; "
         "give one of them another name"
@@ -197,3 +199,34 @@ def test_options_for_a_strategy_outside_the_chain_are_refused() -> None:
     assert str(info.value) == (
         "<config>: auth.api-kyes: configures auth strategy 'api-kyes', which is not in auth.chain"
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"gateway": 5}, "<config>: gateway: expected a table"),
+        ({"server": ["x"]}, "<config>: server: expected a table"),
+        (
+            {"server": {"graceful_timeout": float("nan")}},
+            "<config>: server.graceful_timeout: expected a finite, non-negative duration",
+        ),
+        ({"server": {"port": 99999}}, "<config>: server.port: expected `int` <= 65535"),
+        ({"server": {"workers": 0}}, "<config>: server.workers: expected `int` >= 1"),
+        (
+            {"gateway": {"request_id_header": "X Request Id"}},
+            "<config>: gateway.request_id_header: expected `str` matching",
+        ),
+        (
+            {"providers": [{"name": "a", "type": "mock", "models": ["m", "m"]}]},
+            "<config>: providers[0].models[1]: model 'm' is listed twice",
+        ),
+        (
+            {"providers": [{"name": "a", "type": "mock", "models": [""]}]},
+            "<config>: providers[0].models[0].name: expected `str` of length >= 1",
+        ),
+    ],
+)
+def test_config_holes_are_closed(data: dict[str, object], message: str) -> None:
+    with pytest.raises(sluiceway.ConfigError) as info:
+        parse_config(data)
+    assert str(info.value).startswith(message)

@@ -85,6 +85,19 @@ PACKAGES = {
     "sluiceway-testclash-a": ("testclash", "import sluiceway\n"),
     "sluiceway-testclash-b": ("testclash", "import sluiceway\n"),
     "sluiceway-testunlisted": ("testunlisted", "raise RuntimeError('must never be imported')\n"),
+    "sluiceway-testfailstart": (
+        "testfailstart",
+        textwrap.dedent("""
+        import sluiceway
+
+        def fail(ctx):
+            raise RuntimeError("upstream credentials rejected")
+
+        @sluiceway.hookimpl
+        def register_provider_types(register):
+            register(sluiceway.ProviderType("failing", fail))
+    """),
+    ),
 }
 
 
@@ -268,3 +281,18 @@ def test_a_served_plugin_gateway_answers_over_http(
     assert response.json()["data"] == [
         {"id": "echo-1", "object": "model", "created": 0, "owned_by": "e"}
     ]
+
+
+def test_serve_reports_a_provider_that_fails_to_start(plugin_site: Path, tmp_path: Path) -> None:
+    config = tmp_path / "plugins.toml"
+    config.write_text(
+        '[gateway]\nplugins = ["testfailstart"]\n\n[server]\nport = 0\n\n'
+        '[[providers]]\nname = "f"\ntype = "failing"\nmodels = ["m"]\n'
+    )
+    result = _cli(plugin_site, "serve", config=config)
+    assert result.returncode == 2, result.stderr
+    assert (
+        "provider 'f' (type 'failing') failed to start: RuntimeError: upstream credentials "
+        "rejected" in result.stderr
+    )
+    assert "Traceback" not in result.stderr

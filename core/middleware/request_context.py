@@ -3,7 +3,9 @@
 Whatever an inner layer raises becomes a well-formed error response in the
 route's dialect here. A response that has already started cannot change its
 status, so streaming endpoints render their own mid-stream errors; anything
-that still reaches this layer after the start is logged and the body ended.
+that still reaches this layer after the start is logged, and the server ends
+the connection. A client that hung up, or a request the gateway interrupted
+itself, ends quietly: there is nobody to answer, and nothing went wrong.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..context import CONTEXT_KEY, RequestContext
-from ..errors import GatewayError, ServiceUnavailable
+from ..errors import ClientDisconnected, GatewayError, ServiceUnavailable
 from ..responses import encode_headers, send_bytes
 from ..wire import anthropic, openai
 
@@ -74,36 +76,51 @@ class RequestContextMiddleware:
 
         async def send_with_id(message: Message) -> None:
             nonlocal response_started
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start":
                 response_started = True
-                message["headers"] = [*message.get("headers", ()), id_pair]
+                # A new message: the caller's may be shared between requests.
+                message = {**message, "headers": [*message.get("headers", ()), id_pair]}
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                ctx.responded = True
             await send(message)
 
         dialect = ctx.route.dialect if ctx.route is not None else "openai"
-        ctx.task = asyncio.current_task()
-        inflight = self.gateway.inflight
+        gateway = self.gateway
+        task = ctx.task = asyncio.current_task()
+        inflight = gateway.inflight
         inflight.add(ctx)
         try:
+            if not gateway.started:
+                await gateway.ensure_started()
             await self.app(scope, receive, send_with_id)
         except GatewayError as error:
             if response_started:
                 log.warning("request %s: %s after the response started", request_id, error)
             else:
                 await render_error(send_with_id, error, dialect, request_id)
+        except ClientDisconnected:
+            log.debug("request %s: client disconnected", request_id)
         except asyncio.CancelledError:
-            if ctx.interrupted != "shutdown" or response_started:
+            if ctx.interrupted is None or task is None:
                 raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            await render_error(
-                send_with_id,
-                ServiceUnavailable(
-                    "The gateway is shutting down; retry shortly.",
-                    code="server_shutdown",
-                    retry_after=1,
-                ),
-                dialect,
-                request_id,
-            )
+            # Our own interruption, not the server's: absorb it.
+            task.uncancel()
+            if task.cancelling():
+                raise
+            if ctx.interrupted == "shutdown" and not response_started:
+                await render_error(
+                    send_with_id,
+                    ServiceUnavailable(
+                        "The gateway is shutting down; retry shortly.",
+                        code="server_shutdown",
+                        retry_after=1,
+                    ),
+                    dialect,
+                    request_id,
+                )
+            else:
+                log.debug("request %s: ended early (%s)", request_id, ctx.interrupted)
         except Exception:
             log.exception("request %s failed", request_id)
             if not response_started:

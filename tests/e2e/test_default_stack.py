@@ -287,8 +287,10 @@ def test_missing_model_field(server: RunningServer) -> None:
     response = httpx.post(server.base_url + "/chat/completions", json={"messages": MESSAGES})
     assert response.status_code == 400
     assert response.json()["error"] == {
-        "message": "Missing required parameter: 'model'.", "type": "invalid_request_error",
-        "code": "missing_required_parameter", "param": "model",
+        "message": "Missing required parameter: 'model'.",
+        "type": "invalid_request_error",
+        "code": "missing_required_parameter",
+        "param": "model",
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -241,3 +242,47 @@ async def test_many_concurrent_disconnects_leave_nothing_behind(
         _wait_for, lambda: not server.gateway.inflight, "every request to finish"
     )
     assert len(script.cancelled) == 100
+
+
+def _raw_request(port: int, head: bytes, body: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(head + body)
+    return sock
+
+
+def test_a_body_that_never_finishes_gets_408(
+    gateway_factory: Callable[..., RunningServer], controlled_plugin: tuple[str, ControlledPlugin]
+) -> None:
+    config = {**CONTROLLED_CONFIG, "gateway": {"body_timeout": "300ms"}}
+    server = gateway_factory(config, plugins=[controlled_plugin])
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 1000\r\n\r\n"
+    )
+    with _raw_request(server.port, head, b'{"model": "ctl-model", ') as sock:
+        sock.settimeout(10)
+        reply = sock.recv(65536)
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 "
+    assert b'"code":"request_timeout"' in rest
+    _wait_for(lambda: not server.gateway.inflight, "the request to end")
+
+
+def test_a_client_that_hangs_up_mid_upload_is_not_an_error(
+    gateway_factory: Callable[..., RunningServer],
+    controlled_plugin: tuple[str, ControlledPlugin],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = gateway_factory(CONTROLLED_CONFIG, plugins=[controlled_plugin])
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 1000\r\n\r\n"
+    )
+    with caplog.at_level(logging.DEBUG, logger="sluiceway"):
+        sock = _raw_request(server.port, head, b'{"model": ')
+        _wait_for(lambda: bool(server.gateway.inflight), "the request to arrive")
+        sock.close()
+        _wait_for(lambda: not server.gateway.inflight, "the request to end")
+    request_records = [r for r in caplog.records if r.name == "sluiceway.request"]
+    assert [r.levelno for r in request_records] == [logging.DEBUG]
+    assert "client disconnected" in request_records[0].getMessage()

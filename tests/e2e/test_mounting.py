@@ -131,3 +131,45 @@ def test_starlette_example_serves_the_default_stack(
     client = openai.OpenAI(api_key="sk-anything", base_url=server.url + "/llm/v1")
     model = client.models.list().data[0].id
     assert client.chat.completions.create(model=model, messages=MESSAGES).choices[0].message.content
+
+
+class FailingProviderPlugin:
+    """A provider type whose factory fails, as a bad credential would make it."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    @sluiceway.hookimpl
+    def register_provider_types(self, register: Callable[[sluiceway.ProviderType], None]) -> None:
+        def fail(ctx: sluiceway.ProviderContext) -> sluiceway.Provider:
+            self.attempts += 1
+            raise sluiceway.StartupError("the upstream refused our key")
+
+        register(sluiceway.ProviderType("failing", fail))
+
+
+async def test_a_lazy_start_that_fails_answers_503_and_is_not_retried_at_once(
+    serve_asgi: Callable[..., RunningServer],
+) -> None:
+    plugin = FailingProviderPlugin()
+    gateway = sluiceway.create_app(
+        {"providers": [{"name": "f", "type": "failing", "models": ["m"]}]},
+        plugins=[("failing", plugin)],
+    )
+    server = serve_asgi(Starlette(routes=[Mount("/llm", app=gateway)]))
+    async with httpx.AsyncClient() as client:
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    server.url + "/llm/v1/chat/completions",
+                    json={"model": "m", "messages": MESSAGES},
+                )
+                for _ in range(10)
+            )
+        )
+    for response in responses:
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "startup_failed"
+        assert response.headers["x-request-id"]
+        assert "refused our key" not in response.text
+    assert plugin.attempts == 1  # concurrent first requests shared one attempt
