@@ -25,7 +25,7 @@ from .errors import ConfigError, PluginError, ServiceUnavailable, StartupError
 from .middleware import AuthMiddleware, RequestContextMiddleware
 from .plugins import PluginSet, load_plugins
 from .registry import Registry
-from .router import Deployment, ModelRouter
+from .router import Deployment, ModelAccess, ModelRouter
 from .routes import RouteTable
 
 __all__ = ["Gateway", "create_app"]
@@ -57,6 +57,7 @@ class Gateway:
         self.registry = Registry.collect(self.plugins)
         self.routes = RouteTable(self.registry.routes)
         self.router = ModelRouter()
+        self.access = ModelAccess()
         self.providers: dict[str, Provider] = {}
         # Requests in flight, so that shutdown can end each one properly.
         self.inflight: set[RequestContext] = set()

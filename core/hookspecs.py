@@ -62,9 +62,10 @@ def register_provider_types(register: Callable[[ProviderType], None]) -> None:
 def register_routes(register: Callable[[Route], None]) -> None:
     """Register extra HTTP routes, such as ``/metrics`` or a login callback.
 
-    Called once per gateway build, per plugin in plugins.toml order. Routes are
-    matched on exact path; a path and method already taken (by the core or
-    another plugin) is a startup error naming both owners.
+    Called once per gateway build, per plugin in plugins.toml order. A path is
+    exact, or ends in one ``{parameter}`` that takes the rest of the path
+    (slashes included) into ``scope["path_params"]``. A path and method already
+    taken (by the core or another plugin) is a startup error naming both owners.
 
     :param register: call with a :class:`~sluiceway.Route` for each route.
     :returns: nothing.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import inspect
 import logging
 import time
 import traceback
@@ -106,7 +107,15 @@ class PluginSet:
             return False, None
         args = {name: kwargs[name] for name in impl.argnames}
         try:
-            return True, impl.function(**args)
+            result = impl.function(**args)
+            if inspect.iscoroutine(result):
+                result.close()
+                raise PluginError(
+                    f"implements {hook_name} as an async function; hooks run once at build "
+                    "time and must be plain functions (put async work on the objects it "
+                    "registers, or in the lifespan hook)"
+                )
+            return True, result
         except PluginError as exc:
             raise PluginError(f"plugin {plugin.name!r} {exc}") from None
         except Exception as exc:

@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from .components import AuthStrategyType, Middleware, ProviderType, Route
 from .errors import PluginError
 from .plugins import PluginSet
+from .routes import route_key
 
 __all__ = ["Registered", "Registry"]
 
@@ -62,12 +63,25 @@ class Registry:
             assert isinstance(item, Route)
             if not item.path.startswith("/"):
                 raise PluginError(f"registers route {item.path!r}, which does not start with '/'")
+            if not item.methods:
+                raise PluginError(f"registers route {item.path!r} with no methods")
+            key = route_key(item.path)
+            methods = {m.upper() for m in item.methods}
             for other in registry.routes:
-                clash = set(item.methods) & set(other.item.methods)
+                other_key = route_key(other.item.path)
+                if other_key[0] != key[0] or (other_key[1] is None) != (key[1] is None):
+                    continue
+                clash = methods & {m.upper() for m in other.item.methods}
                 if other.item.path == item.path and clash:
                     raise PluginError(
                         f"registers {sorted(clash)[0]} {item.path}, already registered by "
                         f"plugin {other.plugin!r}"
+                    )
+                if clash or other_key[1] != key[1]:
+                    # /v1/models/{id} against /v1/models/{model}: one would shadow the other.
+                    raise PluginError(
+                        f"registers {item.path}, which clashes with {other.item.path} "
+                        f"registered by plugin {other.plugin!r}"
                     )
             registry.routes.append(Registered(item, current["plugin"]))
 

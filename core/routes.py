@@ -13,34 +13,46 @@ if TYPE_CHECKING:
     from .context import RequestContext
     from .registry import Registered
 
-__all__ = ["RouteTable"]
+__all__ = ["RouteTable", "route_key"]
+
+
+def route_key(path: str) -> tuple[str, str | None]:
+    """``(prefix, parameter)`` for ``/a/{name}``; ``(path, None)`` for an exact path."""
+    if path.endswith("}") and "/{" in path:
+        prefix, _, name = path.rpartition("/{")
+        return prefix + "/", name[:-1]
+    return path, None
 
 
 class RouteTable:
-    """Exact paths, plus paths whose last segment is a ``{parameter}``.
+    """Exact paths, plus paths that end in one ``{parameter}``.
 
-    ``match`` runs at the edge so that the route's dialect and ``public`` flag are
-    known before auth; calling the table dispatches to the matched endpoint.
+    The parameter takes the whole rest of the path, slashes included, because
+    model ids such as ``meta-llama/Llama-3-8B`` contain them. ``match`` runs at
+    the edge so that the route's dialect and ``public`` flag are known before
+    auth; calling the table dispatches to the matched endpoint.
     """
 
     def __init__(self, routes: Iterable[Registered[Route]]) -> None:
         self.exact: dict[str, dict[str, Route]] = {}
-        self.param: dict[str, tuple[str, dict[str, Route]]] = {}
+        param: dict[str, tuple[str, dict[str, Route]]] = {}
         for registered in routes:
             route = registered.item
-            if route.path.endswith("}") and "/{" in route.path:
-                prefix, _, name = route.path.rpartition("/{")
-                _, table = self.param.setdefault(prefix + "/", (name[:-1], {}))
+            key, name = route_key(route.path)
+            if name is None:
+                table = self.exact.setdefault(key, {})
             else:
-                table = self.exact.setdefault(route.path, {})
+                table = param.setdefault(key, (name, {}))[1]
             for method in route.methods:
                 table[method.upper()] = route
+        # Longest prefix first, so /v1/a/{x} wins over /v1/{y}.
+        self.param = sorted(param.items(), key=lambda item: -len(item[0]))
 
     def _path(self, scope: Scope) -> str:
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
         # Mounted apps see the full path with the mount point in root_path.
-        if root and path.startswith(root):
+        if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
             path = path[len(root) :] or "/"
         return path
 
@@ -48,12 +60,13 @@ class RouteTable:
         path = self._path(scope)
         methods = self.exact.get(path)
         if methods is None:
-            prefix, _, value = path.rpartition("/")
-            entry = self.param.get(prefix + "/") if value else None
-            if entry is None:
+            for prefix, (name, table) in self.param:
+                if path.startswith(prefix) and len(path) > len(prefix):
+                    scope.setdefault("path_params", {})[name] = path[len(prefix) :]
+                    methods = table
+                    break
+            else:
                 return None
-            name, methods = entry
-            scope.setdefault("path_params", {})[name] = value
         route = methods.get(scope["method"])
         if route is None and scope["method"] == "HEAD":
             route = methods.get("GET")

@@ -67,7 +67,8 @@ async def until_disconnect(ctx: RequestContext, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-_USAGE_KEY = b'"usage"'
+_USAGE_OBJECT = b'"usage":{'
+_USAGE_OBJECT_SPACED = b'"usage": {'
 _decode = msgspec.json.Decoder().decode
 
 
@@ -100,10 +101,13 @@ async def relay_openai_stream(
 
     async def write(chunk: dict[str, Any] | bytes) -> None:
         if isinstance(chunk, bytes):
-            # Pass-through chunks stay bytes; only the rare one that mentions usage
-            # is decoded, to record it and to drop the usage-only chunk a client
-            # did not ask for.
-            if _USAGE_KEY in chunk and (decoded := _usage_chunk(chunk)) is not None:
+            # Pass-through chunks stay bytes. Upstreams asked for usage put
+            # "usage":null in every chunk, so only one whose usage is an object
+            # is decoded: to record it, and to drop a usage-only chunk the
+            # client did not ask for.
+            if (_USAGE_OBJECT in chunk or _USAGE_OBJECT_SPACED in chunk) and (
+                decoded := _usage_chunk(chunk)
+            ) is not None:
                 ctx.state["usage"] = decoded["usage"]
                 if not decoded.get("choices") and not include_usage:
                     return

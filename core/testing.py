@@ -147,6 +147,9 @@ def serve_asgi() -> Iterator[Callable[..., RunningServer]]:
     yield start
     for server in reversed(servers):
         server.stop()
+    crashed = [error for server in servers for error in server.errors]
+    if crashed:
+        raise RuntimeError(f"a test server crashed: {crashed[0]!r}") from crashed[0]
 
 
 @pytest.fixture

@@ -17,11 +17,14 @@ Errors are translated at this boundary into the gateway's own family:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from .errors import UpstreamError, UpstreamTimeout
+
+log = logging.getLogger("sluiceway.upstream")
 
 __all__ = [
     "UpstreamClient",
@@ -36,12 +39,15 @@ class UpstreamLimits:
     """Pool size and per-phase timeouts (seconds) for one provider's client.
 
     ``read_timeout`` bounds each wait for bytes (time to first byte, and each gap
-    between stream chunks), not the whole response.
+    between stream chunks), not the whole response. ``pool_timeout`` bounds the
+    wait for a free connection when all ``max_connections`` are busy: a request
+    never queues silently inside the client.
     """
 
     max_connections: int = 100
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    pool_timeout: float = 5.0
     backend: Literal["aiohttp", "httpx2"] = "aiohttp"
 
 
@@ -124,16 +130,23 @@ class _AiohttpResponse:
 def _translate_aiohttp(exc: BaseException) -> Exception:
     import aiohttp
 
+    # Client-facing messages never carry the OS error text: it names internal addresses.
+    log.debug("upstream failure: %r", exc)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout(
+            "No connection to the upstream could be had in time.",
+            code="upstream_timeout",
+            kind="connect",
+        )
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout("The upstream did not answer in time.", code="upstream_timeout")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamError(
-            f"Could not connect to the upstream: {exc.os_error or exc}.",
-            code="upstream_connect_error",
+            "Could not connect to the upstream.", code="upstream_connect_error", kind="connect"
         )
     if isinstance(exc, aiohttp.ClientError):
         return UpstreamError(
-            f"The upstream connection failed: {type(exc).__name__}.", code="upstream_read_error"
+            f"The upstream connection failed ({type(exc).__name__}).", code="upstream_read_error"
         )
     if isinstance(exc, Exception):
         return exc
@@ -159,9 +172,11 @@ class _AiohttpClient:
                 ttl_dns_cache=300,
                 enable_cleanup_closed=True,
             )
+            # aiohttp's `connect` covers the wait for a pooled connection plus the
+            # connect itself; `sock_connect` the TCP connect alone.
             timeout = aiohttp.ClientTimeout(
                 total=None,
-                connect=None,
+                connect=self.limits.pool_timeout + self.limits.connect_timeout,
                 sock_connect=self.limits.connect_timeout,
                 sock_read=self.limits.read_timeout,
             )
@@ -216,7 +231,8 @@ class _Httpx2Response:
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.aiter_raw():
+            # Decoded bytes: an upstream may gzip even an event stream.
+            async for chunk in self._response.aiter_bytes():
                 yield chunk
         except Exception as exc:
             raise _translate_httpx2(exc) from exc
@@ -228,15 +244,22 @@ class _Httpx2Response:
 def _translate_httpx2(exc: Exception) -> Exception:
     import httpx2
 
+    log.debug("upstream failure: %r", exc)
+    if isinstance(exc, httpx2.PoolTimeout | httpx2.ConnectTimeout):
+        return UpstreamTimeout(
+            "No connection to the upstream could be had in time.",
+            code="upstream_timeout",
+            kind="connect",
+        )
     if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimeout("The upstream did not answer in time.", code="upstream_timeout")
     if isinstance(exc, httpx2.ConnectError):
         return UpstreamError(
-            f"Could not connect to the upstream: {exc}.", code="upstream_connect_error"
+            "Could not connect to the upstream.", code="upstream_connect_error", kind="connect"
         )
-    if isinstance(exc, httpx2.TransportError):
+    if isinstance(exc, httpx2.RequestError):
         return UpstreamError(
-            f"The upstream connection failed: {type(exc).__name__}.", code="upstream_read_error"
+            f"The upstream connection failed ({type(exc).__name__}).", code="upstream_read_error"
         )
     return exc
 
@@ -251,7 +274,7 @@ class _Httpx2Client:
                 connect=limits.connect_timeout,
                 read=limits.read_timeout,
                 write=limits.read_timeout,
-                pool=limits.connect_timeout,
+                pool=limits.pool_timeout,
             ),
         )
 

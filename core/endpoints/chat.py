@@ -20,7 +20,9 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     """Validate, route, and answer with a completion or an SSE stream."""
     ctx: RequestContext = scope[CONTEXT_KEY]
     request = parse_chat_request(await ctx.json(), request_id=ctx.request_id)
-    deployment = ctx.gateway.router.resolve(request.model)
+    gateway = ctx.gateway
+    deployment = gateway.router.resolve(request.model)
+    gateway.access.check(ctx.principal, request.model)
     request.upstream_model = deployment.upstream_model
     ctx.state["provider"] = deployment.provider_name
     if request.stream:

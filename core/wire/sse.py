@@ -34,33 +34,45 @@ class SSEEvent:
 
 
 class SSEDecoder:
-    """Feed bytes in, get whole events out."""
+    """Feed bytes in, get whole events out.
 
-    __slots__ = ("_buffer", "_data", "_event")
+    Each feed scans only the new bytes, so the cost is linear in the stream. A
+    line or event larger than ``max_event_bytes`` raises ``ValueError``: an
+    upstream that never ends a line cannot grow our memory without bound.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_buffer", "_data", "_data_size", "_event", "max_event_bytes")
+
+    def __init__(self, max_event_bytes: int = 4 * 1024 * 1024) -> None:
         self._buffer = b""
         self._event: str | None = None
         self._data: list[bytes] = []
+        self._data_size = 0
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
-        self._buffer += chunk
-        while True:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        start = 0
+        end = len(buffer)
+        while start < end:
             # Lines end in \n, \r\n or \r; find the earliest complete one.
-            nl = self._buffer.find(b"\n")
-            cr = self._buffer.find(b"\r")
-            if nl < 0 and cr < 0:
-                return
-            if cr >= 0 and (nl < 0 or cr < nl):
-                if cr == len(self._buffer) - 1:
-                    return  # a lone \r at the end may be half of \r\n
-                end, skip = cr, 2 if self._buffer[cr + 1 : cr + 2] == b"\n" else 1
+            nl = buffer.find(b"\n", start)
+            cr = buffer.find(b"\r", start, nl if nl >= 0 else end)
+            if cr >= 0:
+                if cr == end - 1:
+                    break  # a lone \r at the end may be half of \r\n
+                stop, skip = cr, 2 if buffer[cr + 1 : cr + 2] == b"\n" else 1
+            elif nl >= 0:
+                stop, skip = nl, 1
             else:
-                end, skip = nl, 1
-            line, self._buffer = self._buffer[:end], self._buffer[end + skip :]
-            event = self._line(line)
+                break
+            event = self._line(buffer[start:stop])
+            start = stop + skip
             if event is not None:
                 yield event
+        self._buffer = buffer[start:]
+        if len(self._buffer) > self.max_event_bytes:
+            raise ValueError(f"an event line exceeds {self.max_event_bytes} bytes")
 
     def flush(self) -> Iterator[SSEEvent]:
         """Events left when the stream ends without a final blank line."""
@@ -79,15 +91,19 @@ class SSEDecoder:
             if not self._data:
                 self._event = None
                 return None
-            event = SSEEvent(self._event, b"\n".join(self._data))
-            self._event, self._data = None, []
+            data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+            event = SSEEvent(self._event, data)
+            self._event, self._data, self._data_size = None, [], 0
             return event
-        if line.startswith(b":"):
+        if line[0] == 58:  # b":" a comment or keep-alive
             return None
         field, _, value = line.partition(b":")
-        if value.startswith(b" "):
+        if value[:1] == b" ":
             value = value[1:]
         if field == b"data":
+            self._data_size += len(value)
+            if self._data_size > self.max_event_bytes:
+                raise ValueError(f"an event exceeds {self.max_event_bytes} bytes")
             self._data.append(value)
         elif field == b"event":
             self._event = value.decode("utf-8", "replace")
