@@ -12,34 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from .components import ASGIApp, AuthStrategy, Provider, ProviderContext, Receive, Scope, Send
+from .components import ASGIApp, AuthStrategy, Provider, Receive, Scope, Send
 from .config import Config, load_config, parse_config, validate_options
 from .context import RequestContext
+from .dispatch import Dispatcher, RetryBudget
 from .errors import ConfigError, PluginError, ServiceUnavailable, StartupError
 from .middleware import AuthMiddleware, RequestContextMiddleware
 from .plugins import PluginSet, load_plugins
+from .pools import Pool
 from .registry import Registry
-from .router import Deployment, ModelAccess, ModelRouter
+from .router import ModelAccess, ModelRouter
 from .routes import RouteTable
+from .topology import ProviderPlan, build_router, check_routing, open_providers
 
 __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("sluiceway")
-
-
-class _ProviderPlan:
-    __slots__ = ("options", "settings", "type")
-
-    def __init__(self, settings: Any, type_: Any, options: Any) -> None:
-        self.settings = settings
-        self.type = type_
-        self.options = options
 
 
 class Gateway:
@@ -70,13 +63,29 @@ class Gateway:
         self._lazy_retry_at = 0.0
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._provider_plans = [self._plan_provider(p) for p in config.providers]
-        self._check_models()
+        check_routing(config)
+        gateway_settings = config.gateway
+        self.dispatcher = Dispatcher(
+            RetryBudget(gateway_settings.retry_budget, gateway_settings.retry_budget_min),
+            inflight=lambda: len(self.inflight),
+        )
+        # The gateway-wide cap on requests served at once, if configured.
+        self.capacity: Pool | None = (
+            Pool(
+                "the gateway",
+                concurrency=gateway_settings.max_concurrent_requests,
+                buffer=1 << 30,
+                queue_timeout=gateway_settings.queue_timeout,
+            )
+            if gateway_settings.max_concurrent_requests
+            else None
+        )
         self._auth_chain = self._build_auth_chain()
         self._app: ASGIApp = self._build_stack()
 
     # -- build -------------------------------------------------------------
 
-    def _plan_provider(self, settings: Any) -> _ProviderPlan:
+    def _plan_provider(self, settings: Any) -> ProviderPlan:
         key = f"providers[{settings.index}]"
         registered = self.registry.provider_types.get(settings.type)
         if registered is None:
@@ -100,21 +109,7 @@ class Gateway:
             )
         else:
             options = None
-        return _ProviderPlan(settings, registered.item, options)
-
-    def _check_models(self) -> None:
-        # Caught here, not only when providers start, so `sluiceway check` sees it.
-        owners: dict[str, str] = {}
-        for plan in self._provider_plans:
-            for index, entry in enumerate(plan.settings.models):
-                owner = owners.setdefault(entry.name, plan.settings.name)
-                if owner != plan.settings.name:
-                    raise ConfigError(
-                        f"model {entry.name!r} is also served by provider {owner!r}; "
-                        "give one of them another name",
-                        source=self.config.source,
-                        key=f"providers[{plan.settings.index}].models[{index}]",
-                    )
+        return ProviderPlan(settings, registered.item, options)
 
     def _build_auth_chain(self) -> list[AuthStrategy]:
         for name in self.config.auth.options:
@@ -254,30 +249,9 @@ class Gateway:
             raise
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> None:
-        for plan in self._provider_plans:
-            settings = plan.settings
-            context = ProviderContext(settings.name, settings.models, plan.options, self)
-            try:
-                provider = plan.type.factory(context)
-                if inspect.isawaitable(provider):
-                    provider = await provider
-            except StartupError:
-                raise
-            except Exception as exc:
-                raise StartupError(
-                    f"provider {settings.name!r} (type {settings.type!r}) failed to start: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            finally:
-                # Clients it made are closed even if the factory failed after making them.
-                for client in context.clients:
-                    stack.push_async_callback(client.aclose)
-            # Exit runs in reverse: the provider closes first, then its clients.
-            stack.push_async_callback(provider.aclose)
-            self.providers[settings.name] = provider
-            models = settings.models or getattr(provider, "default_models", ())
-            for entry in models:
-                self.router.add(entry.name, Deployment(settings.name, provider, entry.upstream_id))
+        opened = await open_providers(self._provider_plans, self, stack)
+        self.providers = {o.settings.name: o.provider for o in opened}
+        self.router = build_router(self.config, opened)
         for plugin, manager in self.plugins.call_each("lifespan", gateway=self):
             if manager is None:
                 continue

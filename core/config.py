@@ -21,25 +21,27 @@ path, what was found and what was expected.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from .errors import ConfigError
+from .values import ByteSize, Duration, Secret, _describe, validate_options
 
 __all__ = [
+    "AliasSettings",
+    "AliasTarget",
     "AuthSettings",
     "ByteSize",
     "Config",
     "Duration",
     "GatewaySettings",
     "ModelEntry",
+    "ProviderPolicy",
     "ProviderSettings",
     "Secret",
     "ServerSettings",
@@ -47,105 +49,6 @@ __all__ = [
     "parse_config",
     "validate_options",
 ]
-
-T = TypeVar("T")
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    None: 1,
-    "b": 1,
-    "kb": 1000,
-    "kib": 1024,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "gb": 1000**3,
-    "gib": 1024**3,
-}
-
-
-class Duration(float):
-    """A number of seconds, written in config as ``"250ms"``, ``"5s"``, ``"12h"`` or a number."""
-
-    @classmethod
-    def parse(cls, value: object) -> Duration:
-        if isinstance(value, bool):
-            raise TypeError(f"expected a duration such as '5s', got {value!r}")
-        if isinstance(value, int | float):
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"expected a finite, non-negative duration, got {value!r}")
-            return cls(value)
-        if isinstance(value, str) and (match := _DURATION.match(value)):
-            return cls(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
-        raise ValueError(f"expected a duration such as '250ms', '5s' or '12h', got {value!r}")
-
-
-class ByteSize(int):
-    """A number of bytes, written as ``"10MB"``, ``"512KiB"`` or a number."""
-
-    @classmethod
-    def parse(cls, value: object) -> ByteSize:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return cls(value)
-        if isinstance(value, str) and (match := _SIZE.match(value)):
-            unit = match.group(2).lower() if match.group(2) else None
-            return cls(int(float(match.group(1)) * _SIZE_UNITS[unit]))
-        raise ValueError(f"expected a size such as '10MB' or '512KiB', got {value!r}")
-
-
-class Secret:
-    """A secret value; written in config as ``"env:VAR"`` so that it never lives in the file.
-
-    ``str()`` and ``repr()`` never show the value: call :meth:`reveal`.
-    """
-
-    __slots__ = ("_value", "source")
-
-    def __init__(self, value: str, source: str = "literal") -> None:
-        self._value = value
-        self.source = source
-
-    def reveal(self) -> str:
-        """The secret itself, for the one place that must send it."""
-        return self._value
-
-    @classmethod
-    def parse(cls, value: object) -> Secret:
-        if not isinstance(value, str):
-            raise TypeError(f"expected a string such as 'env:MY_KEY', got {type(value).__name__}")
-        if value.startswith("env:"):
-            var = value[4:]
-            if var not in os.environ:
-                raise ValueError(f"environment variable {var} is not set (referenced as {value!r})")
-            return cls(os.environ[var], source=value)
-        return cls(value)
-
-    def __repr__(self) -> str:
-        return f"Secret({self.source if self.source != 'literal' else '***'})"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-_PARSERS: dict[type, Any] = {
-    Duration: Duration.parse,
-    ByteSize: ByteSize.parse,
-    Secret: Secret.parse,
-}
-
-
-def _dec_hook(type_: type, value: object) -> object:
-    parser = _PARSERS.get(type_)
-    if parser is None:
-        raise NotImplementedError(f"no config parser for {type_!r}")
-    return parser(value)
-
 
 # An HTTP header name (RFC 9110 token).
 _HTTP_TOKEN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
@@ -179,6 +82,14 @@ class GatewaySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_body_size: ByteSize = ByteSize(8 * 1024 * 1024)
     # A body trickled in slowly holds a socket and a task; past this it is a 408.
     body_timeout: Duration = Duration(30)
+    # Requests served at once across all providers (0: no cap); more wait up to
+    # queue_timeout, then get 503 with Retry-After.
+    max_concurrent_requests: Annotated[int, msgspec.Meta(ge=0)] = 0
+    queue_timeout: Duration = Duration(10)
+    # At most this share of in-flight requests may be retrying at once (with a
+    # floor of retry_budget_min), so a failing upstream is not hammered.
+    retry_budget: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+    retry_budget_min: Annotated[int, msgspec.Meta(ge=0)] = 3
     # Trust a caller's x-request-id only if it looks like an id, not a payload.
     request_id_header: Annotated[str, msgspec.Meta(pattern=_HTTP_TOKEN)] = "x-request-id"
 
@@ -204,14 +115,82 @@ class ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return self.upstream or self.name
 
 
+FailureKind = Literal[
+    "context_window", "auth", "rate_limit", "server", "timeout", "connect", "busy"
+]
+# Falling over to another deployment is worth it for every failure the request
+# itself did not cause.
+DEFAULT_FALLBACK_ON: tuple[FailureKind, ...] = (
+    "context_window", "auth", "rate_limit", "server", "timeout", "connect", "busy",
+)
+StrategyName = Literal["fallback", "weighted", "least-busy", "lowest-latency", "prefix-affinity"]
+
+
+class ProviderPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The keys of a ``[[providers]]`` table that the core owns: capacity, retries, health."""
+
+    # Requests in flight to this provider at once; more wait, up to `buffer` of them.
+    concurrency: Annotated[int, msgspec.Meta(ge=1)] = 256
+    buffer: Annotated[int, msgspec.Meta(ge=0)] = 1024
+    # Past the buffer: refuse at once (503) rather than queue anyway.
+    drop_excess: bool = False
+    queue_timeout: Duration = Duration(10)
+    # Re-sends of a failed request to the same provider (falling over to another
+    # target of an alias does not count).
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    # One deadline for the whole request, every retry and wait included (for a
+    # stream: until its first chunk).
+    timeout: Duration = Duration(300)
+    cooldown_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
+    cooldown_window: Duration = Duration(60)
+    cooldown: Duration = Duration(30)
+    fallback_on: list[FailureKind] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_FALLBACK_ON)
+    )
+
+
+POLICY_KEYS = frozenset(f.name for f in msgspec.structs.fields(ProviderPolicy))
+
+
 class ProviderSettings(msgspec.Struct, kw_only=True):
-    """One ``[[providers]]`` table. ``options`` holds every other key, for the provider type."""
+    """One ``[[providers]]`` table. ``options`` holds every key that is neither the
+    core's (``name``, ``type``, ``models``, and the :class:`ProviderPolicy` keys)
+    nor anyone else's: the provider type validates them."""
 
     name: str
     type: str
     models: list[ModelEntry] = msgspec.field(default_factory=list)
+    policy: ProviderPolicy = msgspec.field(default_factory=ProviderPolicy)
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     index: int = 0
+
+
+class AliasTarget(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One target of an alias: ``"provider/model"`` and its share of traffic."""
+
+    target: Annotated[str, msgspec.Meta(pattern=r"^[^/]+/.+$")]
+    weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+
+    @property
+    def provider(self) -> str:
+        return self.target.split("/", 1)[0]
+
+    @property
+    def model(self) -> str:
+        return self.target.split("/", 1)[1]
+
+
+class AliasSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[[aliases]]``: a public model name served by several targets, in a strategy."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    targets: Annotated[list[AliasTarget], msgspec.Meta(min_length=1)]
+    strategy: StrategyName = "fallback"
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    timeout: Duration = Duration(300)
+    fallback_on: list[FailureKind] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_FALLBACK_ON)
+    )
 
 
 class Config(msgspec.Struct, kw_only=True):
@@ -221,6 +200,7 @@ class Config(msgspec.Struct, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     providers: list[ProviderSettings] = msgspec.field(default_factory=list)
+    aliases: list[AliasSettings] = msgspec.field(default_factory=list)
     plugin: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     source: str = "<config>"
     base_dir: str = "."
@@ -230,79 +210,7 @@ class Config(msgspec.Struct, kw_only=True):
         return self.plugin.get(name, {})
 
 
-_TOP_LEVEL = {"gateway", "server", "auth", "providers", "plugin"}
-_VALIDATION_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _lookup(data: object, path: str) -> object:
-    """Follow a msgspec error path such as ``.providers[0].port`` into raw data."""
-    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
-        try:
-            data = data[name] if name else data[int(index)]  # type: ignore[index]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
-def validate_options(data: Mapping[str, Any], model: type[T], *, source: str, key: str) -> T:
-    """Validate a raw table against ``model`` (a ``msgspec.Struct``), resolving
-    secrets, durations and sizes. Raises :class:`ConfigError` naming ``source``
-    and the full key path of the first problem, with the value found."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"expected a table, found {_describe(data)}", source=source, key=key)
-    try:
-        return msgspec.convert(dict(data), model, dec_hook=_dec_hook, str_keys=True)
-    except msgspec.ValidationError as exc:
-        match = _VALIDATION_AT.match(str(exc))
-        assert match is not None
-        message, path = match.group("msg"), match.group("path") or ""
-        full_key = (
-            key + path
-            if path.startswith("[")
-            else ".".join(p for p in (key, path.lstrip(".")) if p)
-        )
-        unknown = re.match(r"Object contains unknown field `(.+)`", message)
-        missing = re.match(r"Object missing required field `(.+)`", message)
-        if unknown:
-            full_key = f"{full_key}.{unknown.group(1)}" if full_key else unknown.group(1)
-            message = f"unknown key (expected one of: {', '.join(_field_names(model, path))})"
-        elif missing:
-            full_key = f"{full_key}.{missing.group(1)}" if full_key else missing.group(1)
-            message = "required key is missing"
-        else:
-            message = message[0].lower() + message[1:]
-            found = _describe(_lookup(data, path)) if path else None
-            if found is not None and found not in message:
-                message += f" (found {found})"
-        raise ConfigError(message, source=source, key=full_key) from None
-
-
-def _field_names(model: type, path: str) -> list[str]:
-    """Names of the struct that an error path points into, for 'did you mean'."""
-    info: msgspec.inspect.Type | None = msgspec.inspect.type_info(model)
-    for part in re.findall(r"\.([^.\[]+)", path):
-        if not isinstance(info, msgspec.inspect.StructType):
-            return []
-        fields = {f.name: f.type for f in info.fields}
-        info = fields.get(part)
-        while isinstance(info, msgspec.inspect.ListType | msgspec.inspect.UnionType):
-            info = (
-                info.item_type
-                if isinstance(info, msgspec.inspect.ListType)
-                else next(
-                    (t for t in info.types if isinstance(t, msgspec.inspect.StructType)), None
-                )
-            )
-    if isinstance(info, msgspec.inspect.StructType):
-        return [f.name for f in info.fields]
-    return []
-
-
+_TOP_LEVEL = {"gateway", "server", "auth", "providers", "aliases", "plugin"}
 def _provider(raw: object, index: int, source: str) -> ProviderSettings:
     key = f"providers[{index}]"
     if not isinstance(raw, dict):
@@ -339,8 +247,22 @@ def _provider(raw: object, index: int, source: str) -> ProviderSettings:
                 f"model {entry.name!r} is listed twice", source=source, key=f"{key}.models[{i}]"
             )
         seen.add(entry.name)
+    policy = validate_options(
+        {k: table.pop(k) for k in list(table) if k in POLICY_KEYS},
+        ProviderPolicy, source=source, key=key,
+    )
     name, type_ = table.pop("name"), table.pop("type")
-    return ProviderSettings(name=name, type=type_, models=models, options=table, index=index)
+    return ProviderSettings(
+        name=name, type=type_, models=models, policy=policy, options=table, index=index
+    )
+
+
+def _alias_table(raw: object) -> object:
+    """Targets may be written as plain ``"provider/model"`` strings."""
+    if isinstance(raw, dict) and isinstance(raw.get("targets"), list):
+        targets = [{"target": t} if isinstance(t, str) else t for t in raw["targets"]]
+        return {**raw, "targets": targets}
+    return raw
 
 
 def parse_config(
@@ -383,6 +305,13 @@ def parse_config(
                 key=f"providers[{p.index}].name",
             )
         seen[p.name] = p.index
+    raw_aliases = data.get("aliases", [])
+    if not isinstance(raw_aliases, list):
+        raise ConfigError("expected an array of tables ([[aliases]])", source=source, key="aliases")
+    aliases = [
+        validate_options(_alias_table(a), AliasSettings, source=source, key=f"aliases[{i}]")
+        for i, a in enumerate(raw_aliases)
+    ]
     plugin_tables = data.get("plugin", {})
     if not isinstance(plugin_tables, dict) or not all(
         isinstance(v, dict) for v in plugin_tables.values()
@@ -400,6 +329,7 @@ def parse_config(
         server=server,
         auth=auth,
         providers=providers,
+        aliases=aliases,
         plugin=dict(plugin_tables),
         source=source,
         base_dir=base_dir,

@@ -1,20 +1,93 @@
-"""Model routing: which provider instance serves a public model name, under which id."""
+"""Model routing: which deployments serve a public model name, in what order.
+
+A *deployment* is one provider instance serving one upstream model id. A
+*model group* is what a client asks for by name: every model a provider lists
+is a group of one deployment, and each ``[[aliases]]`` entry is a group of
+several, tried in the order its strategy gives (:mod:`sluiceway.strategies`).
+Deployments of the same provider share its pool; deployments of the same
+provider and upstream model share their health, whichever groups they are in.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .components import ModelInfo
-from .errors import NotFound, PermissionDenied, StartupError
+from .errors import NotFound, PermissionDenied
 
 if TYPE_CHECKING:
-    from .components import Principal, Provider
+    from .components import ChatRequest, Principal, Provider
+    from .health import DeploymentHealth
+    from .pools import Pool
+    from .strategies import Strategy
 
-__all__ = ["Deployment", "ModelAccess", "ModelRouter"]
+__all__ = ["Deployment", "ModelAccess", "ModelGroup", "ModelRouter"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Deployment:
+    """One place a model can be served: a provider instance and its id for the model."""
+
+    provider_name: str
+    provider: Provider
+    upstream_model: str
+    pool: Pool
+    health: DeploymentHealth
+    weight: float = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class ModelGroup:
+    """A public model name and the deployments that serve it."""
+
+    name: str
+    deployments: list[Deployment]
+    strategy: Strategy
+    max_retries: int = 2
+    timeout: float = 300.0
+    fallback_on: frozenset[str] = field(default_factory=frozenset)
+    owned_by: str = ""
+
+    def order(self, request: ChatRequest) -> list[Deployment]:
+        """Every deployment, best first, for this request."""
+        return self.strategy(request)
+
+
+class ModelRouter:
+    """Resolves a request's ``model`` to its group; unknown names are 404 ``model_not_found``."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, ModelGroup] = {}
+
+    def add(self, group: ModelGroup) -> None:
+        if group.name in self._groups:
+            raise ValueError(f"model {group.name!r} is already routed")
+        self._groups[group.name] = group
+
+    def resolve(self, model: str) -> ModelGroup:
+        group = self._groups.get(model)
+        if group is None:
+            raise self.not_found(model)
+        return group
+
+    @staticmethod
+    def not_found(model: str) -> NotFound:
+        """The 404 for a model that does not exist, or that the caller may not see."""
+        return NotFound(
+            f"The model '{model}' does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
+        )
+
+    def groups(self) -> Iterable[ModelGroup]:
+        return tuple(self._groups.values())
+
+    def models(self) -> Iterable[ModelInfo]:
+        return tuple(ModelInfo(g.name, owned_by=g.owned_by) for g in self._groups.values())
 
 
 class ModelAccess:
@@ -48,49 +121,3 @@ class ModelAccess:
                 code="model_not_allowed",
                 param="model",
             )
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    """One place a model can be served: a provider instance and its id for the model."""
-
-    provider_name: str
-    provider: Provider
-    upstream_model: str
-
-
-class ModelRouter:
-    """Resolves a request's ``model`` to a deployment; unknown names are 404 ``model_not_found``."""
-
-    def __init__(self) -> None:
-        self._deployments: dict[str, Deployment] = {}
-        self._models: list[ModelInfo] = []
-
-    def add(self, public_name: str, deployment: Deployment) -> None:
-        """Map a public model name to a deployment; a name served twice is a startup error."""
-        existing = self._deployments.get(public_name)
-        if existing is not None:
-            raise StartupError(
-                f"model {public_name!r} is served by both provider {existing.provider_name!r} "
-                f"and provider {deployment.provider_name!r}; give one of them another name"
-            )
-        self._deployments[public_name] = deployment
-        self._models.append(ModelInfo(public_name, owned_by=deployment.provider_name))
-
-    def resolve(self, model: str) -> Deployment:
-        deployment = self._deployments.get(model)
-        if deployment is None:
-            raise self.not_found(model)
-        return deployment
-
-    @staticmethod
-    def not_found(model: str) -> NotFound:
-        """The 404 for a model that does not exist, or that the caller may not see."""
-        return NotFound(
-            f"The model '{model}' does not exist or you do not have access to it.",
-            code="model_not_found",
-            param="model",
-        )
-
-    def models(self) -> Iterable[ModelInfo]:
-        return tuple(self._models)

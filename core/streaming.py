@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -30,6 +30,7 @@ log = logging.getLogger("sluiceway.stream")
 _encode = msgspec.json.Encoder().encode
 
 T = TypeVar("T")
+Chunk = dict[str, Any] | bytes
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -87,19 +88,23 @@ def _error_frame(error: GatewayError) -> bytes:
     return data_frame(openai.error_body(error))
 
 
+StreamOpener = Callable[
+    [], Awaitable[tuple[Chunk, AsyncIterator[Chunk], list[tuple[bytes, bytes]]]]
+]
+
+
 async def relay_openai_stream(
-    ctx: RequestContext,
-    send: Send,
-    request: ChatRequest,
-    chunks: AsyncIterator[dict[str, Any] | bytes],
-    headers: list[tuple[bytes, bytes]] | None = None,
+    ctx: RequestContext, send: Send, request: ChatRequest, open_stream: StreamOpener
 ) -> None:
-    """Send ``chunks`` as an OpenAI SSE stream ending in ``data: [DONE]``."""
+    """Open a stream (its first chunk, the rest, and response headers) and send it
+    as OpenAI server-sent events ending in ``data: [DONE]``. The client's hang-up
+    is watched from the start, so it also cancels the wait for the first chunk."""
     watcher = asyncio.create_task(_watch_disconnect(ctx))
     committed = False
     include_usage = request.include_usage
+    chunks: AsyncIterator[Chunk] | None = None
 
-    async def write(chunk: dict[str, Any] | bytes) -> None:
+    async def write(chunk: Chunk) -> None:
         if isinstance(chunk, bytes):
             # Pass-through chunks stay bytes. Upstreams asked for usage put
             # "usage":null in every chunk, so only one whose usage is an object
@@ -124,15 +129,12 @@ async def relay_openai_stream(
         await send({"type": "http.response.body", "body": data_frame(payload), "more_body": True})
 
     try:
-        try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            raise UpstreamError("The provider ended the stream without sending anything.") from None
+        first, chunks, headers = await open_stream()
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*SSE_HEADERS, *(headers or ())],
+                "headers": [*SSE_HEADERS, *headers],
             }
         )
         committed = True

@@ -189,7 +189,7 @@ def test_a_model_served_twice_is_caught_before_startup() -> None:
         )
     assert str(info.value) == (
         "<config>: providers[1].models[1]: model 'm' is also served by provider 'a'; "
-        "give one of them another name"
+        "give one of them another name, or put both behind an alias"
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from ..context import CONTEXT_KEY
 from ..responses import send_json
@@ -12,6 +13,10 @@ from ..wire.openai import parse_chat_request
 if TYPE_CHECKING:
     from ..components import Receive, Scope, Send
     from ..context import RequestContext
+    from ..dispatch import Attempts
+
+Chunk = dict[str, Any] | bytes
+Header = tuple[bytes, bytes]
 
 __all__ = ["chat_completions"]
 
@@ -21,12 +26,37 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     ctx: RequestContext = scope[CONTEXT_KEY]
     request = parse_chat_request(await ctx.json(), request_id=ctx.request_id)
     gateway = ctx.gateway
-    deployment = gateway.router.resolve(request.model)
+    group = gateway.router.resolve(request.model)
     gateway.access.check(ctx.principal, request.model)
-    request.upstream_model = deployment.upstream_model
+    dispatcher = gateway.dispatcher
+    capacity = gateway.capacity
+    if capacity is not None:
+        await until_disconnect(ctx, capacity.acquire())
+    try:
+        if request.stream:
+
+            async def open_stream() -> tuple[Chunk, AsyncIterator[Chunk], list[Header]]:
+                first, rest, attempts = await dispatcher.stream(ctx, group, request)
+                return first, rest, _headers(ctx, attempts)
+
+            await relay_openai_stream(ctx, send, request, open_stream)
+            return
+        result, attempts = await until_disconnect(ctx, dispatcher.chat(ctx, group, request))
+        await send_json(send, 200, result, headers=_headers(ctx, attempts))
+    finally:
+        if capacity is not None:
+            capacity.release()
+
+
+def _headers(ctx: RequestContext, attempts: Attempts) -> list[Header]:
+    """Where the answer came from, and what the gateway itself cost."""
+    deployment = attempts.deployment
+    assert deployment is not None
     ctx.state["provider"] = deployment.provider_name
-    if request.stream:
-        await relay_openai_stream(ctx, send, request, deployment.provider.stream(request))
-        return
-    result = await until_disconnect(ctx, deployment.provider.chat(request))
-    await send_json(send, 200, result)
+    overhead = ctx.elapsed - attempts.upstream_seconds - attempts.backoff_seconds
+    return [
+        (b"x-sluiceway-provider", deployment.provider_name.encode("latin-1", "replace")),
+        (b"x-sluiceway-model", deployment.upstream_model.encode("latin-1", "replace")),
+        (b"x-sluiceway-attempts", str(attempts.count).encode()),
+        (b"x-sluiceway-overhead-ms", f"{max(overhead, 0.0) * 1000:.2f}".encode()),
+    ]

@@ -23,6 +23,9 @@ def mock_gateway(gateway_factory: Callable[..., RunningServer]) -> MockGateway:
     def start(**options: Any) -> RunningServer:
         table: dict[str, Any] = {"name": "mock", "type": "mock"}
         table["models"] = options.pop("models", ["mock-gpt", "mock-reasoner"])
+        # These tests look at the mock's own faults, so the gateway must neither
+        # retry them nor rest the provider after a few.
+        table.update({"max_retries": 0, "cooldown_failures": 1000})
         table.update(options)
         return gateway_factory({"gateway": {"plugins": ["mock"]}, "providers": [table]})
 

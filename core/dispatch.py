@@ -1,0 +1,317 @@
+"""The one retry loop: pick a deployment, take a pool slot, call, and on failure
+fall over, retry with backoff, or give up.
+
+Rules, in the order they apply to a failed attempt:
+
+* A client error (the request itself is wrong) is returned at once.
+* A deployment that failed is rested by its breaker as the failure warrants
+  (see :mod:`sluiceway.health`); a wait for a pool slot is never a failure.
+* If another deployment of the group has not been tried, the request falls
+  over to it at once, for the kinds listed in the group's ``fallback_on``.
+* Otherwise the same deployment is retried after a fully jittered exponential
+  backoff, or after the upstream's own Retry-After when it fits, up to the
+  group's ``max_retries``.
+* Every re-send needs room in the retry budget (at most ``retry_budget`` of the
+  requests in flight are retrying, with a floor of ``retry_budget_min``) and
+  time before the request's deadline, which covers every attempt and wait.
+* Nothing is retried once a byte has gone to the client: a stream is handed
+  over only with its first chunk in hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import (
+    GatewayError,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+if TYPE_CHECKING:
+    from .components import ChatRequest
+    from .context import RequestContext
+    from .router import Deployment, ModelGroup
+
+__all__ = ["Attempts", "Dispatcher", "HeldStream", "RetryBudget"]
+
+T = TypeVar("T")
+
+# Kinds that say nothing about the upstream's health.
+_NOT_UPSTREAM_FAULTS = frozenset({"client", "busy", "context_window"})
+# Kinds worth sending again to the same deployment.
+_RETRY_SAME = frozenset({"rate_limit", "server", "timeout", "connect"})
+
+
+class RetryBudget:
+    """Caps how many requests may be retrying at once, relative to load."""
+
+    __slots__ = ("active", "minimum", "ratio")
+
+    def __init__(self, ratio: float = 0.2, minimum: int = 3) -> None:
+        self.ratio = ratio
+        self.minimum = minimum
+        self.active = 0
+
+    def try_acquire(self, inflight: int) -> bool:
+        if self.active >= max(self.minimum, int(self.ratio * inflight)):
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+
+
+@dataclass(slots=True)
+class Attempts:
+    """What the loop did, for the response headers and the log."""
+
+    deployment: Deployment | None = None
+    count: int = 0
+    upstream_seconds: float = 0.0
+    # Waiting for a pool slot (the gateway's own queueing) and backing off
+    # between retries (the upstream's doing) are kept apart.
+    queued_seconds: float = 0.0
+    backoff_seconds: float = 0.0
+    last_kind: str | None = None
+
+
+class Dispatcher:
+    """Runs requests for model groups against their deployments."""
+
+    def __init__(
+        self,
+        budget: RetryBudget,
+        inflight: Callable[[], int],
+        *,
+        backoff_base: float = 0.25,
+        backoff_max: float = 8.0,
+        max_retry_after: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.budget = budget
+        self.inflight = inflight
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_retry_after = max_retry_after
+        self.rng = rng or random.Random()
+
+    async def chat(
+        self, ctx: RequestContext, group: ModelGroup, request: ChatRequest
+    ) -> tuple[dict[str, Any], Attempts]:
+        """A whole completion."""
+
+        async def call(deployment: Deployment) -> dict[str, Any]:
+            return await deployment.provider.chat(request)
+
+        return await self._run(group, request, call, hold=False)
+
+    async def stream(
+        self, ctx: RequestContext, group: ModelGroup, request: ChatRequest
+    ) -> tuple[dict[str, Any] | bytes, HeldStream, Attempts]:
+        """A stream's first chunk, and the rest. The deployment's pool slot is held
+        by the returned :class:`HeldStream` until it is exhausted or closed."""
+
+        async def call(deployment: Deployment) -> tuple[dict[str, Any] | bytes, HeldStream]:
+            chunks = deployment.provider.stream(request)
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                raise UpstreamError(
+                    f"Provider {deployment.provider_name!r} ended the stream without "
+                    "sending anything."
+                ) from None
+            except BaseException:
+                await _aclose(chunks)
+                raise
+            return first, HeldStream(chunks, deployment)
+
+        (first, rest), attempts = await self._run(group, request, call, hold=True)
+        return first, rest, attempts
+
+    async def _run(
+        self,
+        group: ModelGroup,
+        request: ChatRequest,
+        call: Callable[[Deployment], Awaitable[T]],
+        *,
+        hold: bool,
+    ) -> tuple[T, Attempts]:
+        clock = time.monotonic
+        deadline = clock() + group.timeout
+        attempts = Attempts()
+        order = group.order(request)
+        tried: set[int] = set()
+        retries = 0
+        in_budget = False
+        last_error: GatewayError | None = None
+        try:
+            while True:
+                deployment = _next_available(order, tried)
+                if deployment is None:
+                    raise last_error or _all_cooling(group, order)
+                started = clock()
+                if started >= deadline:
+                    raise last_error or _deadline_error(group)
+                try:
+                    await deployment.pool.acquire(deadline - started)
+                except ServiceUnavailable as busy:
+                    # A full pool is not a failure: try another deployment, if any.
+                    attempts.queued_seconds += clock() - started
+                    tried.add(id(deployment))
+                    last_error = busy
+                    continue
+                sent = clock()
+                attempts.queued_seconds += sent - started
+                attempts.deployment = deployment
+                attempts.count += 1
+                request.upstream_model = deployment.upstream_model
+                health = deployment.health
+                health.claim()
+                try:
+                    async with asyncio.timeout(deadline - sent):
+                        result = await call(deployment)
+                except TimeoutError:
+                    error: GatewayError = _deadline_error(group)
+                except GatewayError as exc:
+                    error = exc
+                except BaseException:
+                    health.record_neutral()
+                    health.finish()
+                    deployment.pool.release()
+                    raise
+                else:
+                    answered = clock() - sent
+                    attempts.upstream_seconds += answered
+                    health.record_success(answered)
+                    if not hold:
+                        health.finish()
+                        deployment.pool.release()
+                    return result, attempts
+                # -- the attempt failed ----------------------------------------
+                health.finish()
+                deployment.pool.release()
+                attempts.upstream_seconds += clock() - sent
+                kind = error.kind
+                attempts.last_kind = kind
+                if kind in _NOT_UPSTREAM_FAULTS or error.alternate:
+                    # An alternate credential means the provider rested a key, not
+                    # that this deployment is unhealthy.
+                    health.record_neutral()
+                else:
+                    health.record_failure(
+                        kind, rest_for=error.retry_after if kind == "rate_limit" else None
+                    )
+                last_error = error
+                tried.add(id(deployment))
+                if kind == "auth" and error.alternate:
+                    tried.discard(id(deployment))  # the provider has another key to try
+                    delay = 0.0
+                elif kind in group.fallback_on and _next_available(order, tried) is not None:
+                    delay = 0.0
+                elif kind in _RETRY_SAME and retries < group.max_retries:
+                    retries += 1
+                    tried.discard(id(deployment))
+                    delay = self._backoff(retries, error.retry_after)
+                else:
+                    raise error
+                if not in_budget:
+                    if not self.budget.try_acquire(self.inflight()):
+                        raise error
+                    in_budget = True
+                if delay:
+                    if clock() + delay >= deadline:
+                        raise error
+                    await asyncio.sleep(delay)
+                    attempts.backoff_seconds += delay
+        except GatewayError as error:
+            if attempts.count:
+                error.headers["x-sluiceway-attempts"] = str(attempts.count)
+            raise
+        finally:
+            if in_budget:
+                self.budget.release()
+
+    def _backoff(self, retry: int, retry_after: float | None) -> float:
+        if retry_after is not None and 0 < retry_after <= self.max_retry_after:
+            return retry_after
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (retry - 1)))
+        return self.rng.uniform(0, ceiling)
+
+
+def _deadline_error(group: ModelGroup) -> GatewayError:
+    return UpstreamTimeout(
+        f"No answer for model {group.name!r} within its {group.timeout:g}s deadline.",
+        code="deadline_exceeded",
+    )
+
+
+async def _aclose(chunks: AsyncIterator[Any]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class HeldStream:
+    """The rest of a stream; gives its deployment's slot back exactly once, when
+    exhausted, failed or closed, even if it is closed before it was ever read."""
+
+    __slots__ = ("_chunks", "_deployment", "_done")
+
+    def __init__(
+        self, chunks: AsyncIterator[dict[str, Any] | bytes], deployment: Deployment
+    ) -> None:
+        self._chunks = chunks
+        self._deployment = deployment
+        self._done = False
+
+    def __aiter__(self) -> HeldStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any] | bytes:
+        try:
+            return await anext(self._chunks)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._deployment.health.finish()
+        self._deployment.pool.release()
+        await _aclose(self._chunks)
+
+
+def _next_available(order: list[Deployment], tried: set[int]) -> Deployment | None:
+    now = time.monotonic()
+    for deployment in order:
+        if id(deployment) not in tried and deployment.health.available(now):
+            return deployment
+    return None
+
+
+def _all_cooling(group: ModelGroup, order: list[Deployment]) -> GatewayError:
+    now = time.monotonic()
+    soonest = min((d.health.open_until for d in order), default=now + 1.0)
+    retry_after = max(soonest - now, 1.0)
+    if all(d.health.open_reason == "rate_limit" for d in order):
+        return RateLimited(
+            f"The upstream for model {group.name!r} is rate limited; retry after the "
+            "time it gave.",
+            retry_after=retry_after,
+        )
+    return ServiceUnavailable(
+        f"Every deployment of model {group.name!r} is cooling down after failures.",
+        code="no_healthy_deployment",
+        retry_after=retry_after,
+    )
