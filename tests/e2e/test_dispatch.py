@@ -186,7 +186,7 @@ def test_client_errors_are_never_retried(start: Start) -> None:
 
 
 def test_context_window_errors_fall_over_but_are_not_retried(start: Start) -> None:
-    server, plugin = start(
+    server, _plugin = start(
         {"name": "a", "script": ["context"]},
         {"name": "b", "models": ["m2"]},
         aliases=[{"name": "smart", "targets": ["a/m", "b/m2"]}],
@@ -204,7 +204,7 @@ def test_an_alternate_key_is_tried_at_once(start: Start) -> None:
 
 
 def test_honours_retry_after_when_it_fits(start: Start) -> None:
-    server, plugin = start({"name": "a", "script": ["429:0.3"]})
+    server, _plugin = start({"name": "a", "script": ["429:0.3"]})
     response = _ask(server)
     assert response.status_code == 200
     # The wait was the upstream's, not the gateway's: it is not counted as overhead.
@@ -244,7 +244,7 @@ def test_a_deployment_that_keeps_failing_is_rested_then_probed(start: Start) -> 
 
 
 def test_a_full_provider_pool_falls_over_without_counting_a_failure(start: Start) -> None:
-    server, plugin = start(
+    server, _plugin = start(
         {"name": "a", "delay": 0.5, "concurrency": 1, "buffer": 0, "drop_excess": True},
         {"name": "b", "models": ["m2"]},
         aliases=[{"name": "smart", "targets": ["a/m", "b/m2"]}],
@@ -342,7 +342,7 @@ def test_the_retry_budget_stops_a_retry_storm(start: Start) -> None:
 
 
 def test_streams_fall_over_before_the_first_byte(start: Start) -> None:
-    server, plugin = start(
+    server, _plugin = start(
         {"name": "a", "script": ["500"], "models": ["m"]},
         {"name": "b", "models": ["m2"]},
         aliases=[{"name": "smart", "targets": ["a/m", "b/m2"]}],
