@@ -1,4 +1,8 @@
-"""The Anthropic Messages wire format (error bodies for now; the ingress builds on it)."""
+"""The Anthropic Messages wire format: error bodies (ours, and reading an
+upstream's). Translation to and from the OpenAI shape is in
+:mod:`sluiceway.wire.translate`, :mod:`sluiceway.wire.translate_ingress` and
+:mod:`sluiceway.wire.anthropic_stream`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import msgspec
 
 from ..errors import GatewayError
 
-__all__ = ["error_body", "error_type"]
+__all__ = ["error_body", "error_type", "parse_error"]
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 _TYPES = {
     400: "invalid_request_error",
@@ -36,4 +41,20 @@ def error_body(error: GatewayError, request_id: str) -> bytes:
             "error": {"type": error_type(error.status), "message": error.message},
             "request_id": request_id,
         }
+    )
+
+
+def parse_error(body: bytes) -> tuple[str | None, str | None]:
+    """``(type, message)`` from an Anthropic error body; ``(None, None)`` if it is not one."""
+    try:
+        data = _decode(body) if body else None
+    except msgspec.DecodeError:
+        return None, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    kind, message = error.get("type"), error.get("message")
+    return (
+        kind if isinstance(kind, str) else None,
+        message if isinstance(message, str) else None,
     )

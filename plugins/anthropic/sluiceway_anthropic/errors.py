@@ -1,0 +1,86 @@
+"""Turning an Anthropic upstream's error answer into the gateway's own family.
+
+    400 "prompt is too long"...  -> InvalidRequest (400), kind context_window,
+                                    code context_length_exceeded
+    400, 404, 413, other 4xx     -> AnthropicStatusError: the same status, kind client
+    401, 403                     -> UpstreamError (502), kind auth, code upstream_auth_error:
+                                    the gateway's key is at fault, not the client's
+    429                          -> RateLimited, retry_after from the upstream's headers
+    529 overloaded, 5xx          -> UpstreamError (502), kind server
+    connect/read failure         -> UpstreamError (502), naming the provider
+    timeout                      -> UpstreamTimeout (504), naming the provider
+
+Every message names the provider and keeps the upstream's own message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sluiceway import GatewayError, InvalidRequest, RateLimited, UpstreamError, UpstreamTimeout
+from sluiceway.wire.anthropic import parse_error
+
+__all__ = ["AnthropicStatusError", "error_from_response", "name_provider"]
+
+_SNIPPET = 200
+_CONTEXT_MARKERS = (
+    "prompt is too long",
+    "exceed context limit",
+    "context window",
+    "too many tokens",
+)
+
+
+class AnthropicStatusError(GatewayError):
+    """An upstream 4xx the client caused, passed on with its own status."""
+
+    kind = "client"
+
+    def __init__(self, status: int, message: str, *, error_type: str | None) -> None:
+        super().__init__(message, code=error_type)
+        self.status = status
+        self.error_type = error_type or "invalid_request_error"
+
+
+def _snippet(body: bytes) -> str:
+    text = " ".join(body[: _SNIPPET * 4].decode("utf-8", "replace").split())
+    return text if len(text) <= _SNIPPET else text[: _SNIPPET - 3] + "..."
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return float(value) * scale
+            except ValueError:
+                continue  # an HTTP date: not worth parsing on this path
+    return None
+
+
+def error_from_response(
+    provider: str, status: int, body: bytes, headers: Mapping[str, str]
+) -> GatewayError:
+    """The error to raise for an upstream answer with ``status >= 400``."""
+    error_type, message = parse_error(body)
+    detail = message or _snippet(body) or "no details"
+    label = f" ({error_type})" if error_type else ""
+    text = f"Provider {provider!r} answered HTTP {status}{label}: {detail}"
+    if status == 429:
+        return RateLimited(text, retry_after=_retry_after(headers))
+    if status in (401, 403):
+        return UpstreamError(text, code="upstream_auth_error", kind="auth")
+    if status == 400 and any(marker in detail.lower() for marker in _CONTEXT_MARKERS):
+        return InvalidRequest(text, code="context_length_exceeded", kind="context_window")
+    if 400 <= status < 500:
+        return AnthropicStatusError(status, text, error_type=error_type)
+    code = "upstream_overloaded" if status == 529 or error_type == "overloaded_error" else None
+    return UpstreamError(text, code=code, kind="server")
+
+
+def name_provider(provider: str, error: UpstreamError | UpstreamTimeout) -> GatewayError:
+    """The same error, its message prefixed with the provider's name."""
+    cls = UpstreamTimeout if isinstance(error, UpstreamTimeout) else UpstreamError
+    renamed = cls(f"Provider {provider!r}: {error.message}", code=error.code, kind=error.kind)
+    renamed.__cause__ = error.__cause__
+    return renamed

@@ -1,0 +1,149 @@
+"""The Anthropic provider: OpenAI chat completions in, Anthropic Messages upstream.
+
+Translation is the core's (:mod:`sluiceway.wire.translate` and
+:mod:`sluiceway.wire.anthropic_stream`), so the Anthropic ingress and this
+provider agree on every rule; this module only moves bytes and maps errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from sluiceway import ChatRequest, UpstreamError, UpstreamLimits, UpstreamTimeout
+from sluiceway.wire.anthropic_stream import OpenAIChunkStream
+from sluiceway.wire.sse import SSEDecoder
+from sluiceway.wire.translate import anthropic_request, openai_completion
+
+from .errors import error_from_response, name_provider
+
+if TYPE_CHECKING:
+    from sluiceway import ProviderContext, UpstreamResponse
+
+    from .config import AnthropicOptions
+
+__all__ = ["AnthropicProvider"]
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class AnthropicProvider:
+    """One ``[[providers]]`` table of type ``anthropic``: one pooled client, reused."""
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        options: AnthropicOptions = ctx.options
+        self.name = ctx.name
+        self.options = options
+        self._url = options.base_url.rstrip("/") + "/v1/messages"
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            "anthropic-version": options.anthropic_version,
+        }
+        if options.api_key is not None:
+            headers["x-api-key"] = options.api_key.reveal()
+        self._headers = headers
+        self._stream_headers = {**headers, "accept": "text/event-stream"}
+        self._client = ctx.http_client(UpstreamLimits(
+            max_connections=options.max_connections,
+            connect_timeout=float(options.connect_timeout),
+            read_timeout=float(options.read_timeout),
+            pool_timeout=float(options.pool_timeout),
+            backend=options.backend,
+        ))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _body(self, request: ChatRequest, *, stream: bool) -> bytes:
+        return _encode(anthropic_request(
+            request.body,
+            model=request.upstream_model,
+            default_max_tokens=self.options.default_max_tokens,
+            stream=stream,
+        ))
+
+    async def _send(self, body: bytes, headers: dict[str, str]) -> UpstreamResponse:
+        try:
+            return await self._client.send("POST", self._url, headers=headers, body=body)
+        except (UpstreamError, UpstreamTimeout) as exc:
+            raise name_provider(self.name, exc) from exc.__cause__
+
+    async def _read(self, response: UpstreamResponse) -> bytes:
+        try:
+            return await response.read()
+        except (UpstreamError, UpstreamTimeout) as exc:
+            raise name_provider(self.name, exc) from exc.__cause__
+
+    async def _raise_for_status(self, response: UpstreamResponse) -> None:
+        if response.status >= 400:
+            body = await self._read(response)
+            raise error_from_response(self.name, response.status, body, response.headers)
+
+    def _invalid(self, what: str) -> UpstreamError:
+        return UpstreamError(
+            f"Provider {self.name!r} answered with {what}.", code="upstream_invalid_response"
+        )
+
+    async def chat(self, request: ChatRequest) -> dict[str, Any]:
+        body = self._body(request, stream=False)
+        response = await self._send(body, self._headers)
+        try:
+            await self._raise_for_status(response)
+            data = await self._read(response)
+        finally:
+            await response.aclose()
+        try:
+            message = _decode(data)
+        except msgspec.DecodeError:
+            message = None
+        if not isinstance(message, dict) or message.get("type") != "message":
+            raise self._invalid("something that is not an Anthropic message")
+        return openai_completion(message)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any] | bytes]:
+        body = self._body(request, stream=True)
+        response = await self._send(body, self._stream_headers)
+        raw = response.aiter_bytes()
+        try:
+            await self._raise_for_status(response)
+            content_type = response.headers.get("content-type", "")
+            if not content_type.startswith("text/event-stream"):
+                raise self._invalid(
+                    f"{content_type or 'no content type'!r} to a stream request, not an event "
+                    "stream"
+                )
+            translator = OpenAIChunkStream(provider=self.name)
+            decoder = SSEDecoder()
+            ended = False
+            while not ended:
+                try:
+                    received = await anext(raw)
+                except StopAsyncIteration:
+                    events, ended = decoder.flush(), True
+                except (UpstreamError, UpstreamTimeout) as exc:
+                    raise name_provider(self.name, exc) from exc.__cause__
+                else:
+                    events = decoder.feed(received)
+                for event in events:
+                    if not event.data:
+                        continue
+                    try:
+                        data = _decode(event.data)
+                    except msgspec.DecodeError:
+                        raise self._invalid("an event that is not JSON") from None
+                    if not isinstance(data, dict):
+                        raise self._invalid("an event that is not a JSON object")
+                    for chunk in translator.feed(event.event, data):
+                        yield chunk
+                    if translator.done:
+                        return
+            translator.finish()
+        finally:
+            close = getattr(raw, "aclose", None)
+            if close is not None:
+                await close()
+            await response.aclose()
