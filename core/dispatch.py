@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 # Kinds that say nothing about the upstream's health.
 _NOT_UPSTREAM_FAULTS = frozenset({"client", "busy", "context_window"})
+# Other credentials of one provider tried within one request, at most.
+_MAX_ALTERNATES = 8
 # Kinds worth sending again to the same deployment.
 _RETRY_SAME = frozenset({"rate_limit", "server", "timeout", "connect"})
 
@@ -151,6 +153,7 @@ class Dispatcher:
         order = group.order(request)
         tried: set[int] = set()
         retries = 0
+        alternates = 0
         in_budget = False
         last_error: GatewayError | None = None
         try:
@@ -212,8 +215,10 @@ class Dispatcher:
                     )
                 last_error = error
                 tried.add(id(deployment))
-                if kind == "auth" and error.alternate:
-                    tried.discard(id(deployment))  # the provider has another key to try
+                if error.alternate and alternates < _MAX_ALTERNATES:
+                    # The provider rested a key and has another: try it at once.
+                    alternates += 1
+                    tried.discard(id(deployment))
                     delay = 0.0
                 elif kind in group.fallback_on and _next_available(order, tried) is not None:
                     delay = 0.0

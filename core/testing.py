@@ -9,6 +9,9 @@ can use them without a conftest:
   started is stopped at the end of the test.
 * ``serve_asgi(app)`` does the same for any ASGI app (a fake upstream, a host
   app that mounts the gateway).
+* ``fake_openai(**kwargs)`` starts a :class:`~sluiceway.fakes.FakeOpenAI`: a
+  real OpenAI-compatible upstream on loopback with scripted faults (statuses,
+  delays, stalls, resets and clean closes mid-stream, garbage, error events).
 
 Streaming and disconnects only behave truly over sockets, which is why these
 start real servers instead of using an in-process transport.
@@ -29,8 +32,9 @@ import pytest
 
 from .app import Gateway, create_app
 from .config import Config, Duration, ServerSettings
+from .fakes import FakeOpenAI
 
-__all__ = ["RunningServer", "gateway_factory", "serve_asgi", "start_server"]
+__all__ = ["RunningServer", "fake_openai", "gateway_factory", "serve_asgi", "start_server"]
 
 
 @dataclass
@@ -167,3 +171,23 @@ def gateway_factory(
         return serve_asgi(create_app(config, plugins=plugins), settings=settings)
 
     return build
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Callable[..., FakeOpenAI]]:
+    """Start :class:`~sluiceway.fakes.FakeOpenAI` upstreams for the length of a test:
+    ``fake = fake_openai(chunks=3)``; point a provider at ``fake.url``. Each is stopped
+    at teardown, and a crash inside one fails the test."""
+    fakes: list[FakeOpenAI] = []
+
+    def start(**kwargs: Any) -> FakeOpenAI:
+        fake = FakeOpenAI(**kwargs).start()
+        fakes.append(fake)
+        return fake
+
+    yield start
+    for fake in reversed(fakes):
+        fake.stop()
+    crashed = [error for fake in fakes for error in fake.errors]
+    if crashed:
+        raise RuntimeError(f"a fake upstream crashed: {crashed[0]!r}") from crashed[0]

@@ -11,6 +11,13 @@ Enable it in plugins.toml and point a provider at the upstream::
     base_url = "https://api.openai.com/v1"
     api_key = "env:OPENAI_API_KEY"
     models = [{ name = "gpt-4o-mini" }, { name = "fast", upstream = "gpt-4o-mini" }]
+
+Several keys, picked by weight per request, instead of ``api_key``::
+
+    api_keys = [
+        { key = "env:OPENAI_KEY_1", weight = 2, name = "primary" },
+        { key = "env:OPENAI_KEY_2", models = ["gpt-4o*"], name = "gpt4o-only" },
+    ]
 """
 
 from __future__ import annotations
@@ -19,13 +26,15 @@ from collections.abc import Callable
 
 from sluiceway import ProviderContext, ProviderType, hookimpl
 
-from .config import OpenAIOptions
-from .errors import UpstreamHTTPError, UpstreamStatusError
+from .config import KeyOptions, OpenAIOptions
+from .errors import UpstreamAuthError, UpstreamHTTPError, UpstreamStatusError
 from .provider import OpenAIProvider
 
 __all__ = [
+    "KeyOptions",
     "OpenAIOptions",
     "OpenAIProvider",
+    "UpstreamAuthError",
     "UpstreamHTTPError",
     "UpstreamStatusError",
     "register_provider_types",

@@ -8,7 +8,22 @@ import msgspec
 
 from sluiceway import Duration, Secret
 
-__all__ = ["OpenAIOptions"]
+__all__ = ["KeyOptions", "OpenAIOptions"]
+
+
+class KeyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One entry of ``api_keys``.
+
+    ``key`` is written ``"env:VAR"``. ``weight`` is its share of the traffic among
+    the keys that may serve a model. ``models`` lists glob patterns of *upstream*
+    model ids the key may be used for (all when absent). ``name`` appears in logs
+    and errors instead of the secret (default ``key-1``, ``key-2``... by position).
+    """
+
+    key: Secret
+    weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    models: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
+    name: str | None = None
 
 
 class OpenAIOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -17,13 +32,28 @@ class OpenAIOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ``base_url`` is the API root including its version, e.g.
     ``"https://api.openai.com/v1"``; requests go to ``{base_url}/chat/completions``.
     ``api_key`` is written ``"env:VAR"``; it is sent as ``Authorization: Bearer``.
-    ``read_timeout`` bounds each wait for bytes (the first token, and each gap
-    between chunks), not the whole answer.
+    ``api_keys`` instead lists several keys (see :class:`KeyOptions`), one picked
+    by weight per request; a key the upstream refuses (401/403) or rate-limits
+    (429) rests for ``key_cooldown`` (429: for its Retry-After) while the others
+    carry on. ``read_timeout`` bounds each wait for bytes (the first token, and
+    each gap between chunks), not the whole answer. ``pool_timeout`` bounds the
+    wait for a free connection when all ``max_connections`` are busy.
     """
 
     base_url: str
     api_key: Secret | None = None
+    api_keys: Annotated[list[KeyOptions], msgspec.Meta(min_length=1)] | None = None
+    key_cooldown: Duration = Duration(60)
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 100
     connect_timeout: Duration = Duration(5)
     read_timeout: Duration = Duration(60)
+    pool_timeout: Duration = Duration(5)
     backend: Literal["aiohttp", "httpx2"] = "aiohttp"
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and self.api_keys is not None:
+            raise ValueError("api_key and api_keys are mutually exclusive: use one of them")
+        names = [key.name or f"key-{n}" for n, key in enumerate(self.api_keys or (), 1)]
+        duplicate = next((name for name in names if names.count(name) > 1), None)
+        if duplicate is not None:
+            raise ValueError(f"two api_keys are named {duplicate!r}")

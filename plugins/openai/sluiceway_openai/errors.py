@@ -1,14 +1,25 @@
 """Turning an upstream's error answer into the gateway's own error family.
 
-    upstream 4xx          -> UpstreamStatusError: the same status, with the upstream's
-                             message, type, code and param (the client's request was
-                             at fault, so the client should see why)
-    upstream 5xx, other   -> UpstreamHTTPError (502), naming the provider
-    connect/read failure  -> UpstreamError (502), naming the provider
-    timeout               -> UpstreamTimeout (504), naming the provider
+Each error's ``kind`` tells the core's retry loop what the failure says::
 
-Bodies that are not an OpenAI error object (HTML from a proxy, plain text, empty)
-are normalised to a short, single-line message.
+    upstream 400 "context length"  -> UpstreamStatusError 400, kind context_window
+                                      (too long for this model; another may take it)
+    upstream 401 / 403             -> UpstreamAuthError 502, kind auth, code
+                                      upstream_auth_error: the gateway's key was
+                                      refused, not the client's
+    upstream 429                   -> RateLimited 429, kind rate_limit, with the
+                                      upstream's Retry-After (capped at 120 s)
+    upstream other 4xx             -> UpstreamStatusError, same status, kind client,
+                                      with the upstream's message, type, code, param
+    upstream 5xx, other            -> UpstreamHTTPError 502, kind server
+    connect failure                -> UpstreamError 502, kind connect
+    timeout                        -> UpstreamTimeout 504, kind timeout (connect if
+                                      no connection could be had in time)
+
+The provider sets ``alternate`` on auth and rate-limit errors when another of
+its keys could serve the request. Bodies that are not an OpenAI error object
+(HTML from a proxy, plain text, empty) are normalised to a short, single-line
+message.
 """
 
 from __future__ import annotations
@@ -18,16 +29,24 @@ from typing import Any
 
 import msgspec
 
-from sluiceway import GatewayError, UpstreamError, UpstreamTimeout
+from sluiceway import GatewayError, RateLimited, UpstreamError, UpstreamTimeout
 
 __all__ = [
+    "UpstreamAuthError",
     "UpstreamHTTPError",
     "UpstreamStatusError",
+    "error_fields",
     "error_from_response",
+    "is_context_window",
     "name_provider",
+    "retry_after",
 ]
 
 _SNIPPET = 200
+# What the OpenAI SDK still retries; the core caps its own headers the same way.
+_MAX_RETRY_AFTER = 120.0
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "model_context_window_exceeded"})
+_CONTEXT_PHRASES = ("context length", "maximum context", "context window", "too many tokens")
 _decode = msgspec.json.Decoder().decode
 
 
@@ -42,9 +61,9 @@ class UpstreamStatusError(GatewayError):
         error_type: str | None,
         code: str | None,
         param: str | None,
-        retry_after: float | None = None,
+        kind: str = "client",
     ) -> None:
-        super().__init__(message, code=code, param=param, retry_after=retry_after)
+        super().__init__(message, code=code, param=param, kind=kind)
         self.status = status
         self.error_type = error_type or "invalid_request_error"
 
@@ -53,8 +72,24 @@ class UpstreamHTTPError(UpstreamError):
     """The upstream answered with a server error (or a status we cannot pass on)."""
 
     def __init__(self, message: str, *, upstream_status: int, code: str | None = None) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, kind="server")
         self.upstream_status = upstream_status
+
+
+class UpstreamAuthError(UpstreamError):
+    """The upstream refused the gateway's credential (401/403): a 502, because the
+    client's own request is not at fault. The upstream's message (which may quote
+    part of the key) stays in ``upstream_message`` for the log."""
+
+    default_code = "upstream_auth_error"
+    kind = "auth"
+
+    def __init__(
+        self, message: str, *, upstream_status: int, upstream_message: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+        self.upstream_message = upstream_message
 
 
 def _text(value: object) -> str | None:
@@ -93,14 +128,25 @@ def error_fields(body: bytes) -> dict[str, Any]:
     }
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
+def is_context_window(code: str | None, message: str | None) -> bool:
+    """Whether an error says the prompt is too long for the model."""
+    if code in _CONTEXT_CODES:
+        return True
+    lowered = (message or "").lower()
+    return any(phrase in lowered for phrase in _CONTEXT_PHRASES)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` (preferred, as the SDKs do) or ``retry-after``."""
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = headers.get(name)
         if value:
             try:
-                return float(value) * scale
+                seconds = float(value) * scale
             except ValueError:
                 continue  # an HTTP date: not worth parsing on this path
+            if seconds >= 0:
+                return seconds
     return None
 
 
@@ -110,14 +156,29 @@ def error_from_response(
     """The error to raise for an upstream answer with ``status >= 400``."""
     fields = error_fields(body)
     message = fields.get("message") or ""
+    code = fields.get("code")
+    if status in (401, 403):
+        return UpstreamAuthError(
+            f"Provider {provider!r} refused the gateway's upstream credential "
+            f"(HTTP {status}).",
+            upstream_status=status,
+            upstream_message=message or _snippet(body),
+        )
+    if status == 429:
+        wait = retry_after(headers)
+        return RateLimited(
+            message or f"Provider {provider!r} is rate limited.",
+            code=code or "rate_limit_exceeded",
+            retry_after=None if wait is None else min(wait, _MAX_RETRY_AFTER),
+        )
     if 400 <= status < 500:
         if not message:
             detail = _snippet(body)
             message = f"The upstream answered HTTP {status}" + (f": {detail}" if detail else ".")
         return UpstreamStatusError(
-            status, message, error_type=fields.get("type"), code=fields.get("code"),
-            param=fields.get("param"),
-            retry_after=_retry_after(headers) if status == 429 else None,
+            status, message, error_type=fields.get("type"), code=code, param=fields.get("param"),
+            kind="context_window" if status == 400 and is_context_window(code, message)
+            else "client",
         )
     detail = message or _snippet(body) or "no details"
     return UpstreamHTTPError(
@@ -126,8 +187,8 @@ def error_from_response(
 
 
 def name_provider(provider: str, error: UpstreamError | UpstreamTimeout) -> GatewayError:
-    """The same error, its message prefixed with the provider's name."""
+    """The same error (code and kind kept), its message prefixed with the provider's name."""
     cls = UpstreamTimeout if isinstance(error, UpstreamTimeout) else UpstreamError
-    renamed = cls(f"Provider {provider!r}: {error.message}", code=error.code)
+    renamed = cls(f"Provider {provider!r}: {error.message}", code=error.code, kind=error.kind)
     renamed.__cause__ = error.__cause__
     return renamed

@@ -4,32 +4,68 @@ The client's body goes upstream with only ``model`` replaced (and, for streams,
 ``stream_options.include_usage`` forced on, so usage is always known). Stream
 chunks come back as the upstream's own JSON bytes: the core frames them without
 decoding or re-encoding, so a chunk costs one SSE parse and a few byte searches.
+
+Each request picks one of the provider's keys (:class:`~sluiceway.keys.KeyRing`)
+for its upstream model. A key the upstream refuses (401/403) rests for
+``key_cooldown`` if another key can take over (the last one never rests: its
+refusal must reach the operator as an auth error, not as "all keys resting");
+a rate-limited key (429) rests for the upstream's Retry-After. Either error
+carries ``alternate=True`` when another key could serve at once, which tells the
+core's retry loop to send the request again to this provider straight away.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sluiceway import ChatRequest, UpstreamError, UpstreamLimits, UpstreamTimeout
+from sluiceway import ChatRequest, ConfigError, UpstreamError, UpstreamLimits, UpstreamTimeout
+from sluiceway.keys import ApiKey, KeyRing
 from sluiceway.wire.sse import SSEDecoder
 
-from .errors import error_fields, error_from_response, name_provider
+from .errors import (
+    UpstreamAuthError,
+    error_fields,
+    error_from_response,
+    is_context_window,
+    name_provider,
+    retry_after,
+)
 
 if TYPE_CHECKING:
-    from sluiceway import ProviderContext, UpstreamResponse
+    from sluiceway import GatewayError, ProviderContext, UpstreamResponse
 
     from .config import OpenAIOptions
 
 __all__ = ["OpenAIProvider"]
+
+log = logging.getLogger("sluiceway.openai")
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 _DONE = b"[DONE]"
 _ERROR_KEY = b'"error"'
+_JSON = {"content-type": "application/json", "accept": "application/json"}
+
+
+def _key_ring(options: OpenAIOptions) -> KeyRing | None:
+    if options.api_keys is not None:
+        return KeyRing([
+            ApiKey(
+                entry.key.reveal(),
+                weight=entry.weight,
+                models=tuple(entry.models) if entry.models is not None else None,
+                name=entry.name or f"key-{n}",
+            )
+            for n, entry in enumerate(options.api_keys, 1)
+        ])
+    if options.api_key is not None:
+        return KeyRing([ApiKey(options.api_key.reveal(), name="api_key")])
+    return None
 
 
 class OpenAIProvider:
@@ -40,20 +76,59 @@ class OpenAIProvider:
         self.name = ctx.name
         self.options = options
         self._url = options.base_url.rstrip("/") + "/chat/completions"
-        headers = {"content-type": "application/json", "accept": "application/json"}
-        if options.api_key is not None:
-            headers["authorization"] = "Bearer " + options.api_key.reveal()
-        self._headers = headers
-        self._stream_headers = {**headers, "accept": "text/event-stream"}
+        self._cooldown = float(options.key_cooldown)
+        self.keys = _key_ring(options)
+        # Headers per key name, built once: (plain, streaming).
+        self._headers: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        for key in self.keys.keys if self.keys is not None else ():
+            headers = {**_JSON, "authorization": "Bearer " + key.secret}
+            self._headers[key.name] = (headers, {**headers, "accept": "text/event-stream"})
+        self._anonymous = (_JSON, {**_JSON, "accept": "text/event-stream"})
+        if self.keys is not None:
+            for entry in ctx.models:
+                if not self.keys.serves(entry.upstream_id):
+                    raise ConfigError(
+                        f"provider {ctx.name!r}: no entry of api_keys may be used for model "
+                        f"{entry.upstream_id!r} (check each key's models)"
+                    )
         self._client = ctx.http_client(UpstreamLimits(
             max_connections=options.max_connections,
             connect_timeout=float(options.connect_timeout),
             read_timeout=float(options.read_timeout),
+            pool_timeout=float(options.pool_timeout),
             backend=options.backend,
         ))
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    # -- keys --------------------------------------------------------------
+
+    def _pick(self, model: str) -> tuple[ApiKey | None, tuple[dict[str, str], dict[str, str]]]:
+        if self.keys is None:
+            return None, self._anonymous
+        key = self.keys.pick(model)
+        return key, self._headers[key.name]
+
+    def _blame_key(
+        self, error: GatewayError, key: ApiKey | None, model: str, headers: Mapping[str, str]
+    ) -> None:
+        """Rest ``key`` as ``error`` warrants; mark ``error.alternate`` when another
+        key may serve ``model`` at once."""
+        if key is None or self.keys is None:
+            return
+        if isinstance(error, UpstreamAuthError):
+            log.warning(
+                "provider %r: upstream refused key %r with HTTP %d: %s",
+                self.name, key.name, error.upstream_status, error.upstream_message,
+            )
+            if self.keys.has_alternative(model, excluding=key):
+                self.keys.rest(key, self._cooldown)
+                error.alternate = True
+        elif error.kind == "rate_limit":
+            wait = retry_after(headers)
+            self.keys.rest(key, self._cooldown if wait is None else wait)
+            error.alternate = self.keys.has_alternative(model, excluding=key)
 
     # -- requests ----------------------------------------------------------
 
@@ -69,17 +144,22 @@ class OpenAIProvider:
         except (UpstreamError, UpstreamTimeout) as exc:
             raise name_provider(self.name, exc) from exc.__cause__
 
-    async def _raise_for_status(self, response: UpstreamResponse) -> None:
+    async def _raise_for_status(
+        self, response: UpstreamResponse, key: ApiKey | None, model: str
+    ) -> None:
         if response.status >= 400:
             body = await self._read(response)
-            raise error_from_response(self.name, response.status, body, response.headers)
+            error = error_from_response(self.name, response.status, body, response.headers)
+            self._blame_key(error, key, model, response.headers)
+            raise error
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         body = request.body
-        payload = _encode({**body, "model": request.upstream_model})
-        response = await self._send(payload, self._headers)
+        model = request.upstream_model
+        key, (headers, _) = self._pick(model)
+        response = await self._send(_encode({**body, "model": model}), headers)
         try:
-            await self._raise_for_status(response)
+            await self._raise_for_status(response, key, model)
             data = await self._read(response)
         finally:
             await response.aclose()
@@ -96,20 +176,22 @@ class OpenAIProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any] | bytes]:
         body = request.body
+        model = request.upstream_model
+        key, (_, headers) = self._pick(model)
         stream_options = body.get("stream_options")
         upstream_body = {
             **body,
-            "model": request.upstream_model,
+            "model": model,
             "stream": True,
             "stream_options": {
                 **(stream_options if isinstance(stream_options, dict) else {}),
                 "include_usage": True,
             },
         }
-        response = await self._send(_encode(upstream_body), self._stream_headers)
+        response = await self._send(_encode(upstream_body), headers)
         raw = response.aiter_bytes()
         try:
-            await self._raise_for_status(response)
+            await self._raise_for_status(response, key, model)
             content_type = response.headers.get("content-type", "")
             if not content_type.startswith("text/event-stream"):
                 raise UpstreamError(
@@ -160,7 +242,9 @@ class OpenAIProvider:
             return None
         fields = error_fields(data)
         message = fields.get("message") or "no details"
+        code = fields.get("code")
         return UpstreamError(
             f"Provider {self.name!r} failed mid-stream: {message}",
-            code=fields.get("code") or "upstream_stream_error",
+            code=code or "upstream_stream_error",
+            kind="context_window" if is_context_window(code, message) else "server",
         )
