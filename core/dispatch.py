@@ -114,7 +114,7 @@ class Dispatcher:
         async def call(deployment: Deployment) -> dict[str, Any]:
             return await deployment.provider.chat(request)
 
-        return await self._run(group, request, call, hold=False)
+        return await self._run(ctx, group, request, call, hold=False)
 
     async def stream(
         self, ctx: RequestContext, group: ModelGroup, request: ChatRequest
@@ -136,11 +136,12 @@ class Dispatcher:
                 raise
             return first, HeldStream(chunks, deployment)
 
-        (first, rest), attempts = await self._run(group, request, call, hold=True)
+        (first, rest), attempts = await self._run(ctx, group, request, call, hold=True)
         return first, rest, attempts
 
     async def _run(
         self,
+        ctx: RequestContext,
         group: ModelGroup,
         request: ChatRequest,
         call: Callable[[Deployment], Awaitable[T]],
@@ -148,6 +149,7 @@ class Dispatcher:
         hold: bool,
     ) -> tuple[T, Attempts]:
         clock = time.monotonic
+        loop = asyncio.get_running_loop()
         deadline = clock() + group.timeout
         attempts = Attempts()
         order = group.order(request)
@@ -179,19 +181,29 @@ class Dispatcher:
                 request.upstream_model = deployment.upstream_model
                 health = deployment.health
                 health.claim()
+                # Cheaper than asyncio.timeout per attempt: a timer that interrupts
+                # the request, absorbed below if it is what fired.
+                timer = loop.call_later(max(deadline - sent, 0.0), ctx.interrupt, "deadline")
                 try:
-                    async with asyncio.timeout(deadline - sent):
-                        result = await call(deployment)
-                except TimeoutError:
+                    result = await call(deployment)
+                except asyncio.CancelledError:
+                    if not ctx.resume("deadline"):
+                        timer.cancel()
+                        health.record_neutral()
+                        health.finish()
+                        deployment.pool.release()
+                        raise
                     error: GatewayError = _deadline_error(group)
                 except GatewayError as exc:
                     error = exc
                 except BaseException:
+                    timer.cancel()
                     health.record_neutral()
                     health.finish()
                     deployment.pool.release()
                     raise
                 else:
+                    timer.cancel()
                     answered = clock() - sent
                     attempts.upstream_seconds += answered
                     health.record_success(answered)
@@ -200,6 +212,7 @@ class Dispatcher:
                         deployment.pool.release()
                     return result, attempts
                 # -- the attempt failed ----------------------------------------
+                timer.cancel()
                 health.finish()
                 deployment.pool.release()
                 attempts.upstream_seconds += clock() - sent

@@ -49,6 +49,34 @@ async def _watch_disconnect(ctx: RequestContext) -> None:
             return
 
 
+# A request answered sooner than this never pays for a watcher task; one that
+# takes longer is watched from then on, so a hang-up is noticed within 20 ms.
+WATCH_AFTER = 0.02
+
+
+class DisconnectWatch:
+    """Cancels the request (``ctx.interrupt``) when its client hangs up."""
+
+    __slots__ = ("_ctx", "_handle", "_task")
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self._ctx = ctx
+        self._task: asyncio.Task[None] | None = None
+        self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            WATCH_AFTER, self._start
+        )
+
+    def _start(self) -> None:
+        self._handle = None
+        self._task = asyncio.get_running_loop().create_task(_watch_disconnect(self._ctx))
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
 def _shutdown_error() -> ServiceUnavailable:
     return ServiceUnavailable(_SHUTDOWN_MESSAGE, code="server_shutdown", retry_after=1)
 
@@ -56,7 +84,7 @@ def _shutdown_error() -> ServiceUnavailable:
 async def until_disconnect(ctx: RequestContext, work: Awaitable[T]) -> T:
     """Await ``work`` while watching for the client to hang up (which cancels it)
     or for the gateway to shut down (which answers 503)."""
-    watcher = asyncio.create_task(_watch_disconnect(ctx))
+    watcher = DisconnectWatch(ctx)
     try:
         return await work
     except asyncio.CancelledError:
@@ -65,7 +93,7 @@ async def until_disconnect(ctx: RequestContext, work: Awaitable[T]) -> T:
             raise _shutdown_error() from None
         raise
     finally:
-        watcher.cancel()
+        watcher.stop()
 
 
 _USAGE_OBJECT = b'"usage":{'
@@ -99,7 +127,7 @@ async def relay_openai_stream(
     """Open a stream (its first chunk, the rest, and response headers) and send it
     as OpenAI server-sent events ending in ``data: [DONE]``. The client's hang-up
     is watched from the start, so it also cancels the wait for the first chunk."""
-    watcher = asyncio.create_task(_watch_disconnect(ctx))
+    watcher = DisconnectWatch(ctx)
     committed = False
     include_usage = request.include_usage
     chunks: AsyncIterator[Chunk] | None = None
@@ -163,7 +191,7 @@ async def relay_openai_stream(
             UpstreamError(f"The stream failed on the gateway (request id {ctx.request_id})."),
         )
     finally:
-        watcher.cancel()
+        watcher.stop()
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
