@@ -235,7 +235,13 @@ class Dispatcher:
                     delay = 0.0
                 elif kind in group.fallback_on and _next_available(order, tried) is not None:
                     delay = 0.0
-                elif kind in _RETRY_SAME and retries < group.max_retries:
+                elif (
+                    kind in _RETRY_SAME
+                    and retries < group.max_retries
+                    and not (error.retry_after or 0) > self.max_retry_after
+                ):
+                    # (An upstream asking for a longer wait than we would sleep is
+                    # answered with its own Retry-After instead.)
                     retries += 1
                     tried.discard(id(deployment))
                     delay = self._backoff(retries, error.retry_after)
@@ -324,8 +330,7 @@ def _all_cooling(group: ModelGroup, order: list[Deployment]) -> GatewayError:
     retry_after = max(soonest - now, 1.0)
     if all(d.health.open_reason == "rate_limit" for d in order):
         return RateLimited(
-            f"The upstream for model {group.name!r} is rate limited; retry after the "
-            "time it gave.",
+            f"The upstream for model {group.name!r} is rate limited; retry after the time it gave.",
             retry_after=retry_after,
         )
     return ServiceUnavailable(
