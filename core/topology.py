@@ -97,7 +97,10 @@ async def open_providers(
     opened: list[OpenedProvider] = []
     for plan in plans:
         settings = plan.settings
-        context = ProviderContext(settings.name, settings.models, plan.options, gateway)
+        context = ProviderContext(
+            settings.name, settings.models, plan.options, gateway,
+            concurrency=settings.policy.concurrency,
+        )
         try:
             provider = plan.type.factory(context)
             if inspect.isawaitable(provider):

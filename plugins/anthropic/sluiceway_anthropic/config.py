@@ -25,7 +25,8 @@ class AnthropicOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     api_key: Secret | None = None
     anthropic_version: str = "2023-06-01"
     default_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4096
-    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 100
+    # None: as many as the provider's `concurrency`, so requests never queue in the client.
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = None
     connect_timeout: Duration = Duration(5)
     read_timeout: Duration = Duration(60)
     pool_timeout: Duration = Duration(5)

@@ -48,7 +48,7 @@ class AnthropicProvider:
         self._headers = headers
         self._stream_headers = {**headers, "accept": "text/event-stream"}
         self._client = ctx.http_client(UpstreamLimits(
-            max_connections=options.max_connections,
+            max_connections=options.max_connections or ctx.concurrency,
             connect_timeout=float(options.connect_timeout),
             read_timeout=float(options.read_timeout),
             pool_timeout=float(options.pool_timeout),

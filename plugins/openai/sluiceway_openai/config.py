@@ -44,7 +44,8 @@ class OpenAIOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api_key: Secret | None = None
     api_keys: Annotated[list[KeyOptions], msgspec.Meta(min_length=1)] | None = None
     key_cooldown: Duration = Duration(60)
-    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 100
+    # None: as many as the provider's `concurrency`, so requests never queue in the client.
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = None
     connect_timeout: Duration = Duration(5)
     read_timeout: Duration = Duration(60)
     pool_timeout: Duration = Duration(5)

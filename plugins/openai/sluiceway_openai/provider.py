@@ -92,7 +92,7 @@ class OpenAIProvider:
                         f"{entry.upstream_id!r} (check each key's models)"
                     )
         self._client = ctx.http_client(UpstreamLimits(
-            max_connections=options.max_connections,
+            max_connections=options.max_connections or ctx.concurrency,
             connect_timeout=float(options.connect_timeout),
             read_timeout=float(options.read_timeout),
             pool_timeout=float(options.pool_timeout),
