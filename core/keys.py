@@ -29,10 +29,56 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import translate
+from typing import Annotated
 
-from .errors import PermissionDenied, RateLimited
+import msgspec
 
-__all__ = ["ApiKey", "KeyRing"]
+from .errors import GatewayError, PermissionDenied, RateLimited
+from .values import Secret
+
+__all__ = ["ApiKey", "KeyOptions", "KeyRing", "check_key_options", "key_ring"]
+
+
+class KeyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One entry of a provider's ``api_keys`` table list.
+
+    ``key`` is written ``"env:VAR"``. ``weight`` is its share of the traffic among
+    the keys that may serve a model. ``models`` lists glob patterns of *upstream*
+    model ids the key may be used for (all when absent). ``name`` appears in logs
+    and errors instead of the secret (default ``key-1``, ``key-2``... by position).
+    """
+
+    key: Secret
+    weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    models: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
+    name: str | None = None
+
+
+def check_key_options(api_key: Secret | None, api_keys: Sequence[KeyOptions] | None) -> None:
+    """For a provider options struct's ``__post_init__``: one way of giving keys, unique names."""
+    if api_key is not None and api_keys is not None:
+        raise ValueError("api_key and api_keys are mutually exclusive: use one of them")
+    names = [key.name or f"key-{n}" for n, key in enumerate(api_keys or (), 1)]
+    duplicate = next((name for name in names if names.count(name) > 1), None)
+    if duplicate is not None:
+        raise ValueError(f"two api_keys are named {duplicate!r}")
+
+
+def key_ring(api_key: Secret | None, api_keys: Sequence[KeyOptions] | None) -> KeyRing | None:
+    """The ring for a provider's ``api_key`` or ``api_keys`` option (``None``: no key)."""
+    if api_keys is not None:
+        return KeyRing([
+            ApiKey(
+                entry.key.reveal(),
+                weight=entry.weight,
+                models=tuple(entry.models) if entry.models is not None else None,
+                name=entry.name or f"key-{n}",
+            )
+            for n, entry in enumerate(api_keys, 1)
+        ])
+    if api_key is not None:
+        return KeyRing([ApiKey(api_key.reveal(), name="api_key")])
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +190,31 @@ class KeyRing:
     def serves(self, model: str) -> bool:
         """Whether any key, resting or not, may be used for ``model``."""
         return any(self._serves(i, model) for i in range(len(self.keys)))
+
+    def blame(
+        self,
+        key: ApiKey,
+        error: GatewayError,
+        model: str,
+        *,
+        cooldown: float,
+        retry_after: float | None = None,
+    ) -> None:
+        """Rest ``key`` as ``error`` warrants, and set ``error.alternate`` when another
+        key may serve ``model`` at once (the core then retries immediately).
+
+        A refused key (kind ``auth``) rests for ``cooldown``, unless it is the last
+        one that may serve the model: resting it would only hide the problem
+        behind "every key is resting". A rate-limited key rests for the
+        upstream's ``retry_after``, or ``cooldown`` when it gave none.
+        """
+        if error.kind == "auth":
+            if self.has_alternative(model, excluding=key):
+                self.rest(key, cooldown)
+                error.alternate = True
+        elif error.kind == "rate_limit":
+            self.rest(key, cooldown if retry_after is None else retry_after)
+            error.alternate = self.has_alternative(model, excluding=key)
 
     def has_alternative(self, model: str, *, excluding: ApiKey) -> bool:
         """Whether a key other than ``excluding`` serves ``model`` and is awake."""

@@ -31,6 +31,7 @@ __all__ = [
     "UpstreamLimits",
     "UpstreamResponse",
     "create_upstream_client",
+    "retry_after_seconds",
 ]
 
 
@@ -79,6 +80,21 @@ class UpstreamClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The wait an upstream asked for: ``retry-after-ms`` (preferred, as the SDKs
+    do) or ``retry-after`` in seconds; ``None`` if absent or an HTTP date."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                seconds = float(value) * scale
+            except ValueError:
+                continue  # an HTTP date: rare from APIs, not worth parsing here
+            if seconds >= 0 and seconds == seconds:  # not NaN
+                return seconds
+    return None
 
 
 def create_upstream_client(limits: UpstreamLimits | None = None) -> UpstreamClient:

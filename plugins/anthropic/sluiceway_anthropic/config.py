@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from sluiceway import Duration, Secret
+from sluiceway.keys import KeyOptions, check_key_options
 
 __all__ = ["AnthropicOptions"]
 
@@ -23,6 +24,9 @@ class AnthropicOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
     base_url: str = "https://api.anthropic.com"
     api_key: Secret | None = None
+    # Several weighted keys instead of api_key; a refused or rate-limited key rests.
+    api_keys: Annotated[list[KeyOptions], msgspec.Meta(min_length=1)] | None = None
+    key_cooldown: Duration = Duration(60)
     anthropic_version: str = "2023-06-01"
     default_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4096
     # None: as many as the provider's `concurrency`, so requests never queue in the client.
@@ -31,3 +35,6 @@ class AnthropicOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     read_timeout: Duration = Duration(60)
     pool_timeout: Duration = Duration(5)
     backend: Literal["aiohttp", "httpx2"] = "aiohttp"
+
+    def __post_init__(self) -> None:
+        check_key_options(self.api_key, self.api_keys)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sluiceway import GatewayError, InvalidRequest, RateLimited, UpstreamError, UpstreamTimeout
+from sluiceway.upstream import retry_after_seconds
 from sluiceway.wire.anthropic import parse_error
 
 __all__ = ["AnthropicStatusError", "error_from_response", "name_provider"]
@@ -47,17 +48,6 @@ def _snippet(body: bytes) -> str:
     return text if len(text) <= _SNIPPET else text[: _SNIPPET - 3] + "..."
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return float(value) * scale
-            except ValueError:
-                continue  # an HTTP date: not worth parsing on this path
-    return None
-
-
 def error_from_response(
     provider: str, status: int, body: bytes, headers: Mapping[str, str]
 ) -> GatewayError:
@@ -67,7 +57,7 @@ def error_from_response(
     label = f" ({error_type})" if error_type else ""
     text = f"Provider {provider!r} answered HTTP {status}{label}: {detail}"
     if status == 429:
-        return RateLimited(text, retry_after=_retry_after(headers))
+        return RateLimited(text, retry_after=retry_after_seconds(headers))
     if status in (401, 403):
         return UpstreamError(text, code="upstream_auth_error", kind="auth")
     if status == 400 and any(marker in detail.lower() for marker in _CONTEXT_MARKERS):

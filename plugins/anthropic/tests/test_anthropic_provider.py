@@ -109,6 +109,8 @@ class FakeAnthropic:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        # Keys this fake answers with 401, as Anthropic does for a revoked key.
+        self.refused_keys: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -130,6 +132,8 @@ class FakeAnthropic:
         self.requests.append({"path": scope["path"], "headers": headers, "body": data})
         content = data["messages"][-1]["content"]
         scenario = content if isinstance(content, str) else content[-1].get("text", "")
+        if headers.get("x-api-key") in self.refused_keys:
+            scenario = "401"
         if scenario == "slow":
             await asyncio.sleep(2)
         if scenario in ERRORS:
@@ -517,3 +521,58 @@ async def test_connection_refused_is_a_502_naming_the_provider(
     assert caught.value.status_code == 502
     assert caught.value.code == "upstream_connect_error"
     assert "Provider 'claude'" in caught.value.message
+
+
+def _keyed_config(base_url: str, *weights: float) -> dict[str, Any]:
+    config = _config(base_url)
+    table = config["providers"][0]
+    del table["api_key"]
+    table["api_keys"] = [
+        {"key": f"env:SLUICEWAY_TEST_KEY_{n}", "weight": weight, "name": f"k{n}"}
+        for n, weight in enumerate(weights, 1)
+    ]
+    return config
+
+
+async def test_weighted_keys_spread_traffic(
+    upstream: tuple[FakeAnthropic, RunningServer],
+    gateway_factory: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLUICEWAY_TEST_KEY_1", "sk-one")
+    monkeypatch.setenv("SLUICEWAY_TEST_KEY_2", "sk-two")
+    fake, server = upstream
+    gateway = gateway_factory(_keyed_config(server.url, 1, 3))
+    client = _client(gateway)
+    for _ in range(10):
+        await asyncio.gather(*(
+            client.chat.completions.create(model="claude-x", messages=_messages("hi"))
+            for _ in range(40)
+        ))
+    await client.close()
+    keys = [r["headers"]["x-api-key"] for r in fake.requests]
+    share = keys.count("sk-two") / len(keys)
+    # Expected 0.75; four standard deviations of a share over 400 requests is 0.087.
+    assert len(keys) == 400 and abs(share - 0.75) < 0.087
+
+
+async def test_a_refused_key_is_rested_and_the_request_retried_with_another(
+    upstream: tuple[FakeAnthropic, RunningServer],
+    gateway_factory: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLUICEWAY_TEST_KEY_1", "sk-one")
+    monkeypatch.setenv("SLUICEWAY_TEST_KEY_2", "sk-two")
+    fake, server = upstream
+    fake.refused_keys.add("sk-one")
+    gateway = gateway_factory(_keyed_config(server.url, 1, 1))
+    client = _client(gateway)
+    for _ in range(20):
+        reply = await client.chat.completions.with_raw_response.create(
+            model="claude-x", messages=_messages("hi")
+        )
+        assert reply.http_response.status_code == 200
+    await client.close()
+    keys = [r["headers"]["x-api-key"] for r in fake.requests]
+    # At most one request met the refused key; it was retried at once on the other,
+    # and the refused key rested for key_cooldown.
+    assert keys.count("sk-one") <= 1
+    assert keys.count("sk-two") == 20

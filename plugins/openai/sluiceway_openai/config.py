@@ -7,23 +7,9 @@ from typing import Annotated, Literal
 import msgspec
 
 from sluiceway import Duration, Secret
+from sluiceway.keys import KeyOptions, check_key_options
 
 __all__ = ["KeyOptions", "OpenAIOptions"]
-
-
-class KeyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """One entry of ``api_keys``.
-
-    ``key`` is written ``"env:VAR"``. ``weight`` is its share of the traffic among
-    the keys that may serve a model. ``models`` lists glob patterns of *upstream*
-    model ids the key may be used for (all when absent). ``name`` appears in logs
-    and errors instead of the secret (default ``key-1``, ``key-2``... by position).
-    """
-
-    key: Secret
-    weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
-    models: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
-    name: str | None = None
 
 
 class OpenAIOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -52,9 +38,4 @@ class OpenAIOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     backend: Literal["aiohttp", "httpx2"] = "aiohttp"
 
     def __post_init__(self) -> None:
-        if self.api_key is not None and self.api_keys is not None:
-            raise ValueError("api_key and api_keys are mutually exclusive: use one of them")
-        names = [key.name or f"key-{n}" for n, key in enumerate(self.api_keys or (), 1)]
-        duplicate = next((name for name in names if names.count(name) > 1), None)
-        if duplicate is not None:
-            raise ValueError(f"two api_keys are named {duplicate!r}")
+        check_key_options(self.api_key, self.api_keys)

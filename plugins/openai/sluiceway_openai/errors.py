@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from sluiceway import GatewayError, RateLimited, UpstreamError, UpstreamTimeout
+from sluiceway.upstream import retry_after_seconds
 
 __all__ = [
     "UpstreamAuthError",
@@ -39,7 +40,6 @@ __all__ = [
     "error_from_response",
     "is_context_window",
     "name_provider",
-    "retry_after",
 ]
 
 _SNIPPET = 200
@@ -136,20 +136,6 @@ def is_context_window(code: str | None, message: str | None) -> bool:
     return any(phrase in lowered for phrase in _CONTEXT_PHRASES)
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``retry-after-ms`` (preferred, as the SDKs do) or ``retry-after``."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                seconds = float(value) * scale
-            except ValueError:
-                continue  # an HTTP date: not worth parsing on this path
-            if seconds >= 0:
-                return seconds
-    return None
-
-
 def error_from_response(
     provider: str, status: int, body: bytes, headers: Mapping[str, str]
 ) -> GatewayError:
@@ -165,7 +151,7 @@ def error_from_response(
             upstream_message=message or _snippet(body),
         )
     if status == 429:
-        wait = retry_after(headers)
+        wait = retry_after_seconds(headers)
         return RateLimited(
             message or f"Provider {provider!r} is rate limited.",
             code=code or "rate_limit_exceeded",

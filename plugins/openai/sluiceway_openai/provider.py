@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from sluiceway import ChatRequest, ConfigError, UpstreamError, UpstreamLimits, UpstreamTimeout
-from sluiceway.keys import ApiKey, KeyRing
+from sluiceway.keys import ApiKey, key_ring
+from sluiceway.upstream import retry_after_seconds
 from sluiceway.wire.sse import SSEDecoder
 
 from .errors import (
@@ -32,7 +33,6 @@ from .errors import (
     error_from_response,
     is_context_window,
     name_provider,
-    retry_after,
 )
 
 if TYPE_CHECKING:
@@ -52,22 +52,6 @@ _ERROR_KEY = b'"error"'
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 
 
-def _key_ring(options: OpenAIOptions) -> KeyRing | None:
-    if options.api_keys is not None:
-        return KeyRing([
-            ApiKey(
-                entry.key.reveal(),
-                weight=entry.weight,
-                models=tuple(entry.models) if entry.models is not None else None,
-                name=entry.name or f"key-{n}",
-            )
-            for n, entry in enumerate(options.api_keys, 1)
-        ])
-    if options.api_key is not None:
-        return KeyRing([ApiKey(options.api_key.reveal(), name="api_key")])
-    return None
-
-
 class OpenAIProvider:
     """One ``[[providers]]`` table of type ``openai``: one pooled client, reused."""
 
@@ -77,7 +61,7 @@ class OpenAIProvider:
         self.options = options
         self._url = options.base_url.rstrip("/") + "/chat/completions"
         self._cooldown = float(options.key_cooldown)
-        self.keys = _key_ring(options)
+        self.keys = key_ring(options.api_key, options.api_keys)
         # Headers per key name, built once: (plain, streaming).
         self._headers: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
         for key in self.keys.keys if self.keys is not None else ():
@@ -122,13 +106,9 @@ class OpenAIProvider:
                 "provider %r: upstream refused key %r with HTTP %d: %s",
                 self.name, key.name, error.upstream_status, error.upstream_message,
             )
-            if self.keys.has_alternative(model, excluding=key):
-                self.keys.rest(key, self._cooldown)
-                error.alternate = True
-        elif error.kind == "rate_limit":
-            wait = retry_after(headers)
-            self.keys.rest(key, self._cooldown if wait is None else wait)
-            error.alternate = self.keys.has_alternative(model, excluding=key)
+        self.keys.blame(
+            key, error, model, cooldown=self._cooldown, retry_after=retry_after_seconds(headers)
+        )
 
     # -- requests ----------------------------------------------------------
 
