@@ -12,7 +12,8 @@ Scenarios (PERFORMANCE.md):
            (median of 3), and the first request's latency after a fresh start
   w2       ``--workers 2`` against one worker on A c=64, nothing pinned
   b        (opt-in, about 2 minutes) B: upstream takes 1.5 s, open loop 500 req/s for
-           20 s; direct, gateway with the default pool (100) and with 1000
+           20 s; direct, gateway with the provider defaults (no pool keys) and
+           with ``concurrency = 1000``
 The gateway is ``sluiceway serve`` with the ``openai`` provider pointed at the
 mock upstream, pinned to one core; the load generator and upstream share the
 other. Figures go to stdout as Markdown tables for benchmarks/RESULTS.md.
@@ -245,11 +246,14 @@ def scenario_b(the_lab: Lab, gateway_cpu: int | None, other_cpu: int | None,
 
     print(f"B, upstream 1.5 s, open loop {rate:.0f} req/s for {duration:.0f} s", file=sys.stderr)
     rows = [row("direct", b(slow), "—")]
-    for limit in (100, 1000):
-        proc = the_lab.gateway(f"gateway-b{limit}", slow, cpu=gateway_cpu,
-                               max_connections=limit, backend=backend)
+    # Provider defaults (no pool keys: concurrency 256, max_connections = concurrency),
+    # then room for the whole offered load (500/s x 1.5 s = 750 in flight).
+    for concurrency in (None, 1000):
+        proc = the_lab.gateway(f"gateway-b{concurrency or 'default'}", slow, cpu=gateway_cpu,
+                               concurrency=concurrency, backend=backend)
         result = b(proc)
-        label = f"sluiceway, max_connections = {limit}" + (" (default)" if limit == 100 else "")
+        label = ("sluiceway, provider defaults" if concurrency is None
+                 else f"sluiceway, concurrency = {concurrency}")
         rows.append(row(label, result, f"{proc.peak_rss_mb():.0f} MB"))
         # Requests still queued in the gateway's pool: no need to drain them.
         the_lab.stop(proc, timeout=2)

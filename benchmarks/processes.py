@@ -139,8 +139,14 @@ def start(name: str, argv: list[str], port: int, *, cpu: int | set[int] | None, 
 
 
 def gateway_config(upstream_url: str, port: int, *, backend: str = "aiohttp",
-                   max_connections: int = 100, workers: int = 1) -> str:
-    """plugins.toml for the gateway; ``max_connections = 100`` is the provider default."""
+                   max_connections: int | None = None, concurrency: int | None = None,
+                   workers: int = 1) -> str:
+    """plugins.toml for the gateway. ``None`` leaves a key out, so the defaults apply:
+    the core's ``concurrency`` (256) and the openai provider's ``max_connections``
+    (as large as ``concurrency``)."""
+    extra = "".join(f"{key} = {value}\n" for key, value in
+                    (("concurrency", concurrency), ("max_connections", max_connections))
+                    if value is not None)
     return f"""\
 [gateway]
 plugins = ["openai"]
@@ -157,8 +163,7 @@ name = "bench-upstream"
 type = "openai"
 base_url = "{upstream_url}/v1"
 backend = "{backend}"
-max_connections = {max_connections}
-models = [{{ name = "gpt-bench", upstream = "mock-model" }}]
+{extra}models = [{{ name = "gpt-bench", upstream = "mock-model" }}]
 """
 
 
@@ -199,13 +204,15 @@ class Lab:
             port, cpu=cpu, probe="/health")
 
     def gateway(self, name: str, upstream: Proc, *, cpu: int | set[int] | None = None,
-                server: str = "hypercorn", backend: str = "aiohttp", max_connections: int = 100,
+                server: str = "hypercorn", backend: str = "aiohttp",
+                max_connections: int | None = None, concurrency: int | None = None,
                 workers: int = 1) -> Proc:
         """``sluiceway serve`` (hypercorn) or the same app on uvicorn."""
         port = free_port()
         config = self.workdir / f"{name}.toml"
         config.write_text(gateway_config(upstream.url, port, backend=backend,
-                                         max_connections=max_connections, workers=workers))
+                                         max_connections=max_connections,
+                                         concurrency=concurrency, workers=workers))
         if server == "uvicorn":
             argv = [PYTHON, "-m", "benchmarks.uvicorn_gateway", "--config", str(config),
                     "--port", str(port)]

@@ -133,7 +133,7 @@ class ProviderContext:
     # How many requests the core lets through to this provider at once (its
     # `concurrency`): size connection pools to it, so that no request ever waits
     # inside a client, where a wait looks like a connect failure.
-    concurrency: int = 256
+    concurrency: int = 1024
     clients: list[UpstreamClient] = field(default_factory=list)
 
     def http_client(self, limits: UpstreamLimits | None = None) -> UpstreamClient:

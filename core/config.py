@@ -130,7 +130,7 @@ class ProviderPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The keys of a ``[[providers]]`` table that the core owns: capacity, retries, health."""
 
     # Requests in flight to this provider at once; more wait, up to `buffer` of them.
-    concurrency: Annotated[int, msgspec.Meta(ge=1)] = 256
+    concurrency: Annotated[int, msgspec.Meta(ge=1)] = 1024
     buffer: Annotated[int, msgspec.Meta(ge=0)] = 1024
     # Past the buffer: refuse at once (503) rather than queue anyway.
     drop_excess: bool = False

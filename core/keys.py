@@ -26,17 +26,24 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import translate
 from typing import Annotated
 
 import msgspec
 
-from .errors import GatewayError, PermissionDenied, RateLimited
+from .errors import ConfigError, GatewayError, PermissionDenied, RateLimited
 from .values import Secret
 
-__all__ = ["ApiKey", "KeyOptions", "KeyRing", "check_key_options", "key_ring"]
+__all__ = [
+    "ApiKey",
+    "Credentials",
+    "KeyOptions",
+    "KeyRing",
+    "check_key_options",
+    "key_ring",
+]
 
 
 class KeyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -223,3 +230,61 @@ class KeyRing:
             key.name != excluding.name and self._until[i] <= now and self._serves(i, model)
             for i, key in enumerate(self.keys)
         )
+
+
+class Credentials:
+    """A provider's keys and the request headers for each, built once at startup.
+
+    ``credential(secret)`` gives the headers that carry a key (``{"authorization":
+    "Bearer ..."}``, ``{"x-api-key": ...}``). Every model the provider lists must
+    be servable by some key, or the provider does not start.
+    """
+
+    __slots__ = ("_anonymous", "_by_key", "cooldown", "provider", "ring")
+
+    def __init__(
+        self,
+        provider: str,
+        api_key: Secret | None,
+        api_keys: Sequence[KeyOptions] | None,
+        *,
+        cooldown: float,
+        base_headers: dict[str, str],
+        credential: Callable[[str], dict[str, str]],
+        models: Sequence[str] = (),
+    ) -> None:
+        self.provider = provider
+        self.cooldown = cooldown
+        self.ring = key_ring(api_key, api_keys)
+        streaming = {**base_headers, "accept": "text/event-stream"}
+        self._anonymous = (base_headers, streaming)
+        self._by_key: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        for key in self.ring.keys if self.ring is not None else ():
+            carried = credential(key.secret)
+            self._by_key[key.name] = ({**base_headers, **carried}, {**streaming, **carried})
+        for model in models if self.ring is not None else ():
+            assert self.ring is not None
+            if not self.ring.serves(model):
+                raise ConfigError(
+                    f"provider {provider!r}: no entry of api_keys may be used for model "
+                    f"{model!r} (check each key's models)"
+                )
+
+    def pick(self, model: str, *, stream: bool) -> tuple[ApiKey | None, dict[str, str]]:
+        """A key for ``model`` and the headers to send it with."""
+        if self.ring is None:
+            return None, self._anonymous[stream]
+        key = self.ring.pick(model)
+        return key, self._by_key[key.name][stream]
+
+    def blame(
+        self, key: ApiKey | None, error: GatewayError, model: str, headers: Mapping[str, str]
+    ) -> None:
+        """Rest ``key`` as the upstream's answer (``error`` and its ``headers``) warrants."""
+        if key is not None and self.ring is not None:
+            from .upstream import retry_after_seconds
+
+            self.ring.blame(
+                key, error, model, cooldown=self.cooldown,
+                retry_after=retry_after_seconds(headers),
+            )

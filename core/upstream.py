@@ -20,13 +20,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
+
+import msgspec
 
 from .errors import UpstreamError, UpstreamTimeout
+from .keys import KeyOptions, check_key_options
+from .values import Duration, Secret
 
 log = logging.getLogger("sluiceway.upstream")
 
 __all__ = [
+    "HttpOptions",
     "UpstreamClient",
     "UpstreamLimits",
     "UpstreamResponse",
@@ -80,6 +85,38 @@ class UpstreamClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class HttpOptions(msgspec.Struct, kw_only=True):
+    """The options every HTTP provider shares: its credentials and its pooled client.
+
+    A provider's ``config_model`` subclasses it (``class MyOptions(HttpOptions,
+    forbid_unknown_fields=True, kw_only=True)``) and adds its own fields.
+    ``max_connections`` defaults to the provider's ``concurrency``, so that no
+    request waits inside the client, where a wait would look like a connect failure.
+    """
+
+    api_key: Secret | None = None
+    api_keys: Annotated[list[KeyOptions], msgspec.Meta(min_length=1)] | None = None
+    key_cooldown: Duration = Duration(60)
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    connect_timeout: Duration = Duration(5)
+    read_timeout: Duration = Duration(60)
+    pool_timeout: Duration = Duration(5)
+    backend: Literal["aiohttp", "httpx2"] = "aiohttp"
+
+    def __post_init__(self) -> None:
+        check_key_options(self.api_key, self.api_keys)
+
+    def limits(self, concurrency: int) -> UpstreamLimits:
+        """The client's limits, given the provider's ``concurrency``."""
+        return UpstreamLimits(
+            max_connections=self.max_connections or concurrency,
+            connect_timeout=float(self.connect_timeout),
+            read_timeout=float(self.read_timeout),
+            pool_timeout=float(self.pool_timeout),
+            backend=self.backend,
+        )
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

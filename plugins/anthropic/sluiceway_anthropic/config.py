@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
-from sluiceway import Duration, Secret
-from sluiceway.keys import KeyOptions, check_key_options
+from sluiceway.upstream import HttpOptions
 
 __all__ = ["AnthropicOptions"]
 
 
-class AnthropicOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class AnthropicOptions(HttpOptions, forbid_unknown_fields=True, kw_only=True):
     """Options of one Anthropic Messages API upstream.
 
     ``base_url`` is the API root without the version: requests go to
@@ -23,18 +22,5 @@ class AnthropicOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """
 
     base_url: str = "https://api.anthropic.com"
-    api_key: Secret | None = None
-    # Several weighted keys instead of api_key; a refused or rate-limited key rests.
-    api_keys: Annotated[list[KeyOptions], msgspec.Meta(min_length=1)] | None = None
-    key_cooldown: Duration = Duration(60)
     anthropic_version: str = "2023-06-01"
     default_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4096
-    # None: as many as the provider's `concurrency`, so requests never queue in the client.
-    max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    connect_timeout: Duration = Duration(5)
-    read_timeout: Duration = Duration(60)
-    pool_timeout: Duration = Duration(5)
-    backend: Literal["aiohttp", "httpx2"] = "aiohttp"
-
-    def __post_init__(self) -> None:
-        check_key_options(self.api_key, self.api_keys)

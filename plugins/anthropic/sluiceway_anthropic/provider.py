@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sluiceway import ChatRequest, ConfigError, UpstreamError, UpstreamLimits, UpstreamTimeout
-from sluiceway.keys import ApiKey, key_ring
-from sluiceway.upstream import retry_after_seconds
+from sluiceway import ChatRequest, UpstreamError, UpstreamTimeout
+from sluiceway.keys import ApiKey, Credentials
 from sluiceway.wire.anthropic_stream import OpenAIChunkStream
 from sluiceway.wire.sse import SSEDecoder
 from sluiceway.wire.translate import anthropic_request, openai_completion
@@ -45,28 +44,14 @@ class AnthropicProvider:
             "accept": "application/json",
             "anthropic-version": options.anthropic_version,
         }
-        self._cooldown = float(options.key_cooldown)
-        self.keys = key_ring(options.api_key, options.api_keys)
-        # Headers per key name, built once: (plain, streaming).
-        self._by_key: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
-        for key in self.keys.keys if self.keys is not None else ():
-            keyed = {**headers, "x-api-key": key.secret}
-            self._by_key[key.name] = (keyed, {**keyed, "accept": "text/event-stream"})
-        self._anonymous = (headers, {**headers, "accept": "text/event-stream"})
-        if self.keys is not None:
-            for entry in ctx.models:
-                if not self.keys.serves(entry.upstream_id):
-                    raise ConfigError(
-                        f"provider {ctx.name!r}: no entry of api_keys may be used for model "
-                        f"{entry.upstream_id!r} (check each key's models)"
-                    )
-        self._client = ctx.http_client(UpstreamLimits(
-            max_connections=options.max_connections or ctx.concurrency,
-            connect_timeout=float(options.connect_timeout),
-            read_timeout=float(options.read_timeout),
-            pool_timeout=float(options.pool_timeout),
-            backend=options.backend,
-        ))
+        self.credentials = Credentials(
+            ctx.name, options.api_key, options.api_keys,
+            cooldown=float(options.key_cooldown), base_headers=headers,
+            credential=lambda secret: {"x-api-key": secret},
+            models=[entry.upstream_id for entry in ctx.models],
+        )
+        self.keys = self.credentials.ring
+        self._client = ctx.http_client(options.limits(ctx.concurrency))
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -91,23 +76,13 @@ class AnthropicProvider:
         except (UpstreamError, UpstreamTimeout) as exc:
             raise name_provider(self.name, exc) from exc.__cause__
 
-    def _pick(self, model: str) -> tuple[ApiKey | None, tuple[dict[str, str], dict[str, str]]]:
-        if self.keys is None:
-            return None, self._anonymous
-        key = self.keys.pick(model)
-        return key, self._by_key[key.name]
-
     async def _raise_for_status(
         self, response: UpstreamResponse, key: ApiKey | None, model: str
     ) -> None:
         if response.status >= 400:
             body = await self._read(response)
             error = error_from_response(self.name, response.status, body, response.headers)
-            if key is not None and self.keys is not None:
-                self.keys.blame(
-                    key, error, model, cooldown=self._cooldown,
-                    retry_after=retry_after_seconds(response.headers),
-                )
+            self.credentials.blame(key, error, model, response.headers)
             raise error
 
     def _invalid(self, what: str) -> UpstreamError:
@@ -118,7 +93,7 @@ class AnthropicProvider:
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         body = self._body(request, stream=False)
         model = request.upstream_model
-        key, (headers, _) = self._pick(model)
+        key, headers = self.credentials.pick(model, stream=False)
         response = await self._send(body, headers)
         try:
             await self._raise_for_status(response, key, model)
@@ -136,7 +111,7 @@ class AnthropicProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any] | bytes]:
         body = self._body(request, stream=True)
         model = request.upstream_model
-        key, (_, headers) = self._pick(model)
+        key, headers = self.credentials.pick(model, stream=True)
         response = await self._send(body, headers)
         raw = response.aiter_bytes()
         try:

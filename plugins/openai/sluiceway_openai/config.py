@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-import msgspec
-
-from sluiceway import Duration, Secret
-from sluiceway.keys import KeyOptions, check_key_options
+from sluiceway.keys import KeyOptions
+from sluiceway.upstream import HttpOptions
 
 __all__ = ["KeyOptions", "OpenAIOptions"]
 
 
-class OpenAIOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class OpenAIOptions(HttpOptions, forbid_unknown_fields=True, kw_only=True):
     """Options of one OpenAI-compatible upstream.
 
     ``base_url`` is the API root including its version, e.g.
@@ -27,15 +23,3 @@ class OpenAIOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """
 
     base_url: str
-    api_key: Secret | None = None
-    api_keys: Annotated[list[KeyOptions], msgspec.Meta(min_length=1)] | None = None
-    key_cooldown: Duration = Duration(60)
-    # None: as many as the provider's `concurrency`, so requests never queue in the client.
-    max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    connect_timeout: Duration = Duration(5)
-    read_timeout: Duration = Duration(60)
-    pool_timeout: Duration = Duration(5)
-    backend: Literal["aiohttp", "httpx2"] = "aiohttp"
-
-    def __post_init__(self) -> None:
-        check_key_options(self.api_key, self.api_keys)

@@ -17,14 +17,13 @@ core's retry loop to send the request again to this provider straight away.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sluiceway import ChatRequest, ConfigError, UpstreamError, UpstreamLimits, UpstreamTimeout
-from sluiceway.keys import ApiKey, key_ring
-from sluiceway.upstream import retry_after_seconds
+from sluiceway import ChatRequest, UpstreamError, UpstreamTimeout
+from sluiceway.keys import ApiKey, Credentials
 from sluiceway.wire.sse import SSEDecoder
 
 from .errors import (
@@ -36,7 +35,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from sluiceway import GatewayError, ProviderContext, UpstreamResponse
+    from sluiceway import ProviderContext, UpstreamResponse
 
     from .config import OpenAIOptions
 
@@ -60,55 +59,17 @@ class OpenAIProvider:
         self.name = ctx.name
         self.options = options
         self._url = options.base_url.rstrip("/") + "/chat/completions"
-        self._cooldown = float(options.key_cooldown)
-        self.keys = key_ring(options.api_key, options.api_keys)
-        # Headers per key name, built once: (plain, streaming).
-        self._headers: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
-        for key in self.keys.keys if self.keys is not None else ():
-            headers = {**_JSON, "authorization": "Bearer " + key.secret}
-            self._headers[key.name] = (headers, {**headers, "accept": "text/event-stream"})
-        self._anonymous = (_JSON, {**_JSON, "accept": "text/event-stream"})
-        if self.keys is not None:
-            for entry in ctx.models:
-                if not self.keys.serves(entry.upstream_id):
-                    raise ConfigError(
-                        f"provider {ctx.name!r}: no entry of api_keys may be used for model "
-                        f"{entry.upstream_id!r} (check each key's models)"
-                    )
-        self._client = ctx.http_client(UpstreamLimits(
-            max_connections=options.max_connections or ctx.concurrency,
-            connect_timeout=float(options.connect_timeout),
-            read_timeout=float(options.read_timeout),
-            pool_timeout=float(options.pool_timeout),
-            backend=options.backend,
-        ))
+        self.credentials = Credentials(
+            ctx.name, options.api_key, options.api_keys,
+            cooldown=float(options.key_cooldown), base_headers=_JSON,
+            credential=lambda secret: {"authorization": "Bearer " + secret},
+            models=[entry.upstream_id for entry in ctx.models],
+        )
+        self.keys = self.credentials.ring
+        self._client = ctx.http_client(options.limits(ctx.concurrency))
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-    # -- keys --------------------------------------------------------------
-
-    def _pick(self, model: str) -> tuple[ApiKey | None, tuple[dict[str, str], dict[str, str]]]:
-        if self.keys is None:
-            return None, self._anonymous
-        key = self.keys.pick(model)
-        return key, self._headers[key.name]
-
-    def _blame_key(
-        self, error: GatewayError, key: ApiKey | None, model: str, headers: Mapping[str, str]
-    ) -> None:
-        """Rest ``key`` as ``error`` warrants; mark ``error.alternate`` when another
-        key may serve ``model`` at once."""
-        if key is None or self.keys is None:
-            return
-        if isinstance(error, UpstreamAuthError):
-            log.warning(
-                "provider %r: upstream refused key %r with HTTP %d: %s",
-                self.name, key.name, error.upstream_status, error.upstream_message,
-            )
-        self.keys.blame(
-            key, error, model, cooldown=self._cooldown, retry_after=retry_after_seconds(headers)
-        )
 
     # -- requests ----------------------------------------------------------
 
@@ -130,13 +91,19 @@ class OpenAIProvider:
         if response.status >= 400:
             body = await self._read(response)
             error = error_from_response(self.name, response.status, body, response.headers)
-            self._blame_key(error, key, model, response.headers)
+            if isinstance(error, UpstreamAuthError) and key is not None:
+                # The upstream's text may quote part of the key: it goes to the log only.
+                log.warning(
+                    "provider %r: upstream refused key %r with HTTP %d: %s",
+                    self.name, key.name, error.upstream_status, error.upstream_message,
+                )
+            self.credentials.blame(key, error, model, response.headers)
             raise error
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         body = request.body
         model = request.upstream_model
-        key, (headers, _) = self._pick(model)
+        key, headers = self.credentials.pick(model, stream=False)
         response = await self._send(_encode({**body, "model": model}), headers)
         try:
             await self._raise_for_status(response, key, model)
@@ -157,7 +124,7 @@ class OpenAIProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any] | bytes]:
         body = request.body
         model = request.upstream_model
-        key, (_, headers) = self._pick(model)
+        key, headers = self.credentials.pick(model, stream=True)
         stream_options = body.get("stream_options")
         upstream_body = {
             **body,
