@@ -20,6 +20,10 @@ CONTEXT_KEY = "sluiceway.context"
 
 _decode = msgspec.json.Decoder().decode
 
+# Reasons the handler's own timers interrupt a request for; they are absorbed
+# by the handler, while outside reasons end the request.
+_TIMER_REASONS = frozenset({"deadline", "body_timeout"})
+
 
 class RequestContext:
     """What the gateway knows about one request.
@@ -35,6 +39,7 @@ class RequestContext:
         "_json",
         "gateway",
         "interrupted",
+        "pending_interrupt",
         "principal",
         "receive",
         "request_id",
@@ -59,6 +64,9 @@ class RequestContext:
         # Why the request task was cancelled from outside: "client_disconnected"
         # or "shutdown". Handlers read it to decide how to end the response.
         self.interrupted: str | None = None
+        # An outside reason (hang-up, shutdown) that arrived while one of the
+        # handler's own timers had already interrupted the task.
+        self.pending_interrupt: str | None = None
         # True once the final body message is sent: nothing may cancel the task after.
         self.responded = False
         self._body: bytes | None = None
@@ -136,7 +144,11 @@ class RequestContext:
     def interrupt(self, reason: str) -> None:
         """Cancel the request's task from outside, recording why. Does nothing once
         the response is complete."""
-        if self.responded or self.interrupted is not None:
+        if self.responded:
+            return
+        if self.interrupted is not None:
+            if self.interrupted in _TIMER_REASONS and reason not in _TIMER_REASONS:
+                self.pending_interrupt = reason
             return
         if self.task is not None and not self.task.done():
             self.interrupted = reason
@@ -147,9 +159,15 @@ class RequestContext:
         fired), so the handler can answer instead; False if it was anything else."""
         if self.interrupted != reason or self.task is None:
             return False
+        if self.pending_interrupt is not None:
+            # The client left (or the gateway is stopping) meanwhile: that wins.
+            self.interrupted, self.pending_interrupt = self.pending_interrupt, None
+            return False
         self.interrupted = None
         self.task.uncancel()
-        return self.task.cancelling() == 0
+        if self.task.cancelling():
+            return False  # cancelled from outside as well: let that through
+        return True
 
     @property
     def elapsed(self) -> float:

@@ -45,7 +45,7 @@ __all__ = ["Attempts", "Dispatcher", "HeldStream", "RetryBudget"]
 T = TypeVar("T")
 
 # Kinds that say nothing about the upstream's health.
-_NOT_UPSTREAM_FAULTS = frozenset({"client", "busy", "context_window"})
+_NOT_UPSTREAM_FAULTS = frozenset({"client", "busy", "context_window", "auth"})
 # Other credentials of one provider tried within one request, at most.
 _MAX_ALTERNATES = 8
 # Kinds worth sending again to the same deployment.
@@ -99,7 +99,9 @@ class Dispatcher:
         max_retry_after: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
+        # The configured budget: its ratio and floor apply to each provider's own.
         self.budget = budget
+        self._budgets: dict[str, RetryBudget] = {}
         self.inflight = inflight
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -150,36 +152,43 @@ class Dispatcher:
     ) -> tuple[T, Attempts]:
         clock = time.monotonic
         loop = asyncio.get_running_loop()
-        deadline = clock() + group.timeout
+        # The deadline counts from the request's arrival: reading the body and
+        # waiting for the gateway's capacity are part of it.
+        deadline = clock() + group.timeout - ctx.elapsed
         attempts = Attempts()
         order = group.order(request)
         tried: set[int] = set()
         retries = 0
         alternates = 0
-        in_budget = False
+        budget: RetryBudget | None = None
         last_error: GatewayError | None = None
         try:
             while True:
-                deployment = _next_available(order, tried)
+                deployment = _admit_next(order, tried)
                 if deployment is None:
                     raise last_error or _all_cooling(group, order)
+                health = deployment.health
                 started = clock()
                 if started >= deadline:
+                    health.record_neutral()
                     raise last_error or _deadline_error(group)
                 try:
                     await deployment.pool.acquire(deadline - started)
                 except ServiceUnavailable as busy:
                     # A full pool is not a failure: try another deployment, if any.
+                    health.record_neutral()
                     attempts.queued_seconds += clock() - started
                     tried.add(id(deployment))
                     last_error = busy
                     continue
+                except BaseException:
+                    health.record_neutral()
+                    raise
                 sent = clock()
                 attempts.queued_seconds += sent - started
                 attempts.deployment = deployment
                 attempts.count += 1
                 request.upstream_model = deployment.upstream_model
-                health = deployment.health
                 health.claim()
                 # Cheaper than asyncio.timeout per attempt: a timer that interrupts
                 # the request, absorbed below if it is what fired.
@@ -187,13 +196,15 @@ class Dispatcher:
                 try:
                     result = await call(deployment)
                 except asyncio.CancelledError:
+                    timer.cancel()
+                    health.record_neutral()
+                    health.finish()
+                    deployment.pool.release()
                     if not ctx.resume("deadline"):
-                        timer.cancel()
-                        health.record_neutral()
-                        health.finish()
-                        deployment.pool.release()
                         raise
-                    error: GatewayError = _deadline_error(group)
+                    # Out of time: not this deployment's fault, and nothing to retry.
+                    attempts.upstream_seconds += clock() - sent
+                    raise _deadline_error(group) from None
                 except GatewayError as exc:
                     error = exc
                 except BaseException:
@@ -219,8 +230,8 @@ class Dispatcher:
                 kind = error.kind
                 attempts.last_kind = kind
                 if kind in _NOT_UPSTREAM_FAULTS or error.alternate:
-                    # An alternate credential means the provider rested a key, not
-                    # that this deployment is unhealthy.
+                    # Not the deployment's health: a bad request, no capacity, a key
+                    # the provider rested (it has another), or our own credential.
                     health.record_neutral()
                 else:
                     health.record_failure(
@@ -229,11 +240,12 @@ class Dispatcher:
                 last_error = error
                 tried.add(id(deployment))
                 if error.alternate and alternates < _MAX_ALTERNATES:
-                    # The provider rested a key and has another: try it at once.
+                    # The provider has another key: try it at once. This re-sends to
+                    # the same upstream with another credential, so it takes no budget.
                     alternates += 1
                     tried.discard(id(deployment))
-                    delay = 0.0
-                elif kind in group.fallback_on and _next_available(order, tried) is not None:
+                    continue
+                if kind in group.fallback_on and _any_available(order, tried):
                     delay = 0.0
                 elif (
                     kind in _RETRY_SAME
@@ -247,10 +259,11 @@ class Dispatcher:
                     delay = self._backoff(retries, error.retry_after)
                 else:
                     raise error
-                if not in_budget:
-                    if not self.budget.try_acquire(self.inflight()):
+                if budget is None:
+                    budget = self._budget_for(deployment)
+                    if not budget.try_acquire(deployment.pool.active + deployment.pool.waiting):
+                        budget = None
                         raise error
-                    in_budget = True
                 if delay:
                     if clock() + delay >= deadline:
                         raise error
@@ -261,8 +274,18 @@ class Dispatcher:
                 error.headers["x-sluiceway-attempts"] = str(attempts.count)
             raise
         finally:
-            if in_budget:
-                self.budget.release()
+            if budget is not None:
+                budget.release()
+
+    def _budget_for(self, deployment: Deployment) -> RetryBudget:
+        """One retry budget per provider, as Envoy keeps one per cluster: a failing
+        provider cannot use up the retries of the others."""
+        budget = self._budgets.get(deployment.provider_name)
+        if budget is None:
+            budget = self._budgets[deployment.provider_name] = RetryBudget(
+                self.budget.ratio, self.budget.minimum
+            )
+        return budget
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
         if retry_after is not None and 0 < retry_after <= self.max_retry_after:
@@ -311,17 +334,27 @@ class HeldStream:
         if self._done:
             return
         self._done = True
-        self._deployment.health.finish()
-        self._deployment.pool.release()
-        await _aclose(self._chunks)
+        try:
+            # Close the upstream first, so its connection is back before the slot is.
+            await _aclose(self._chunks)
+        finally:
+            self._deployment.health.finish()
+            self._deployment.pool.release()
 
 
-def _next_available(order: list[Deployment], tried: set[int]) -> Deployment | None:
+def _admit_next(order: list[Deployment], tried: set[int]) -> Deployment | None:
+    """The first untried deployment whose breaker admits a request (claiming the
+    half-open probe, if that is what it is)."""
     now = time.monotonic()
     for deployment in order:
-        if id(deployment) not in tried and deployment.health.available(now):
+        if id(deployment) not in tried and deployment.health.admit(now):
             return deployment
     return None
+
+
+def _any_available(order: list[Deployment], tried: set[int]) -> bool:
+    now = time.monotonic()
+    return any(id(d) not in tried and d.health.available(now) for d in order)
 
 
 def _all_cooling(group: ModelGroup, order: list[Deployment]) -> GatewayError:

@@ -74,21 +74,35 @@ class DeploymentHealth:
         self._probe_out = False
 
     def available(self, now: float | None = None) -> bool:
-        """Whether a request may be sent now (without claiming the probe)."""
+        """Whether a request could be sent now; claims nothing."""
         if self.state == "closed":
             return True
         now = time.monotonic() if now is None else now
-        if self.state == "open" and now >= self.open_until:
+        if self.state == "open":
+            return now >= self.open_until
+        return not self._probe_out
+
+    def admit(self, now: float | None = None) -> bool:
+        """Whether a request may be sent now; in half-open state this claims the one
+        probe, in the same step as the check, so two requests cannot both probe.
+        An admitted request that is not sent after all calls :meth:`record_neutral`."""
+        if self.state == "closed":
+            return True
+        now = time.monotonic() if now is None else now
+        if self.state == "open":
+            if now < self.open_until:
+                return False
             self.state = "half_open"
             self._probe_out = False
-        return self.state == "half_open" and not self._probe_out
+        if self._probe_out:
+            return False
+        self._probe_out = True
+        return True
 
     def claim(self) -> None:
-        """Record that a request is going out; in half-open state it is the probe.
-        Pair with :meth:`finish` when the request (or its whole stream) ends."""
+        """Record that a request is going out. Pair with :meth:`finish` when the
+        request (or its whole stream) ends."""
         self.inflight += 1
-        if self.state == "half_open":
-            self._probe_out = True
 
     def finish(self) -> None:
         self.inflight -= 1
@@ -115,8 +129,10 @@ class DeploymentHealth:
     ) -> None:
         """An upstream failure; ``rest_for`` opens the breaker for at least that long."""
         now = time.monotonic() if now is None else now
-        self.open_reason = kind
+        if self.state == "open":
+            return  # already resting: late failures of earlier requests say nothing new
         if self.state == "half_open":
+            self.open_reason = kind
             self._open(now, rest_for)
             return
         failures = self._failures
@@ -125,12 +141,13 @@ class DeploymentHealth:
         while failures and failures[0] < horizon:
             failures.popleft()
         if len(failures) >= self.settings.failures:
+            self.open_reason = kind
             self._open(now, rest_for)
 
     def _open(self, now: float, rest_for: float | None) -> None:
         cooldown = min(self.settings.cooldown * (2**self._opened_times), self.settings.max_cooldown)
         if rest_for is not None:
-            cooldown = max(cooldown, rest_for)
+            cooldown = min(max(cooldown, rest_for), max(self.settings.max_cooldown, cooldown))
         self._opened_times += 1
         self.state = "open"
         self.open_until = now + cooldown

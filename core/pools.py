@@ -89,7 +89,10 @@ class Pool:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), wait)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for returns normally when
+            # the slot arrives in the same tick as a cancel, and the cancel is lost.
+            async with asyncio.timeout(wait):
+                await asyncio.shield(waiter)
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
                 # The slot was handed over just as we gave up: pass it on.

@@ -35,6 +35,7 @@ Strategy = Callable[["ChatRequest"], list["Deployment"]]
 # conversations apart, little enough to hash in a microsecond or two.
 PREFIX_CHARS = 2048
 VIRTUAL_NODES = 64
+MAX_RING_POINTS = 4096
 
 
 def prompt_prefix(request: ChatRequest, limit: int = PREFIX_CHARS) -> bytes:
@@ -92,10 +93,15 @@ def make_strategy(
 
 
 def _ring(items: list[Deployment]) -> Strategy:
+    # Virtual nodes in proportion to weight, the lightest getting VIRTUAL_NODES,
+    # and at most MAX_RING_POINTS in all.
+    lightest = min(d.weight for d in items)
+    shares = [d.weight / lightest for d in items]
+    scale = min(float(VIRTUAL_NODES), MAX_RING_POINTS / sum(shares))
     points: list[tuple[int, int]] = sorted(
         (_hash(f"{d.provider_name}/{d.upstream_model}#{v}".encode()), index)
         for index, d in enumerate(items)
-        for v in range(VIRTUAL_NODES * max(1, round(d.weight)))
+        for v in range(max(1, round(scale * shares[index])))
     )
     keys = [p[0] for p in points]
 

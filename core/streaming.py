@@ -77,6 +77,15 @@ class DisconnectWatch:
             self._task.cancel()
 
 
+def _absorb_cancel() -> bool:
+    """Undo our own cancellation of this task; False if it was cancelled from
+    outside as well (then that cancellation must go on)."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.uncancel()
+    return task.cancelling() == 0
+
+
 def _shutdown_error() -> ServiceUnavailable:
     return ServiceUnavailable(_SHUTDOWN_MESSAGE, code="server_shutdown", retry_after=1)
 
@@ -88,8 +97,7 @@ async def until_disconnect(ctx: RequestContext, work: Awaitable[T]) -> T:
     try:
         return await work
     except asyncio.CancelledError:
-        if ctx.interrupted == "shutdown":
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        if ctx.interrupted == "shutdown" and _absorb_cancel():
             raise _shutdown_error() from None
         raise
     finally:
@@ -171,9 +179,8 @@ async def relay_openai_stream(
             await write(chunk)
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
     except asyncio.CancelledError:
-        if ctx.interrupted != "shutdown":
+        if ctx.interrupted != "shutdown" or not _absorb_cancel():
             raise
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]
         if not committed:
             raise _shutdown_error() from None
         await _end_with_error(send, _shutdown_error())

@@ -99,6 +99,18 @@ async def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
     assert pool.active == 1
 
 
+async def test_a_cancel_in_the_tick_a_slot_is_handed_over_is_not_lost() -> None:
+    pool = Pool("p", concurrency=1, buffer=10)
+    await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    pool.release()  # hands the slot to the waiter...
+    waiter.cancel()  # ...and the client hangs up in the same tick
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert pool.active == 0  # the slot was passed on, not kept by a cancelled task
+
+
 # --- breaker -----------------------------------------------------------------------
 
 
@@ -111,10 +123,10 @@ def test_breaker_opens_after_failures_in_the_window_and_probes_once() -> None:
     assert health.available(now=2.0)
     health.record_failure(now=2.0)
     assert health.state == "open"
-    assert not health.available(now=6.9)
-    assert health.available(now=7.1)  # half-open: one probe
+    assert not health.admit(now=6.9)
+    assert health.admit(now=7.1)  # half-open: this request is the one probe
+    assert not health.admit(now=7.1)  # a second one in the same instant is refused
     health.claim()
-    assert not health.available(now=7.2)  # the probe is out
     health.record_success(0.5)
     health.finish()
     assert health.state == "closed" and health.available(now=7.3)
@@ -131,10 +143,32 @@ def test_a_failed_probe_doubles_the_rest() -> None:
     health = DeploymentHealth(BreakerSettings(failures=1, window=10, cooldown=5, max_cooldown=60))
     health.record_failure(now=0.0)
     assert health.open_until == 5.0
-    assert health.available(now=5.0)
+    assert health.admit(now=5.0)
     health.claim()
     health.record_failure(now=5.0)
     assert health.open_until == 15.0  # 5 s doubled
+
+
+def test_failures_that_land_while_resting_do_not_lengthen_the_rest() -> None:
+    health = DeploymentHealth(BreakerSettings(failures=2, window=10, cooldown=5))
+    for at in range(100):  # a burst of in-flight requests failing one after another
+        health.record_failure(now=at * 0.01)
+    assert health.state == "open"
+    assert health.open_until == pytest.approx(5.01)
+
+
+def test_an_admitted_request_that_is_not_sent_frees_the_probe() -> None:
+    health = DeploymentHealth(BreakerSettings(failures=1, window=10, cooldown=5))
+    health.record_failure(now=0.0)
+    assert health.admit(now=6.0)
+    health.record_neutral()  # e.g. the pool was full
+    assert health.admit(now=6.0)
+
+
+def test_a_rest_is_never_longer_than_max_cooldown() -> None:
+    health = DeploymentHealth(BreakerSettings(failures=1, window=10, cooldown=5, max_cooldown=60))
+    health.record_failure("rate_limit", rest_for=86400.0, now=0.0)
+    assert health.open_until == 60.0
 
 
 def test_a_rate_limit_rests_at_least_as_long_as_retry_after() -> None:

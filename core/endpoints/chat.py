@@ -31,7 +31,7 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     dispatcher = gateway.dispatcher
     capacity = gateway.capacity
     if capacity is not None:
-        await until_disconnect(ctx, capacity.acquire())
+        await until_disconnect(ctx, capacity.acquire(group.timeout - ctx.elapsed))
     try:
         if request.stream:
 
