@@ -24,7 +24,7 @@ from .config import (
 )
 from .errors import StartupError
 
-__all__ = ["build_cli", "main"]
+__all__ = ["build_cli", "main", "resolve_config_path"]
 
 DEFAULT_CONFIG = "plugins.toml"
 CONFIG_ENV = "SLUICEWAY_CONFIG"
@@ -42,7 +42,9 @@ def _configure_logging(debug: bool) -> None:
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING if not debug else logging.DEBUG)
 
 
-def _config_path(value: str | None) -> str:
+def resolve_config_path(value: str | None = None) -> str:
+    """The configuration a command uses: ``--config``, else ``$SLUICEWAY_CONFIG``,
+    else ``./plugins.toml``. For plugin commands too."""
     return value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
 
 
@@ -94,7 +96,7 @@ def serve(
     from .server import run
 
     _configure_logging(debug)
-    path = _config_path(config_path)
+    path = resolve_config_path(config_path)
     overrides = {
         k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None
     }
@@ -170,7 +172,7 @@ def check(config_path: str | None, as_json: bool, debug: bool) -> None:
     _configure_logging(debug)
     logging.getLogger("sluiceway").setLevel(logging.WARNING)
     try:
-        description = _describe(load_config(_config_path(config_path)))
+        description = _describe(load_config(resolve_config_path(config_path)))
     except StartupError as exc:
         _fail(exc, debug)
         return
@@ -212,7 +214,7 @@ def plugins_command(config_path: str | None, as_json: bool) -> None:
     """List installed plugins and which ones the configuration loads."""
     from .plugins import installed_plugins, load_plugins
 
-    path = _config_path(config_path)
+    path = resolve_config_path(config_path)
     installed = installed_plugins()
     listed: list[str] = []
     loaded: dict[str, Any] = {}
@@ -267,7 +269,7 @@ def build_cli(config_path: str | None = None) -> click.Group:
     click.version_option(package_name="sluiceway")(cli)
     for command in (serve, check, plugins_command):
         cli.add_command(command)
-    path = _config_path(config_path)
+    path = resolve_config_path(config_path)
     if Path(path).exists():
         try:
             config = load_config(path)

@@ -369,7 +369,8 @@ def test_hook_register_auth_strategies(
         missing = client.get("/whoami")
         assert missing.status_code == 401
         assert missing.json() == {"error": {
-            "message": "Missing credentials: send your API key as 'Authorization: Bearer <key>'.",
+            "message": "Missing credentials: send your API key as 'Authorization: Bearer <key>' "
+            "(or in an 'x-api-key' header).",
             "type": "authentication_error", "code": "missing_api_key", "param": None,
         }}
         assert missing.headers["x-request-id"].startswith("req_")

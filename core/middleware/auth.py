@@ -40,7 +40,8 @@ class AuthMiddleware:
                     break
             else:
                 raise AuthenticationFailed(
-                    "Missing credentials: send your API key as 'Authorization: Bearer <key>'.",
+                    "Missing credentials: send your API key as 'Authorization: Bearer <key>' "
+                    "(or in an 'x-api-key' header).",
                     code="missing_api_key",
                 )
         await self.app(scope, receive, send)

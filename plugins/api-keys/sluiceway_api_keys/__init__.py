@@ -1,0 +1,62 @@
+"""sluiceway auth strategy ``api-keys``: hashed API keys in a file, managed with a CLI.
+
+Enable it in plugins.toml::
+
+    [gateway]
+    plugins = ["openai", "api-keys"]
+
+    [auth]
+    chain = ["api-keys"]
+
+    [auth.api-keys]
+    keys_file = "keys.toml"       # relative to this file's directory
+    reload_interval = "2s"
+
+then ``sluiceway keys create --name crm --rpm 100 --models 'gpt-4o*'`` prints a
+secret once; clients send it as ``Authorization: Bearer``, ``x-api-key`` or
+``api-key``. The keys file holds only hashes and is reloaded when it changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from sluiceway import AuthStrategyType, hookimpl
+
+from .keyfile import KeyRecord, hash_secret, new_secret, parse_keys, read_keys
+from .store import CreatedKey, KeyNotFound, KeyStore
+from .strategy import ApiKeysOptions, ApiKeysStrategy, create_strategy
+
+__all__ = [
+    "ApiKeysOptions",
+    "ApiKeysStrategy",
+    "CreatedKey",
+    "KeyNotFound",
+    "KeyRecord",
+    "KeyStore",
+    "hash_secret",
+    "new_secret",
+    "parse_keys",
+    "read_keys",
+    "register_auth_strategies",
+    "register_commands",
+]
+
+
+@hookimpl
+def register_auth_strategies(register: Callable[[AuthStrategyType], None]) -> None:
+    register(AuthStrategyType(
+        "api-keys",
+        create_strategy,
+        ApiKeysOptions,
+        description="Hashed API keys from a hot-reloaded file (Bearer, x-api-key, api-key).",
+    ))
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from .cli import keys  # the CLI's imports are not needed to serve
+
+    cli.add_command(keys)

@@ -1,0 +1,239 @@
+"""``sluiceway keys``: create, list, revoke, enable, rotate and delete API keys.
+
+The keys file is the one ``[auth.api-keys] keys_file`` names in the
+configuration (``--config``, ``$SLUICEWAY_CONFIG`` or ``./plugins.toml``), or
+``--keys-file``. A secret is printed once, when it is made, and stored nowhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from sluiceway import ConfigError, Duration, load_config
+from sluiceway.cli import CONFIG_ENV, DEFAULT_CONFIG, resolve_config_path
+from sluiceway.config import validate_options
+
+from .keyfile import KeyRecord, as_utc
+from .store import CreatedKey, KeyNotFound, KeyStore
+from .strategy import ApiKeysOptions, resolve_keys_file
+
+__all__ = ["keys", "keys_file_from_config", "parse_expiry"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+STRATEGY = "api-keys"
+
+
+def keys_file_from_config(config_path: str | None) -> Path:
+    """The keys file that ``[auth.api-keys] keys_file`` of the configuration names."""
+    path = resolve_config_path(config_path)
+    config = load_config(path)
+    raw = config.auth.options.get(STRATEGY)
+    if raw is None:
+        raise ConfigError(
+            f"no [auth.{STRATEGY}] table: set keys_file there, or pass --keys-file",
+            source=config.source,
+        )
+    options = validate_options(raw, ApiKeysOptions, source=config.source, key=f"auth.{STRATEGY}")
+    return resolve_keys_file(options.keys_file, config.base_dir)
+
+
+def parse_expiry(value: str, now: datetime | None = None) -> datetime:
+    """``30d``/``12h`` from now, or a date or date-time (UTC unless it has an offset)."""
+    now = now or datetime.now(UTC)
+    if value[-1:].isalpha():  # a bare number is refused rather than taken as seconds
+        try:
+            return (now + timedelta(seconds=Duration.parse(value))).replace(microsecond=0)
+        except ValueError:
+            pass
+    try:
+        moment = as_utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a duration such as '30d' or a date such as '2026-12-31', got {value!r}"
+        ) from None
+    if moment <= now:
+        raise click.BadParameter(f"{value!r} is in the past")
+    return moment
+
+
+def _store_options(command: F) -> F:
+    command = click.option(
+        "--keys-file", metavar="FILE", default=None,
+        help="The keys file (default: [auth.api-keys] keys_file of the configuration).",
+    )(command)
+    return click.option(
+        "--config", "config_path", metavar="FILE", default=None,
+        help=f"plugins.toml to read (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG}).",
+    )(command)
+
+
+def _store(config_path: str | None, keys_file: str | None) -> KeyStore:
+    try:
+        return KeyStore(Path(keys_file) if keys_file else keys_file_from_config(config_path))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Run a store operation, turning its failures into one-line CLI errors."""
+    try:
+        return action()
+    except KeyNotFound as exc:
+        raise click.ClickException(
+            f"no key with id {exc.args[0]!r} (see `sluiceway keys list`)"
+        ) from None
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or 'keys file'}: {exc.strerror}") from None
+
+
+def _status(record: KeyRecord, now: datetime) -> str:
+    if not record.enabled:
+        return "revoked"
+    if record.expires_at is not None and as_utc(record.expires_at) <= now:
+        return "expired"
+    return "enabled"
+
+
+def _when(value: datetime | None) -> str | None:
+    return as_utc(value).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _describe(record: KeyRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "prefix": record.prefix,
+        **record.limits(),
+        "models": record.models,
+        "expires_at": _when(record.expires_at),
+        "created_at": _when(record.created_at),
+        "status": _status(record, now),
+    }
+
+
+def _print_secret(created: CreatedKey, verb: str, as_json: bool) -> None:
+    record = created.record
+    if as_json:
+        click.echo(json.dumps({"id": record.id, "name": record.name, "secret": created.secret}))
+        return
+    click.echo(f"{verb} key {record.id} for {record.name!r}. Its secret:\n")
+    click.echo(f"    {created.secret}\n")
+    click.echo("This is the only time the secret is shown: store it now.")
+    click.echo("The keys file keeps only its hash; a lost secret cannot be recovered.")
+
+
+@click.group()
+def keys() -> None:
+    """Manage the API keys of the api-keys auth strategy."""
+
+
+@keys.command()
+@click.option("--name", required=True, help="The application or person the key is for.")
+@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute (limits plugin).")
+@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute (limits plugin).")
+@click.option("--max-concurrent", type=click.IntRange(min=1), help="Requests at once.")
+@click.option(
+    "--models", multiple=True, metavar="GLOB",
+    help="Models the key may use, e.g. 'gpt-4o*' (repeat, or separate with commas). "
+    "Default: every model.",
+)
+@click.option("--expires", metavar="WHEN", help="'30d', '12h', '2026-12-31' or a date-time.")
+@click.option("--json", "as_json", is_flag=True, help="Print the id and secret as JSON.")
+@_store_options
+def create(
+    name: str, rpm: int | None, tpm: int | None, max_concurrent: int | None,
+    models: tuple[str, ...], expires: str | None, as_json: bool,
+    config_path: str | None, keys_file: str | None,
+) -> None:
+    """Create a key and print its secret, once."""
+    globs = [glob.strip() for value in models for glob in value.split(",") if glob.strip()]
+    expires_at = parse_expiry(expires) if expires else None
+    store = _store(config_path, keys_file)
+    created = _run(lambda: store.create(
+        name, rpm=rpm, tpm=tpm, max_concurrent=max_concurrent,
+        models=globs or None, expires_at=expires_at,
+    ))
+    _print_secret(created, "Created", as_json)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
+@_store_options
+def list_keys(as_json: bool, config_path: str | None, keys_file: str | None) -> None:
+    """List the keys (never their secrets)."""
+    store = _store(config_path, keys_file)
+    now = datetime.now(UTC)
+    rows = [_describe(record, now) for record in _run(store.read)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no keys in {store.path} (add one with `sluiceway keys create --name ...`)")
+        return
+    table = [("ID", "NAME", "PREFIX", "LIMITS", "MODELS", "EXPIRES", "STATUS")]
+    for row in rows:
+        limits = " ".join(
+            f"{label}={row[field]}"
+            for label, field in (("rpm", "rpm"), ("tpm", "tpm"), ("conc", "max_concurrent"))
+            if row[field] is not None
+        )
+        table.append((
+            row["id"], row["name"], row["prefix"], limits or "-",
+            ",".join(row["models"]) if row["models"] is not None else "*",
+            row["expires_at"] or "never", row["status"],
+        ))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
+
+
+@keys.command()
+@click.argument("key_id", metavar="ID")
+@_store_options
+def revoke(key_id: str, config_path: str | None, keys_file: str | None) -> None:
+    """Revoke a key: it is refused (api_key_revoked) from the gateway's next reload."""
+    store = _store(config_path, keys_file)
+    record = _run(lambda: store.set_enabled(key_id, False))
+    click.echo(f"Revoked key {record.id} ({record.name!r}).")
+
+
+@keys.command()
+@click.argument("key_id", metavar="ID")
+@_store_options
+def enable(key_id: str, config_path: str | None, keys_file: str | None) -> None:
+    """Enable a revoked key again."""
+    store = _store(config_path, keys_file)
+    record = _run(lambda: store.set_enabled(key_id, True))
+    click.echo(f"Enabled key {record.id} ({record.name!r}).")
+
+
+@keys.command()
+@click.argument("key_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the id and secret as JSON.")
+@_store_options
+def rotate(key_id: str, as_json: bool, config_path: str | None, keys_file: str | None) -> None:
+    """Give a key a new secret (same id, name and limits); the old secret stops working."""
+    store = _store(config_path, keys_file)
+    _print_secret(_run(lambda: store.rotate(key_id)), "Rotated", as_json)
+
+
+@keys.command()
+@click.argument("key_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_store_options
+def delete(key_id: str, yes: bool, config_path: str | None, keys_file: str | None) -> None:
+    """Delete a key from the file (prefer revoke, which keeps a record)."""
+    store = _store(config_path, keys_file)
+    if not yes:
+        click.confirm(f"Delete key {key_id} for good?", abort=True)
+    record = _run(lambda: store.delete(key_id))
+    click.echo(f"Deleted key {record.id} ({record.name!r}).")

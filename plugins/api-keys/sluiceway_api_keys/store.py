@@ -1,0 +1,186 @@
+"""Changing the keys file safely: one writer at a time, and never a half-written file.
+
+Every change is read-modify-write under an exclusive ``fcntl.flock`` on a
+sidecar ``<keys file>.lock``, so two ``sluiceway keys`` processes never lose
+each other's update. The new text goes to a temporary file in the same
+directory (mode 0600), is fsynced, and replaces the old file with
+``os.replace``, which is atomic: the gateway, which reads without the lock,
+sees either the old file or the new one, never a mix. The directory is
+fsynced too, so the rename survives a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from .keyfile import (
+    PREFIX_LENGTH,
+    KeyRecord,
+    dump_keys,
+    hash_secret,
+    new_key_id,
+    new_secret,
+    read_keys,
+)
+
+__all__ = ["CreatedKey", "KeyNotFound", "KeyStore"]
+
+FILE_MODE = 0o600
+T = TypeVar("T")
+
+
+class KeyNotFound(LookupError):
+    """No key has this id."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    """A key just created or rotated, with the only copy of its secret."""
+
+    record: KeyRecord
+    secret: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class KeyStore:
+    """The keys file at ``path``, changed only under its lock."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    # -- plumbing ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the exclusive lock (blocking until other writers are done)."""
+        import fcntl  # POSIX only; imported here so that the gateway never needs it
+
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def read(self) -> list[KeyRecord]:
+        """The current keys; an absent file has none (the first ``create`` makes it)."""
+        if not self.path.exists():
+            return []
+        return read_keys(self.path)
+
+    def write(self, records: list[KeyRecord]) -> None:
+        """Replace the file atomically (call with the lock held)."""
+        text = dump_keys(records).encode("utf-8")
+        directory = self.path.parent
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def update(self, change: Callable[[list[KeyRecord]], T]) -> T:
+        """Read, ``change`` the list in place, write; all under the lock."""
+        with self.locked():
+            records = self.read()
+            result = change(records)
+            self.write(records)
+            return result
+
+    @staticmethod
+    def _index(records: list[KeyRecord], key_id: str) -> int:
+        for index, record in enumerate(records):
+            if record.id == key_id:
+                return index
+        raise KeyNotFound(key_id)
+
+    # -- operations --------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_concurrent: int | None = None,
+        models: list[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> CreatedKey:
+        """Add a key and return it with its secret (which is stored nowhere)."""
+        secret = new_secret()
+
+        def add(records: list[KeyRecord]) -> KeyRecord:
+            taken = {record.id for record in records}
+            key_id = new_key_id()
+            while key_id in taken:
+                key_id = new_key_id()
+            record = KeyRecord(
+                id=key_id,
+                name=name,
+                prefix=secret[:PREFIX_LENGTH],
+                hash=hash_secret(secret),
+                rpm=rpm,
+                tpm=tpm,
+                max_concurrent=max_concurrent,
+                models=list(models) if models is not None else None,
+                expires_at=expires_at,
+                created_at=_now(),
+            )
+            records.append(record)
+            return record
+
+        return CreatedKey(self.update(add), secret)
+
+    def rotate(self, key_id: str) -> CreatedKey:
+        """Give key ``key_id`` a new secret; the old one stops working at the next reload."""
+        secret = new_secret()
+
+        def replace(records: list[KeyRecord]) -> KeyRecord:
+            index = self._index(records, key_id)
+            records[index] = msgspec.structs.replace(
+                records[index],
+                prefix=secret[:PREFIX_LENGTH],
+                hash=hash_secret(secret),
+                rotated_at=_now(),
+            )
+            return records[index]
+
+        return CreatedKey(self.update(replace), secret)
+
+    def set_enabled(self, key_id: str, enabled: bool) -> KeyRecord:
+        """Revoke (``enabled=False``) or re-enable key ``key_id``."""
+
+        def change(records: list[KeyRecord]) -> KeyRecord:
+            index = self._index(records, key_id)
+            records[index] = msgspec.structs.replace(records[index], enabled=enabled)
+            return records[index]
+
+        return self.update(change)
+
+    def delete(self, key_id: str) -> KeyRecord:
+        """Remove key ``key_id`` from the file altogether."""
+        return self.update(lambda records: records.pop(self._index(records, key_id)))
