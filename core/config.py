@@ -80,6 +80,8 @@ class GatewaySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     plugins: list[str] = msgspec.field(default_factory=list)
     max_body_size: ByteSize = ByteSize(8 * 1024 * 1024)
+    # More messages than this in one chat request is a 400 naming `messages`.
+    max_messages: Annotated[int, msgspec.Meta(ge=1)] = 4096
     # A body trickled in slowly holds a socket and a task; past this it is a 408.
     body_timeout: Duration = Duration(30)
     # Requests served at once across all providers (0: no cap); more wait up to

@@ -139,6 +139,11 @@ class RequestContext:
                     f"We could not parse the JSON body of your request: {exc}.",
                     code="invalid_json",
                 ) from None
+            except RecursionError:
+                # msgspec stops at Python's recursion limit (about 1000 levels).
+                raise InvalidRequest(
+                    "The JSON body is nested too deeply.", code="json_too_deep"
+                ) from None
         return self._json
 
     def interrupt(self, reason: str) -> None:

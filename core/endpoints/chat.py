@@ -24,8 +24,11 @@ __all__ = ["chat_completions"]
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     """Validate, route, and answer with a completion or an SSE stream."""
     ctx: RequestContext = scope[CONTEXT_KEY]
-    request = parse_chat_request(await ctx.json(), request_id=ctx.request_id)
     gateway = ctx.gateway
+    request = parse_chat_request(
+        await ctx.json(), request_id=ctx.request_id,
+        max_messages=gateway.config.gateway.max_messages,
+    )
     group = gateway.router.resolve(request.model)
     gateway.access.check(ctx.principal, request.model)
     dispatcher = gateway.dispatcher

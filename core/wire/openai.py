@@ -112,10 +112,18 @@ def _validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
 _CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
 
 
-def parse_chat_request(body: object, *, request_id: str = "") -> ChatRequest:
+def parse_chat_request(
+    body: object, *, request_id: str = "", max_messages: int = 4096
+) -> ChatRequest:
     """Validate a parsed chat-completions body; raise ``InvalidRequest`` naming the ``param``."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_request_body")
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(messages) > max_messages:
+        raise InvalidRequest(
+            f"Too many messages: {len(messages)} (at most {max_messages}).",
+            param="messages", code="too_many_messages",
+        )
     try:
         params = msgspec.convert(body, _ChatParams)
     except msgspec.ValidationError as exc:

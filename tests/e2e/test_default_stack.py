@@ -364,3 +364,27 @@ def test_sdk_sees_405_and_404_as_typed_errors(client: openai.OpenAI) -> None:
 def test_health_endpoints(server: RunningServer) -> None:
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(server: RunningServer) -> None:
+    depth = 5000
+    body = b'{"model": "mock-gpt", "messages": ' + b"[" * depth + b"]" * depth + b"}"
+    response = httpx.post(server.base_url + "/chat/completions", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "json_too_deep"
+
+
+def test_too_many_messages_is_a_400_naming_messages(
+    gateway_factory: Callable[..., RunningServer],
+) -> None:
+    config = {
+        "gateway": {"plugins": ["mock"], "max_messages": 3},
+        "providers": [{"name": "mock", "type": "mock", "models": ["mock-gpt"]}],
+    }
+    server = gateway_factory(config)
+    client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0)
+    assert client.chat.completions.create(model="mock-gpt", messages=MESSAGES * 3).choices
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="mock-gpt", messages=MESSAGES * 4)
+    assert info.value.code == "too_many_messages"
+    assert info.value.param == "messages"
