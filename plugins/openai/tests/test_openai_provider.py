@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
@@ -292,13 +291,11 @@ async def test_a_stall_mid_stream_is_an_upstream_timeout(
     provider = make_provider(read_timeout=Duration(0.3), backend=backend)
     fake.script(Stall(after_chunks=2, seconds=30))
     received: list[bytes | dict[str, Any]] = []
-    started = time.monotonic()
-    with pytest.raises(UpstreamTimeout) as caught:
+    with pytest.raises(UpstreamTimeout) as caught:  # the stall is 30 s: only the read timeout
         async for chunk in provider.stream(_request(stream=True)):
             received.append(chunk)
     assert len(received) == 2
     assert caught.value.kind == "timeout" and caught.value.message.startswith("Provider 'up'")
-    assert time.monotonic() - started < 3
     assert await fake.wait_for(lambda: fake.disconnects == 1)  # the upstream was let go
 
 
@@ -310,10 +307,8 @@ async def test_pool_timeout_bounds_the_wait_for_a_connection(
     fake.script(Hang())
     hung = asyncio.create_task(provider.chat(_request()))
     assert await fake.wait_for(lambda: fake.active == 1)
-    started = time.monotonic()
-    error = await _failure(provider)
+    error = await _failure(provider)  # the only connection hangs for ever: pool_timeout ends it
     assert isinstance(error, UpstreamTimeout) and error.kind == "connect"
-    assert time.monotonic() - started < 2
     hung.cancel()
     with pytest.raises(asyncio.CancelledError):
         await hung
@@ -608,9 +603,9 @@ async def test_a_client_leaving_mid_stream_lets_the_upstream_go(
             break
         assert fake.active == 1
         await stream.close()
-        left = time.monotonic()
-        assert await fake.wait_for(lambda: fake.disconnects == 1, within=2.0)
-    assert time.monotonic() - left < 1.0
+        # 50 chunks 0.1 s apart would take 5 s on their own: seeing the hang-up
+        # before that means it was passed upstream.
+        assert await fake.wait_for(lambda: fake.disconnects == 1, within=4.0)
     assert fake.active == 0
 
 
