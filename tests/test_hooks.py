@@ -547,3 +547,40 @@ def test_hook_lifespan(gateway_factory: Factory) -> None:
         asyncio.run(gateway.startup())
     assert events == ["open a (providers: [])", "close a"]
     assert not gateway.started
+
+
+def test_middleware_sees_usage_and_provider_after_the_endpoint(
+    gateway_factory: Callable[..., RunningServer],
+) -> None:
+    seen: list[dict[str, object]] = []
+
+    def observe(app: sluiceway.components.ASGIApp, gateway: sluiceway.Gateway) -> object:
+        async def middleware(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await app(scope, receive, send)
+            if scope["type"] == "http":
+                state = scope[sluiceway.CONTEXT_KEY].state
+                seen.append({k: state.get(k) for k in ("provider", "usage")})
+
+        return middleware
+
+    class Observer:
+        @sluiceway.hookimpl
+        def register_middleware(self, register: Callable[[sluiceway.Middleware], None]) -> None:
+            register(sluiceway.Middleware("observer", observe))  # type: ignore[arg-type]
+
+    server = gateway_factory(
+        {"gateway": {"plugins": ["mock"]},
+         "providers": [{"name": "mock", "type": "mock", "models": ["mock-gpt"]}]},
+        plugins=[("observer", Observer())],
+    )
+    with openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0) as client:
+        plain = client.chat.completions.create(
+            model="mock-gpt", messages=[{"role": "user", "content": "hi"}]
+        )
+        list(client.chat.completions.create(
+            model="mock-gpt", messages=[{"role": "user", "content": "hi"}], stream=True
+        ))
+    assert plain.usage is not None
+    assert seen[0] == {"provider": "mock", "usage": plain.usage.model_dump(exclude_none=True)}
+    # The client did not ask for the usage chunk, but middleware still sees the usage.
+    assert seen[1]["provider"] == "mock" and seen[1]["usage"] == seen[0]["usage"]

@@ -45,6 +45,8 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
             await relay_openai_stream(ctx, send, request, open_stream)
             return
         result, attempts = await until_disconnect(ctx, dispatcher.chat(ctx, group, request))
+        # Streams record it chunk by chunk; middleware (limits, metrics) reads it after.
+        ctx.state["usage"] = result.get("usage")
         await send_json(send, 200, result, headers=_headers(ctx, attempts))
     finally:
         if capacity is not None:
