@@ -1,0 +1,291 @@
+"""The ``limits`` middleware: requests and tokens per window, and requests in flight.
+
+Each chat request, in this order: takes a slot of ``max_concurrent``; reserves
+one request against ``rpm``; reserves its estimated tokens against ``tpm``
+(prompt estimate plus the output it may produce); runs the endpoint; settles
+the token reservation with the usage the core recorded. A refusal at any step
+gives back what earlier steps took and raises :class:`sluiceway.RateLimited`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any
+
+import msgspec
+
+from sluiceway import CONTEXT_KEY, Duration, Gateway, GatewayError, RateLimited, RequestContext
+from sluiceway.config import validate_options
+
+from .limiter import (
+    ConcurrencyLimiter,
+    Decision,
+    InMemoryConcurrency,
+    Limiter,
+    SlidingWindowCounter,
+)
+
+__all__ = [
+    "LimitsMiddleware",
+    "LimitsOptions",
+    "create_middleware",
+    "estimate_tokens",
+    "format_duration",
+]
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PLUGIN = "limits"
+ANONYMOUS = "anonymous"
+# Per message: the role and the separators the chat template adds.
+TOKENS_PER_MESSAGE = 4
+CHARS_PER_TOKEN = 4
+
+_Limit = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class LimitsOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[plugin.limits]``."""
+
+    # For principals without their own rpm / tpm attribute; None: no limit.
+    default_rpm: _Limit | None = None
+    default_tpm: _Limit | None = None
+    # The output a request is assumed to produce when it sets no max_tokens.
+    default_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    window: Duration = Duration(60)
+
+    def __post_init__(self) -> None:
+        if not self.window > 0:
+            raise ValueError("window must be longer than 0s")
+
+
+def estimate_tokens(body: object, default_max_tokens: int) -> int:
+    """A cheap upper-bound guess of a chat request's tokens: the text of its
+    messages at 4 characters a token (rounded up), 4 tokens per message, plus
+    ``max_completion_tokens`` / ``max_tokens`` (else ``default_max_tokens``)."""
+    if not isinstance(body, Mapping):
+        return default_max_tokens
+    messages = body.get("messages")
+    chars = count = 0
+    if isinstance(messages, list):
+        for message in messages:
+            count += 1
+            if isinstance(message, Mapping):
+                chars += _text_length(message.get("content"))
+    output = default_max_tokens
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = body.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            output = value
+            break
+    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * count + output
+
+
+def _text_length(content: object) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(
+            len(part["text"]) for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        )
+    return 0
+
+
+def format_duration(seconds: float) -> str:
+    """OpenAI's style for ``x-ratelimit-reset-*``: ``20ms``, ``1s``, ``1.5s``, ``6m0s``."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        return "0s"
+    millis = math.ceil(seconds * 1000)
+    if millis < 1000:
+        return f"{millis}ms"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, fraction = divmod(rest, 1000)
+    secs = f"{whole}.{fraction:03d}".rstrip("0") if fraction else str(whole)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _limit(attributes: Mapping[str, Any], name: str, default: int | None) -> int | None:
+    value = attributes.get(name)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return default
+
+
+class _Headers:
+    """The ``x-ratelimit-*`` headers of one request, for the limits that apply."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def set(self, kind: str, limit: int, decision: Decision) -> None:
+        self.values[f"x-ratelimit-limit-{kind}"] = str(limit)
+        self.values[f"x-ratelimit-remaining-{kind}"] = str(decision.remaining)
+        self.values[f"x-ratelimit-reset-{kind}"] = format_duration(decision.reset_after)
+
+    def raw(self) -> list[tuple[bytes, bytes]]:
+        return [(name.encode(), value.encode()) for name, value in self.values.items()]
+
+
+class LimitsMiddleware:
+    """Enforces rpm, tpm and max_concurrent per principal on ``POST /v1/chat/completions``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        options: LimitsOptions,
+        *,
+        limiter: Limiter | None = None,
+        concurrency: ConcurrencyLimiter | None = None,
+    ) -> None:
+        self.app = app
+        self.options = options
+        self.window = float(options.window)
+        self.limiter: Limiter = limiter if limiter is not None else SlidingWindowCounter()
+        self.concurrency: ConcurrencyLimiter = (
+            concurrency if concurrency is not None else InMemoryConcurrency()
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx: RequestContext = scope[CONTEXT_KEY]
+        if ctx.route is None or ctx.route.name != "chat":
+            await self.app(scope, receive, send)
+            return
+        principal = ctx.principal
+        key = principal.key_id if principal is not None else ANONYMOUS
+        attributes: Mapping[str, Any] = principal.attributes if principal is not None else {}
+        rpm = _limit(attributes, "rpm", self.options.default_rpm)
+        tpm = _limit(attributes, "tpm", self.options.default_tpm)
+        max_concurrent = _limit(attributes, "max_concurrent", None)
+        if rpm is None and tpm is None and max_concurrent is None:
+            await self.app(scope, receive, send)
+            return
+        if max_concurrent is not None and not await self.concurrency.acquire(key, max_concurrent):
+            headers = await self._current(key, rpm, tpm)
+            raise RateLimited(
+                f"Too many requests in flight for {key}: at most {max_concurrent} at once.",
+                code="concurrency_limit_exceeded", retry_after=1, headers=headers.values,
+            )
+        try:
+            await self._limited(scope, receive, send, ctx, key, rpm, tpm)
+        finally:
+            if max_concurrent is not None:
+                await self.concurrency.release(key)
+
+    async def _current(self, key: str, rpm: int | None, tpm: int | None) -> _Headers:
+        """The headers as things stand, without reserving anything."""
+        headers = _Headers()
+        if rpm is not None:
+            headers.set("requests", rpm, await self.limiter.reserve(f"rpm:{key}", 0, rpm,
+                                                                  self.window))
+        if tpm is not None:
+            headers.set("tokens", tpm, await self.limiter.reserve(f"tpm:{key}", 0, tpm,
+                                                                self.window))
+        return headers
+
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext,
+        key: str, rpm: int | None, tpm: int | None,
+    ) -> None:
+        limiter, window = self.limiter, self.window
+        rpm_key, tpm_key = f"rpm:{key}", f"tpm:{key}"
+        estimate = 0
+        if tpm is not None:
+            estimate = estimate_tokens(await ctx.json(), self.options.default_max_tokens)
+            if estimate > tpm:  # waiting cannot help: say so, so SDKs do not retry
+                headers = await self._current(key, rpm, tpm)
+                raise RateLimited(
+                    f"This request needs about {estimate} tokens, more than the limit of "
+                    f"{tpm} tokens per {format_duration(window)} for {key}: "
+                    "lower max_tokens or shorten the messages.",
+                    code="tokens_exceed_limit",
+                    headers={**headers.values, "x-should-retry": "false"},
+                )
+        headers = _Headers()
+        if rpm is not None:
+            decision = await limiter.reserve(rpm_key, 1, rpm, window)
+            headers.set("requests", rpm, decision)
+            if not decision.allowed:
+                if tpm is not None:
+                    headers.set("tokens", tpm, await limiter.reserve(tpm_key, 0, tpm, window))
+                raise _refusal(
+                    f"Rate limit reached for {key}: {rpm} requests per "
+                    f"{format_duration(window)}.", decision, headers,
+                )
+        if tpm is not None:
+            decision = await limiter.reserve(tpm_key, estimate, tpm, window)
+            headers.set("tokens", tpm, decision)
+            if not decision.allowed:
+                if rpm is not None:  # this request will not be made after all
+                    await limiter.adjust(rpm_key, -1, window)
+                    headers.set("requests", rpm, await limiter.reserve(rpm_key, 0, rpm, window))
+                raise _refusal(
+                    f"Rate limit reached for {key}: {tpm} tokens per {format_duration(window)}"
+                    f" (this request reserves about {estimate}).", decision, headers,
+                )
+        ctx.state[PLUGIN] = {"key": key, "estimate": estimate}
+        settled = tpm is None
+
+        async def settle() -> None:
+            nonlocal settled
+            usage = ctx.state.get("usage")
+            total = usage.get("total_tokens") if isinstance(usage, Mapping) else None
+            if isinstance(total, int) and not isinstance(total, bool):
+                settled = True
+                await limiter.adjust(tpm_key, total - estimate, window)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if not settled:  # a whole answer: its usage is known already
+                    await settle()
+                    if settled and tpm is not None:
+                        headers.set("tokens", tpm, await limiter.reserve(tpm_key, 0, tpm, window))
+                message["headers"] = [*message.get("headers", ()), *headers.raw()]
+            elif not settled and not message.get("more_body", False):
+                # A stream's last frame: settle before the client can see the end
+                # (and send its next request).
+                await settle()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except GatewayError as exc:
+            if not settled and ctx.state.get("usage") is None and exc.kind == "client":
+                # Refused before any upstream spent tokens on it (unknown model...).
+                settled = True
+                await limiter.adjust(tpm_key, -estimate, window)
+            for name, value in headers.values.items():
+                exc.headers.setdefault(name, value)
+            raise
+        finally:
+            if not settled:  # streams: the usage arrives with the last chunk
+                await settle()
+
+
+def _refusal(message: str, decision: Decision, headers: _Headers) -> RateLimited:
+    return RateLimited(
+        message, code="rate_limit_exceeded",
+        retry_after=max(decision.retry_after, 0.001), headers=headers.values,
+    )
+
+
+def create_middleware(app: ASGIApp, gateway: Gateway) -> LimitsMiddleware:
+    """The ``factory(app, gateway)`` of the registered middleware."""
+    config = gateway.config
+    options = validate_options(
+        config.plugin_options(PLUGIN), LimitsOptions, source=config.source, key=f"plugin.{PLUGIN}"
+    )
+    return LimitsMiddleware(app, options)
