@@ -143,6 +143,21 @@ def _ask(server: RunningServer, model: str = "m") -> httpx.Response:
 ALIAS = [{"name": "smart", "targets": ["a/m", "b/m"]}]
 
 
+def _one_then_another(server: RunningServer, model: str) -> list[httpx.Response]:
+    """Two requests: the second sent while the first is still being served."""
+
+    async def both() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            url = server.base_url + "/chat/completions"
+            body = {"model": model, "messages": MESSAGES}
+            first = asyncio.create_task(client.post(url, json=body))
+            await asyncio.sleep(0.1)
+            second = await client.post(url, json=body)
+            return [await first, second]
+
+    return asyncio.run(both())
+
+
 def test_falls_over_to_the_next_target_and_says_so(start: Start) -> None:
     server, plugin = start(
         {"name": "a", "script": ["500"], "models": ["m"]},
@@ -249,17 +264,7 @@ def test_a_full_provider_pool_falls_over_without_counting_a_failure(start: Start
         aliases=[{"name": "smart", "targets": ["a/m", "b/m2"]}],
     )
 
-    async def both() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            body = {"model": "smart", "messages": MESSAGES}
-            first = asyncio.create_task(
-                client.post(server.base_url + "/chat/completions", json=body)
-            )
-            await asyncio.sleep(0.1)
-            second = await client.post(server.base_url + "/chat/completions", json=body)
-            return [await first, second]
-
-    first, second = asyncio.run(both())
+    first, second = _one_then_another(server, "smart")
     assert first.headers["x-sluiceway-provider"] == "a"
     assert second.headers["x-sluiceway-provider"] == "b"
     assert second.headers["x-sluiceway-attempts"] == "1"  # a was full, never called
@@ -270,17 +275,7 @@ def test_a_full_pool_with_nowhere_else_to_go_is_503(start: Start) -> None:
         {"name": "a", "delay": 0.5, "concurrency": 1, "buffer": 0, "drop_excess": True}
     )
 
-    async def both() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            body = {"model": "m", "messages": MESSAGES}
-            first = asyncio.create_task(
-                client.post(server.base_url + "/chat/completions", json=body)
-            )
-            await asyncio.sleep(0.1)
-            second = await client.post(server.base_url + "/chat/completions", json=body)
-            return [await first, second]
-
-    first, second = asyncio.run(both())
+    first, second = _one_then_another(server, "m")
     assert first.status_code == 200
     assert second.status_code == 503
     assert second.json()["error"]["code"] == "busy"
@@ -293,17 +288,7 @@ def test_the_gateway_wide_cap_answers_busy_when_the_wait_runs_out(start: Start) 
         gateway={"max_concurrent_requests": 1, "queue_timeout": "100ms"},
     )
 
-    async def both() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            body = {"model": "m", "messages": MESSAGES}
-            first = asyncio.create_task(
-                client.post(server.base_url + "/chat/completions", json=body)
-            )
-            await asyncio.sleep(0.1)
-            second = await client.post(server.base_url + "/chat/completions", json=body)
-            return [await first, second]
-
-    first, second = asyncio.run(both())
+    first, second = _one_then_another(server, "m")
     assert first.status_code == 200
     assert second.status_code == 503
     assert "the gateway is busy" in second.json()["error"]["message"]
