@@ -81,6 +81,8 @@ class Gateway:
             else None
         )
         self._auth_chain = self._build_auth_chain()
+        # Built middleware that own resources (a ``lifespan()`` method), outermost last.
+        self._middleware_lifespans: list[tuple[str, Any]] = []
         self._app: ASGIApp = self._build_stack()
 
     # -- build -------------------------------------------------------------
@@ -170,11 +172,14 @@ class Gateway:
 
     def _wrap(self, registered: Any, app: ASGIApp) -> ASGIApp:
         middleware = registered.item
-        return _built_by(  # type: ignore[no-any-return]
+        built = _built_by(
             registered.plugin,
             f"middleware {middleware.name!r}",
             lambda: middleware.factory(app, self),
         )
+        if callable(getattr(built, "lifespan", None)):
+            self._middleware_lifespans.append((registered.plugin, built))
+        return built  # type: ignore[no-any-return]
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -252,12 +257,18 @@ class Gateway:
         opened = await open_providers(self._provider_plans, self, stack)
         self.providers = {o.settings.name: o.provider for o in opened}
         self.router = build_router(self.config, opened)
-        for plugin, manager in self.plugins.call_each("lifespan", gateway=self):
+        managers: list[tuple[str, Any]] = [
+            (plugin.name, manager)
+            for plugin, manager in self.plugins.call_each("lifespan", gateway=self)
+        ]
+        # Innermost middleware first: it is closed last, after the layers wrapping it.
+        managers += [(plugin, built.lifespan()) for plugin, built in self._middleware_lifespans]
+        for plugin_name, manager in managers:
             if manager is None:
                 continue
             if not hasattr(manager, "__aenter__"):
                 raise StartupError(
-                    f"plugin {plugin.name!r}: lifespan must return an async context manager "
+                    f"plugin {plugin_name!r}: lifespan must return an async context manager "
                     f"or None, not {type(manager).__name__}"
                 )
             await stack.enter_async_context(manager)

@@ -9,6 +9,12 @@ can use them without a conftest:
   started is stopped at the end of the test.
 * ``serve_asgi(app)`` does the same for any ASGI app (a fake upstream, a host
   app that mounts the gateway).
+* ``redis_server`` starts a private ``redis-server`` (Debian's, installed by
+  the bootstrap) on a free loopback port, with no persistence; ``.url`` is its
+  ``redis://`` URL and ``.kill()`` takes it away mid-test.
+* ``gateway_processes(config, count)`` starts ``count`` separate
+  ``sluiceway serve`` processes on free ports with one config file, for
+  cross-process behaviour (limits, bans shared through Redis).
 * ``fake_openai(**kwargs)`` starts a :class:`~sluiceway.fakes.FakeOpenAI`: a
   real OpenAI-compatible upstream on loopback with scripted faults (statuses,
   delays, stalls, resets and clean closes mid-stream, garbage, error events).
@@ -22,10 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +46,17 @@ from .app import Gateway, create_app
 from .config import Config, Duration, ServerSettings
 from .fakes import FakeOpenAI
 
-__all__ = ["RunningServer", "fake_openai", "gateway_factory", "serve_asgi", "start_server"]
+__all__ = [
+    "GatewayProcess",
+    "RedisServer",
+    "RunningServer",
+    "fake_openai",
+    "gateway_factory",
+    "gateway_processes",
+    "redis_server",
+    "serve_asgi",
+    "start_server",
+]
 
 
 @dataclass
@@ -191,3 +213,134 @@ def fake_openai() -> Iterator[Callable[..., FakeOpenAI]]:
     crashed = [error for fake in fakes for error in fake.errors]
     if crashed:
         raise RuntimeError(f"a fake upstream crashed: {crashed[0]!r}") from crashed[0]
+
+
+def _free_port() -> int:
+    with contextlib.closing(_free_socket()) as sock:
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RedisServer:
+    """A ``redis-server`` child process on ``127.0.0.1:<port>``."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def kill(self) -> None:
+        """Take the server away at once (SIGKILL), as a crash would."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port, killed at teardown."""
+    executable = shutil.which("redis-server") or "/usr/sbin/redis-server"
+    if not os.path.exists(executable):
+        raise RuntimeError(
+            "redis-server is not installed: run `make setup` (scripts/apt-packages.txt)"
+        )
+    port = _free_port()
+    process = subprocess.Popen(
+        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    server = RedisServer(process, port)
+    try:
+        for _ in range(400):
+            if _redis_answers(port):
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}")
+            time.sleep(0.025)
+        else:
+            raise RuntimeError("redis-server did not answer PING within 10 s")
+        yield server
+    finally:
+        server.kill()
+
+
+@dataclass
+class GatewayProcess:
+    """A ``sluiceway serve`` child process; its output goes to ``log``."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (a graceful drain), then the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise
+
+
+@pytest.fixture
+def gateway_processes(tmp_path: Path) -> Iterator[Callable[..., list[GatewayProcess]]]:
+    """Start separate gateway processes with one config: ``gateway_processes(path, 2)``.
+
+    Returns once each accepts connections; all are stopped at teardown."""
+    started: list[GatewayProcess] = []
+
+    def start(config: str | os.PathLike[str], count: int = 1) -> list[GatewayProcess]:
+        group = []
+        for _ in range(count):
+            port = _free_port()
+            log = tmp_path / f"gateway-{len(started) + len(group)}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "sluiceway.cli", "serve", "--config", str(config),
+                     "--host", "127.0.0.1", "--port", str(port)],
+                    stdout=out, stderr=subprocess.STDOUT,
+                )
+            group.append(GatewayProcess(process, port, log))
+        started.extend(group)
+        for gateway in group:
+            for _ in range(800):
+                if gateway.process.poll() is not None:
+                    raise RuntimeError(f"gateway exited: {gateway.log.read_text()}")
+                with socket.socket() as sock:
+                    if sock.connect_ex(("127.0.0.1", gateway.port)) == 0:
+                        break
+                time.sleep(0.025)
+            else:
+                raise RuntimeError(f"gateway did not start: {gateway.log.read_text()}")
+        return group
+
+    yield start
+    for gateway in started:
+        if gateway.process.poll() is None:
+            gateway.process.send_signal(signal.SIGTERM)
+    for gateway in started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            gateway.stop()

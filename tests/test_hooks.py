@@ -549,6 +549,49 @@ def test_hook_lifespan(gateway_factory: Factory) -> None:
     assert not gateway.started
 
 
+class PooledMiddleware:
+    """A middleware that owns a resource: the gateway enters its ``lifespan()``."""
+
+    def __init__(self, app: sluiceway.components.ASGIApp, events: list[str]) -> None:
+        self.app = app
+        self.events = events
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        self.events.append("open pool")
+        try:
+            yield
+        finally:
+            self.events.append("close pool")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+class PooledMiddlewarePlugin:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    @sluiceway.hookimpl
+    def register_middleware(self, register: Callable[[sluiceway.Middleware], None]) -> None:
+        register(sluiceway.Middleware(
+            "pooled", lambda app, gateway: PooledMiddleware(app, self.events),
+        ))
+
+
+def test_middleware_lifespan_is_entered_with_the_gateway(gateway_factory: Factory) -> None:
+    events: list[str] = []
+    server = gateway_factory(REVERSE_CONFIG, plugins=[
+        ("reverse", ReversePlugin()), ("pooled", PooledMiddlewarePlugin(events)),
+        ("a", ConnectionPlugin("a", events)),
+    ])
+    assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
+    # After the plugins' own lifespans; closed before them.
+    assert events == ["open a (providers: ['rev'])", "open pool"]
+    server.stop()
+    assert events[2:] == ["close pool", "close a"]
+
+
 def test_middleware_sees_usage_and_provider_after_the_endpoint(
     gateway_factory: Callable[..., RunningServer],
 ) -> None:
