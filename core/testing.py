@@ -313,7 +313,7 @@ def gateway_processes(tmp_path: Path) -> Iterator[Callable[..., list[GatewayProc
     started: list[GatewayProcess] = []
 
     def start(config: str | os.PathLike[str], count: int = 1) -> list[GatewayProcess]:
-        group = []
+        group: list[GatewayProcess] = []
         for _ in range(count):
             port = _free_port()
             log = tmp_path / f"gateway-{len(started) + len(group)}.log"

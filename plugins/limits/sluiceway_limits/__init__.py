@@ -14,7 +14,8 @@ Enable it after the auth plugin in plugins.toml::
 
 Each key's ``rpm``, ``tpm`` and ``max_concurrent`` (set with ``sluiceway keys
 create --rpm ...``) take precedence over the defaults. Only
-``POST /v1/chat/completions`` is limited. Limits live in this process's memory.
+``POST /v1/chat/completions`` is limited. Limits live in this process's memory,
+or with ``storage = "redis://host:port/db"`` in Redis, shared between processes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .middleware import (
     estimate_tokens,
     format_duration,
 )
+from .redis_store import RedisConcurrency, RedisLimiter, RedisStore
 
 __all__ = [
     "ConcurrencyLimiter",
@@ -45,6 +47,9 @@ __all__ = [
     "Limiter",
     "LimitsMiddleware",
     "LimitsOptions",
+    "RedisConcurrency",
+    "RedisLimiter",
+    "RedisStore",
     "SlidingWindowCounter",
     "create_middleware",
     "estimate_tokens",

@@ -9,13 +9,23 @@ gives back what earlier steps took and raises :class:`sluiceway.RateLimited`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from sluiceway import CONTEXT_KEY, Duration, Gateway, GatewayError, RateLimited, RequestContext
+from sluiceway import (
+    CONTEXT_KEY,
+    Duration,
+    Gateway,
+    GatewayError,
+    RateLimited,
+    RequestContext,
+    ServiceUnavailable,
+)
 from sluiceway.config import validate_options
 
 from .limiter import (
@@ -25,6 +35,7 @@ from .limiter import (
     Limiter,
     SlidingWindowCounter,
 )
+from .redis_store import RedisConcurrency, RedisLimiter, RedisStore
 
 __all__ = [
     "LimitsMiddleware",
@@ -46,6 +57,8 @@ ANONYMOUS = "anonymous"
 TOKENS_PER_MESSAGE = 4
 CHARS_PER_TOKEN = 4
 
+STORAGE_SCHEMES = ("memory", "redis", "rediss", "unix")
+
 _Limit = Annotated[int, msgspec.Meta(ge=0)]
 
 
@@ -58,10 +71,29 @@ class LimitsOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # The output a request is assumed to produce when it sets no max_tokens.
     default_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
     window: Duration = Duration(60)
+    # "memory://" (this process) or "redis://host:port/db" (shared between processes).
+    storage: str = "memory://"
+    key_prefix: str = "sluiceway:limits:"
+    # How long a Redis concurrency slot outlives a process that died holding it.
+    lease_ttl: Duration = Duration(300)
+    # Redis unreachable: "open" falls back to in-memory limits, "closed" answers 503.
+    on_storage_error: Literal["open", "closed"] = "open"
 
     def __post_init__(self) -> None:
         if not self.window > 0:
             raise ValueError("window must be longer than 0s")
+        if not self.lease_ttl > 0:
+            raise ValueError("lease_ttl must be longer than 0s")
+        scheme, sep, rest = self.storage.partition("://")
+        if not sep or scheme not in STORAGE_SCHEMES:
+            raise ValueError(
+                f"storage must start with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)},"
+                f" not {self.storage!r}"
+            )
+        if scheme == "memory" and rest:
+            raise ValueError(f"storage must be exactly 'memory://', not {self.storage!r}")
+        if scheme != "memory" and not rest:
+            raise ValueError(f"storage {self.storage!r} names no Redis server")
 
 
 def estimate_tokens(body: object, default_max_tokens: int) -> int:
@@ -147,14 +179,23 @@ class LimitsMiddleware:
         *,
         limiter: Limiter | None = None,
         concurrency: ConcurrencyLimiter | None = None,
+        store: RedisStore | None = None,
     ) -> None:
         self.app = app
+        self.store = store
         self.options = options
         self.window = float(options.window)
         self.limiter: Limiter = limiter if limiter is not None else SlidingWindowCounter()
         self.concurrency: ConcurrencyLimiter = (
             concurrency if concurrency is not None else InMemoryConcurrency()
         )
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """Entered by the gateway at startup: closes the Redis client (opened on
+        first use, in the serving loop) at shutdown."""
+        if self.store is not None:
+            return self.store.lifespan()
+        return contextlib.nullcontext()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -252,7 +293,11 @@ class LimitsMiddleware:
                 if not settled:  # a whole answer: its usage is known already
                     await settle()
                     if settled and tpm is not None:
-                        headers.set("tokens", tpm, await limiter.reserve(tpm_key, 0, tpm, window))
+                        # Only a refresh of the headers: never turns the answer into
+                        # an error (storage down with on_storage_error = "closed").
+                        with contextlib.suppress(ServiceUnavailable):
+                            headers.set("tokens", tpm,
+                                        await limiter.reserve(tpm_key, 0, tpm, window))
                 message["headers"] = [*message.get("headers", ()), *headers.raw()]
             elif not settled and not message.get("more_body", False):
                 # A stream's last frame: settle before the client can see the end
@@ -288,4 +333,13 @@ def create_middleware(app: ASGIApp, gateway: Gateway) -> LimitsMiddleware:
     options = validate_options(
         config.plugin_options(PLUGIN), LimitsOptions, source=config.source, key=f"plugin.{PLUGIN}"
     )
-    return LimitsMiddleware(app, options)
+    if options.storage == "memory://":
+        return LimitsMiddleware(app, options)
+    store = RedisStore(
+        options.storage, key_prefix=options.key_prefix, lease_ttl=float(options.lease_ttl),
+        on_storage_error=options.on_storage_error,
+    )
+    return LimitsMiddleware(
+        app, options, limiter=RedisLimiter(store), concurrency=RedisConcurrency(store),
+        store=store,
+    )

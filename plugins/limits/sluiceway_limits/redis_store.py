@@ -1,0 +1,311 @@
+"""The Redis backend: the same :class:`Limiter` and :class:`ConcurrencyLimiter`,
+shared by every gateway process that uses the same Redis.
+
+Each ``reserve`` / ``adjust`` / ``acquire`` is one Lua script (``EVALSHA``), so one
+atomic round trip. Windows are aligned to Redis ``TIME``, not to each process's
+clock. Requests in flight are leases in a sorted set scored by expiry, so a
+crashed process leaks no slots for longer than ``lease_ttl``.
+
+When Redis cannot be reached, ``on_storage_error`` decides: ``"open"`` falls back
+to the in-memory limiters of this process (a warning at most every 10 s),
+``"closed"`` refuses with 503 ``limits_unavailable``. Settling and releasing
+never refuse: they are best effort (a lease expires by itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from sluiceway import ServiceUnavailable
+
+from .limiter import Decision, InMemoryConcurrency, SlidingWindowCounter, _Counter
+
+__all__ = ["RedisConcurrency", "RedisLimiter", "RedisStore"]
+
+log = logging.getLogger("sluiceway.limits")
+
+T = TypeVar("T")
+OnError = Literal["open", "closed"]
+
+# After a failure, Redis is not tried again for this long: requests neither
+# wait for a refused connection nor pile up on a dead server.
+_RETRY_AFTER_FAILURE = 1.0
+_WARN_EVERY = 10.0
+_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+# KEYS[1]: the key's prefix. ARGV: amount, limit, window (microseconds).
+# Returns {allowed, current, previous, now (microseconds)} after the reservation.
+RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local amount = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local index = math.floor(now / window)
+local window_ms = window / 1000
+local current_key = KEYS[1] .. ':' .. string.format('%d', index * window_ms)
+local previous_key = KEYS[1] .. ':' .. string.format('%d', (index - 1) * window_ms)
+local current = tonumber(redis.call('GET', current_key) or '0')
+local previous = tonumber(redis.call('GET', previous_key) or '0')
+local elapsed = now / window - index
+local used = previous * (1.0 - elapsed) + current
+local allowed = 0
+if amount <= limit and used + amount <= limit then
+  allowed = 1
+  if amount > 0 then
+    current = redis.call('INCRBY', current_key, amount)
+    redis.call('PEXPIRE', current_key, math.ceil(2 * window_ms))
+  end
+end
+return {allowed, current, previous, now}
+"""
+
+# KEYS[1]: the key's prefix. ARGV: delta, window (microseconds). A negative
+# delta larger than the current count is taken from the previous one.
+ADJUST = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local delta = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local index = math.floor(now / window)
+local window_ms = window / 1000
+local current_key = KEYS[1] .. ':' .. string.format('%d', index * window_ms)
+local previous_key = KEYS[1] .. ':' .. string.format('%d', (index - 1) * window_ms)
+local current = tonumber(redis.call('GET', current_key) or '0')
+current = current + delta
+if current < 0 then
+  local previous = tonumber(redis.call('GET', previous_key) or '0')
+  if previous > 0 then
+    redis.call('SET', previous_key, string.format('%d', math.max(previous + current, 0)),
+               'KEEPTTL')
+  end
+  current = 0
+end
+if delta > 0 or redis.call('EXISTS', current_key) == 1 then
+  redis.call('SET', current_key, string.format('%d', current), 'PX', math.ceil(2 * window_ms))
+end
+return current
+"""
+
+# KEYS[1]: the key's lease set. ARGV: limit, lease id, lease ttl (ms).
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+
+class RedisStore:
+    """One Redis client per gateway, created lazily in the serving loop and closed
+    by the plugin's lifespan; plus what to do when Redis is down."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "sluiceway:limits:",
+        lease_ttl: float = 300.0,
+        on_storage_error: OnError = "open",
+        timeout: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.key_prefix = key_prefix
+        self.lease_ttl = lease_ttl
+        self.on_storage_error: OnError = on_storage_error
+        self.timeout = timeout
+        self._client: aredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._down_until = 0.0
+        self._warned_at = -math.inf
+
+    def client(self) -> aredis.Redis:
+        if self._client is None:
+            self._client = aredis.Redis.from_url(
+                self.url,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 1),  # once: a pooled connection may be stale
+            )
+            self._scripts = {
+                name: self._client.register_script(source)
+                for name, source in (("reserve", RESERVE), ("adjust", ADJUST),
+                                     ("acquire", ACQUIRE))
+            }
+        return self._client
+
+    async def script(self, name: str, keys: list[str], args: list[int | str]) -> Any:
+        self.client()
+        return await self._scripts[name](keys=keys, args=args)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        self._scripts = {}
+        if client is not None:
+            with contextlib.suppress(*_ERRORS):
+                await client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    def key(self, key: str) -> str:
+        # The hash tag keeps a key's buckets in one slot of a Redis Cluster.
+        return f"{self.key_prefix}{{{key}}}"
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T | None:
+        """``operation``'s result, or None when Redis failed (or failed just now)."""
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            return await operation()
+        except _ERRORS as exc:
+            self._down_until = time.monotonic() + _RETRY_AFTER_FAILURE
+            self.warn(exc)
+            return None
+
+    def warn(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            fallback = ("falling back to this process's in-memory limits"
+                        if self.on_storage_error == "open" else "refusing limited requests")
+            log.warning("limits: Redis storage %s failed (%s: %s); %s",
+                        _redact(self.url), type(exc).__name__, exc, fallback)
+
+    def unavailable(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            "Rate limits cannot be checked right now: their storage is unavailable.",
+            code="limits_unavailable", retry_after=1,
+        )
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + rest
+
+
+async def _shielded(awaitable: Awaitable[T]) -> T:
+    """Settling and releasing finish even if the request is cancelled meanwhile."""
+    return await asyncio.shield(awaitable)
+
+
+class RedisLimiter:
+    """The sliding-window counter of :class:`~sluiceway_limits.SlidingWindowCounter`,
+    kept in Redis: two counters per key (``<prefix>{<key>}:<window start ms>``)
+    that expire two windows after their last change."""
+
+    def __init__(self, store: RedisStore, fallback: SlidingWindowCounter | None = None) -> None:
+        self.store = store
+        self.fallback = fallback if fallback is not None else SlidingWindowCounter()
+
+    async def reserve(self, key: str, amount: int, limit: int, window: float) -> Decision:
+        window_us = max(round(window * 1_000_000), 1000)
+        reply = await self.store.call(lambda: self.store.script(
+            "reserve", [self.store.key(key)], [amount, limit, window_us]))
+        if reply is None:
+            if self.store.on_storage_error == "closed":
+                raise self.store.unavailable()
+            return await self.fallback.reserve(key, amount, limit, window)
+        allowed, current, previous, now = (int(value) for value in reply)
+        return decision(bool(allowed), amount, limit, window, int(current), int(previous),
+                        now / window_us)
+
+    async def adjust(self, key: str, delta: int, window: float) -> None:
+        if delta == 0:
+            return
+        await _shielded(self._adjust(key, delta, window))
+
+    async def _adjust(self, key: str, delta: int, window: float) -> None:
+        window_us = max(round(window * 1_000_000), 1000)
+        reply = await self.store.call(lambda: self.store.script(
+            "adjust", [self.store.key(key)], [delta, window_us]))
+        if reply is None and self.store.on_storage_error == "open":
+            await self.fallback.adjust(key, delta, window)
+
+
+def decision(
+    allowed: bool, amount: int, limit: int, window: float, current: int, previous: int,
+    position: float,
+) -> Decision:
+    """The :class:`Decision` for a state read from Redis, computed as the in-memory
+    counter does; ``position`` is the time in windows (``now / window``)."""
+    index = math.floor(position)
+    elapsed = position - index
+    counter = _Counter(window, index)
+    counter.current, counter.previous = current, previous
+    used = counter.used(elapsed)
+    if allowed:
+        retry = 0.0
+    elif amount > limit:
+        retry = math.inf
+    else:
+        retry = counter.wait_for(amount, limit, elapsed)
+    remaining = max(math.floor(limit - used + 1e-9), 0)
+    return Decision(allowed, remaining, counter.reset_after(elapsed), retry)
+
+
+class RedisConcurrency:
+    """Requests in flight per key as leases: a sorted set ``<prefix>{concurrency:<key>}``
+    of lease ids scored by their expiry. ``acquire`` drops expired leases, counts
+    and adds in one script; ``release`` removes one of this process's leases."""
+
+    def __init__(self, store: RedisStore, fallback: InMemoryConcurrency | None = None) -> None:
+        self.store = store
+        self.fallback = fallback if fallback is not None else InMemoryConcurrency()
+        # The leases this process holds per key; None: one taken from the fallback.
+        self._leases: dict[str, list[str | None]] = {}
+
+    async def acquire(self, key: str, limit: int) -> bool:
+        lease = uuid.uuid4().hex
+        ttl = max(math.ceil(self.store.lease_ttl * 1000), 1)
+        reply = await self.store.call(lambda: self.store.script(
+            "acquire", [self.store.key(f"concurrency:{key}")], [limit, lease, ttl]))
+        if reply is None:
+            if self.store.on_storage_error == "closed":
+                raise self.store.unavailable()
+            if not await self.fallback.acquire(key, limit):
+                return False
+            self._leases.setdefault(key, []).append(None)
+            return True
+        if not int(reply):
+            return False
+        self._leases.setdefault(key, []).append(lease)
+        return True
+
+    async def release(self, key: str) -> None:
+        leases = self._leases.get(key)
+        if not leases:
+            return
+        lease = leases.pop()
+        if not leases:
+            del self._leases[key]
+        if lease is None:
+            await self.fallback.release(key)
+            return
+        name = self.store.key(f"concurrency:{key}")
+        # On failure the lease simply expires.
+        await _shielded(self.store.call(lambda: self.store.client().zrem(name, lease)))
