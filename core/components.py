@@ -172,7 +172,9 @@ class Route:
     ``endpoint`` is a plain ASGI app; ``scope["sluiceway.context"]`` holds the
     :class:`~sluiceway.context.RequestContext`. ``public`` routes skip auth
     (health checks). ``dialect`` picks the error shape: ``"openai"`` or
-    ``"anthropic"``.
+    ``"anthropic"``. ``calls_model`` marks a route that sends a prompt to a
+    model (chat completions, messages): policies that count requests and
+    tokens (rate limits, budgets, metrics) apply to these routes.
     """
 
     path: str
@@ -181,6 +183,7 @@ class Route:
     name: str = ""
     public: bool = False
     dialect: Literal["openai", "anthropic"] = "openai"
+    calls_model: bool = False
 
 
 MiddlewareFactory = Callable[[ASGIApp, "Gateway"], ASGIApp]

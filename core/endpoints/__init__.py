@@ -16,7 +16,8 @@ __all__ = ["register_routes"]
 @hookimpl(trylast=True)
 def register_routes(register: Callable[[Route], None]) -> None:
     """The OpenAI-compatible API and the health checks."""
-    register(Route("/v1/chat/completions", chat_completions, ("POST",), name="chat"))
+    register(Route("/v1/chat/completions", chat_completions, ("POST",), name="chat",
+                   calls_model=True))
     register(Route("/v1/models", list_models, ("GET",), name="models"))
     register(Route("/v1/models/{model}", retrieve_model, ("GET",), name="model"))
     register(Route("/healthz", healthz, ("GET",), name="healthz", public=True))

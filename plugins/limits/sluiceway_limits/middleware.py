@@ -202,7 +202,7 @@ class LimitsMiddleware:
             await self.app(scope, receive, send)
             return
         ctx: RequestContext = scope[CONTEXT_KEY]
-        if ctx.route is None or ctx.route.name != "chat":
+        if ctx.route is None or not ctx.route.calls_model:
             await self.app(scope, receive, send)
             return
         principal = ctx.principal
