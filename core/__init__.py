@@ -37,6 +37,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .hookspecs import HOOK_API_VERSION, hookimpl
+from .middleware.request_context import render_error as send_error
 from .upstream import UpstreamClient, UpstreamLimits, UpstreamResponse
 
 __version__ = "0.1.0"
@@ -84,4 +85,5 @@ __all__ = [
     "hookimpl",
     "load_config",
     "parse_config",
+    "send_error",
 ]

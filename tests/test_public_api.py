@@ -53,6 +53,7 @@ PUBLIC_API = [
     "hookimpl",
     "load_config",
     "parse_config",
+    "send_error",
 ]
 
 

@@ -39,7 +39,11 @@ class _InternalError(GatewayError):
 
 
 async def render_error(send: Send, error: GatewayError, dialect: str, request_id: str) -> None:
-    """Send ``error`` as a complete response in the client's dialect."""
+    """Send ``error`` as a complete response in the client's dialect.
+
+    Public as ``sluiceway.send_error``: middleware that wraps an application of
+    its own (outside a gateway, where no outer layer renders errors) answers
+    with it."""
     if dialect == "anthropic":
         body = anthropic.error_body(error, request_id)
     else:

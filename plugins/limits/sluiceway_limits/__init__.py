@@ -38,6 +38,8 @@ from .middleware import (
     estimate_tokens,
     format_duration,
 )
+from .moving_window import MovingWindow, RedisMovingWindow
+from .own_app import RateLimit, client_address
 from .redis_store import RedisConcurrency, RedisLimiter, RedisStore
 
 __all__ = [
@@ -47,10 +49,14 @@ __all__ = [
     "Limiter",
     "LimitsMiddleware",
     "LimitsOptions",
+    "MovingWindow",
+    "RateLimit",
     "RedisConcurrency",
     "RedisLimiter",
+    "RedisMovingWindow",
     "RedisStore",
     "SlidingWindowCounter",
+    "client_address",
     "create_middleware",
     "estimate_tokens",
     "format_duration",

@@ -29,6 +29,9 @@ __all__ = [
 # A client told to come back at the exact instant would sometimes be a hair
 # early (float rounding, truncated retry-after-ms): add a millisecond.
 _MARGIN = 0.001
+# The weighted count is a float: 10 x 0.7 may come out as 7.000000000000001,
+# which must not refuse the request that makes it exactly 10.
+_EPSILON = 1e-9
 # Idle keys checked for eviction per call: keeps every call O(1).
 _SWEEP = 4
 
@@ -169,13 +172,13 @@ class SlidingWindowCounter:
         used = counter.used(elapsed)
         if amount > limit:
             allowed, retry = False, math.inf
-        elif used + amount <= limit:
+        elif used + amount <= limit + _EPSILON:
             counter.current += amount
             used += amount
             allowed, retry = True, 0.0
         else:
             allowed, retry = False, counter.wait_for(amount, limit, elapsed)
-        remaining = max(math.floor(limit - used + 1e-9), 0)
+        remaining = max(math.floor(limit - used + _EPSILON), 0)
         return Decision(allowed, remaining, counter.reset_after(elapsed), retry)
 
     async def adjust(self, key: str, delta: int, window: float) -> None:

@@ -35,6 +35,7 @@ from .limiter import (
     Limiter,
     SlidingWindowCounter,
 )
+from .moving_window import MovingWindow, RedisMovingWindow
 from .redis_store import RedisConcurrency, RedisLimiter, RedisStore
 
 __all__ = [
@@ -71,6 +72,8 @@ class LimitsOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # The output a request is assumed to produce when it sets no max_tokens.
     default_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
     window: Duration = Duration(60)
+    # How requests per window are counted; tokens always use the sliding-window counter.
+    rpm_strategy: Literal["sliding-window-counter", "moving-window"] = "sliding-window-counter"
     # "memory://" (this process) or "redis://host:port/db" (shared between processes).
     storage: str = "memory://"
     key_prefix: str = "sluiceway:limits:"
@@ -179,13 +182,18 @@ class LimitsMiddleware:
         *,
         limiter: Limiter | None = None,
         concurrency: ConcurrencyLimiter | None = None,
+        request_limiter: Limiter | None = None,
         store: RedisStore | None = None,
     ) -> None:
         self.app = app
         self.store = store
         self.options = options
         self.window = float(options.window)
+        # Tokens (and requests, unless request_limiter is given).
         self.limiter: Limiter = limiter if limiter is not None else SlidingWindowCounter()
+        if request_limiter is None and options.rpm_strategy == "moving-window":
+            request_limiter = MovingWindow()
+        self.requests: Limiter = request_limiter if request_limiter is not None else self.limiter
         self.concurrency: ConcurrencyLimiter = (
             concurrency if concurrency is not None else InMemoryConcurrency()
         )
@@ -230,7 +238,7 @@ class LimitsMiddleware:
         """The headers as things stand, without reserving anything."""
         headers = _Headers()
         if rpm is not None:
-            headers.set("requests", rpm, await self.limiter.reserve(f"rpm:{key}", 0, rpm,
+            headers.set("requests", rpm, await self.requests.reserve(f"rpm:{key}", 0, rpm,
                                                                   self.window))
         if tpm is not None:
             headers.set("tokens", tpm, await self.limiter.reserve(f"tpm:{key}", 0, tpm,
@@ -257,7 +265,7 @@ class LimitsMiddleware:
                 )
         headers = _Headers()
         if rpm is not None:
-            decision = await limiter.reserve(rpm_key, 1, rpm, window)
+            decision = await self.requests.reserve(rpm_key, 1, rpm, window)
             headers.set("requests", rpm, decision)
             if not decision.allowed:
                 if tpm is not None:
@@ -271,8 +279,9 @@ class LimitsMiddleware:
             headers.set("tokens", tpm, decision)
             if not decision.allowed:
                 if rpm is not None:  # this request will not be made after all
-                    await limiter.adjust(rpm_key, -1, window)
-                    headers.set("requests", rpm, await limiter.reserve(rpm_key, 0, rpm, window))
+                    await self.requests.adjust(rpm_key, -1, window)
+                    headers.set("requests", rpm,
+                                await self.requests.reserve(rpm_key, 0, rpm, window))
                 raise _refusal(
                     f"Rate limit reached for {key}: {tpm} tokens per {format_duration(window)}"
                     f" (this request reserves about {estimate}).", decision, headers,
@@ -339,7 +348,8 @@ def create_middleware(app: ASGIApp, gateway: Gateway) -> LimitsMiddleware:
         options.storage, key_prefix=options.key_prefix, lease_ttl=float(options.lease_ttl),
         on_storage_error=options.on_storage_error,
     )
+    moving = options.rpm_strategy == "moving-window"
     return LimitsMiddleware(
         app, options, limiter=RedisLimiter(store), concurrency=RedisConcurrency(store),
-        store=store,
+        request_limiter=RedisMovingWindow(store) if moving else None, store=store,
     )

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from sluiceway import ServiceUnavailable
 
-from .limiter import Decision, InMemoryConcurrency, SlidingWindowCounter, _Counter
+from .limiter import _EPSILON, Decision, InMemoryConcurrency, SlidingWindowCounter, _Counter
 
 __all__ = ["RedisConcurrency", "RedisLimiter", "RedisStore"]
 
@@ -62,7 +62,7 @@ local previous = tonumber(redis.call('GET', previous_key) or '0')
 local elapsed = now / window - index
 local used = previous * (1.0 - elapsed) + current
 local allowed = 0
-if amount <= limit and used + amount <= limit then
+if amount <= limit and used + amount <= limit + 1e-9 then
   allowed = 1
   if amount > 0 then
     current = redis.call('INCRBY', current_key, amount)
@@ -133,6 +133,7 @@ class RedisStore:
         self.on_storage_error: OnError = on_storage_error
         self.timeout = timeout
         self._client: aredis.Redis | None = None
+        self._sources = {"reserve": RESERVE, "adjust": ADJUST, "acquire": ACQUIRE}
         self._scripts: dict[str, Any] = {}
         self._down_until = 0.0
         self._warned_at = -math.inf
@@ -147,10 +148,15 @@ class RedisStore:
             )
             self._scripts = {
                 name: self._client.register_script(source)
-                for name, source in (("reserve", RESERVE), ("adjust", ADJUST),
-                                     ("acquire", ACQUIRE))
+                for name, source in self._sources.items()
             }
         return self._client
+
+    def add_script(self, name: str, source: str) -> None:
+        """Make one more Lua script callable with :meth:`script`."""
+        self._sources[name] = source
+        if self._client is not None:
+            self._scripts[name] = self._client.register_script(source)
 
     async def script(self, name: str, keys: list[str], args: list[int | str]) -> Any:
         self.client()
@@ -264,7 +270,7 @@ def decision(
         retry = math.inf
     else:
         retry = counter.wait_for(amount, limit, elapsed)
-    remaining = max(math.floor(limit - used + 1e-9), 0)
+    remaining = max(math.floor(limit - used + _EPSILON), 0)
     return Decision(allowed, remaining, counter.reset_after(elapsed), retry)
 
 

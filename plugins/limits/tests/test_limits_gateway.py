@@ -229,6 +229,25 @@ def test_limits_default_rpm_applies_to_keys_without_rpm(start: Start, store: Key
         ]
 
 
+def test_limits_moving_window_rpm_with_tpm_on_the_counter(start: Start, store: KeyStore) -> None:
+    created = store.create("crm", rpm=2, tpm=1500)
+    server = start(limits={"rpm_strategy": "moving-window"}, mock={"token_delay": "100ms"})
+    with sdk(server, created.secret) as client:
+        with client.chat.completions.with_streaming_response.create(
+            model="mock-gpt", messages=USER, max_tokens=1000, stream=True
+        ) as streamed:
+            with pytest.raises(openai.RateLimitError) as refused:  # over tpm: rpm given back
+                client.chat.completions.create(model="mock-gpt", messages=USER, max_tokens=1000)
+            list(streamed.parse())
+        assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "1"
+        assert chat(client)["x-ratelimit-remaining-requests"] == "0"
+        with pytest.raises(openai.RateLimitError) as refused:
+            chat(client)
+    assert "2 requests per" in refused.value.message
+    # A moving window frees a slot one window after the oldest request, not later.
+    assert 0 < int(refused.value.response.headers["retry-after-ms"]) <= 60_001
+
+
 def test_limits_anonymous_when_auth_is_off(start: Start) -> None:
     server = start(limits={"default_rpm": 1, "default_tpm": 5000}, auth=False)
     with sdk(server, "unused") as client:

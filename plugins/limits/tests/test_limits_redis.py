@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import redis
 from sluiceway_api_keys import KeyStore
 from sluiceway_limits import (
     ConcurrencyLimiter,
@@ -193,7 +194,10 @@ async def test_limits_redis_down_refuses_or_falls_back_but_settles_quietly(
 # --------------------------------------------------------------------------
 
 
-def write_config(path: Path, redis_url: str, keys_file: Path, ttft: str) -> None:
+def write_config(
+    path: Path, redis_url: str, keys_file: Path, ttft: str,
+    rpm_strategy: str = "sliding-window-counter",
+) -> None:
     path.write_text(
         f"""
 [gateway]
@@ -214,6 +218,7 @@ keys_file = "{keys_file}"
 [plugin.limits]
 storage = "{redis_url}"
 window = "1h"
+rpm_strategy = "{rpm_strategy}"
 """,
         encoding="utf-8",
     )
@@ -279,6 +284,29 @@ async def test_limits_redis_two_processes_share_exact_limits(
     for gateway in gateways:
         assert gateway.stop() == 0, gateway.log.read_text()
         assert "Traceback" not in gateway.log.read_text()
+
+
+async def test_limits_redis_two_processes_share_an_exact_moving_window(
+    redis_server: RedisServer, tmp_path: Path, gateway_processes: Processes,
+) -> None:
+    keys = KeyStore(tmp_path / "keys.toml")
+    rpm_key = keys.create("rpm", rpm=7)
+    config = tmp_path / "plugins.toml"
+    write_config(config, redis_server.url, tmp_path / "keys.toml", ttft="0ms",
+                 rpm_strategy="moving-window")
+    gateways = gateway_processes(config, 2)
+    responses = await burst(gateways, rpm_key.secret, 15, BODY)
+    assert sum(r.status_code == 200 for r in responses) == 7
+    refused = [r for r in responses if r.status_code != 200]
+    assert set(codes(refused)) == {"rate_limit_exceeded"}
+    assert {r.headers["x-ratelimit-remaining-requests"] for r in refused} == {"0"}
+    # One sorted set of seven reservations, on Redis's clock.
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        names = [k.decode() for k in client.keys("sluiceway:limits:{mw:*")]
+        assert len(names) == 1 and client.zcard(names[0]) == 7
+    finally:
+        client.close()
 
 
 # --------------------------------------------------------------------------
