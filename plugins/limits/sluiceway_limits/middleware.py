@@ -101,12 +101,14 @@ class LimitsOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def estimate_tokens(body: object, default_max_tokens: int) -> int:
     """A cheap upper-bound guess of a chat request's tokens: the text of its
-    messages at 4 characters a token (rounded up), 4 tokens per message, plus
+    messages (and of an Anthropic ``system``) at 4 characters a token (rounded
+    up), 4 tokens per message, plus
     ``max_completion_tokens`` / ``max_tokens`` (else ``default_max_tokens``)."""
     if not isinstance(body, Mapping):
         return default_max_tokens
     messages = body.get("messages")
-    chars = count = 0
+    # Anthropic's Messages API keeps the system prompt outside the messages.
+    chars, count = _text_length(body.get("system")), 0
     if isinstance(messages, list):
         for message in messages:
             count += 1

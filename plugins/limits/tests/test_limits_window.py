@@ -140,3 +140,8 @@ def test_limits_estimate_tokens() -> None:
     assert estimate_tokens(both, 100) == 3 + 8 + 9
     assert estimate_tokens({**body, "max_tokens": True}, 100) == 3 + 8 + 100
     assert estimate_tokens([], 100) == 100
+    # An Anthropic body: the system prompt is outside the messages.
+    anthropic = {"system": [{"type": "text", "text": "x" * 40}], "max_tokens": 5,
+                 "messages": [{"role": "user", "content": "abcd"}]}
+    assert estimate_tokens(anthropic, 100) == 10 + 1 + 4 + 5
+    assert estimate_tokens({**anthropic, "system": "y" * 8}, 100) == 2 + 1 + 4 + 5
