@@ -220,6 +220,11 @@ class Lab:
             argv = gateway_argv(config)
         return self._start(name, argv, port, cpu=cpu, probe="/healthz")
 
+    def serve(self, name: str, config: Path, port: int, *,
+              cpu: int | set[int] | None = None) -> Proc:
+        """``sluiceway serve`` with a config file written by the caller."""
+        return self._start(name, gateway_argv(config), port, cpu=cpu, probe="/healthz")
+
     def bare(self, name: str, upstream: Proc, *, cpu: int | None = None,
              server: str = "hypercorn") -> Proc:
         port = free_port()

@@ -1,0 +1,142 @@
+"""The policy stack's cost: the same gateway with auth, limits and the abuse guard
+in front of the route, against bare routing, with counters in memory and in Redis.
+
+    python -m benchmarks.policies [--quick] [--no-pin]
+
+Every target is ``sluiceway serve`` with the ``openai`` provider pointed at the
+mock upstream (scenario A: the upstream answers at once), pinned to one core;
+the load generator, the upstream and redis-server share the other. The key's
+limits are far above the load, so every request goes the whole way through
+the policies and none is refused: the figures are the cost of checking.
+Prints Markdown for benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .__main__ import BODY, PATH, Row, ms, table
+from .load import LoadResult, http_load, run
+from .processes import Lab, Proc, cpus, free_port, gateway_config, lab, pin_self
+
+# name, plugins after "openai", [plugin.limits] storage (None: no limits plugin)
+TARGETS: list[tuple[str, list[str], str | None]] = [
+    ("bare routing", [], None),
+    ("+ api-keys", ["api-keys"], None),
+    ("+ api-keys, limits (memory://)", ["api-keys", "limits"], "memory://"),
+    ("+ guard, api-keys, limits (memory://)", ["guard", "api-keys", "limits"], "memory://"),
+    ("+ guard, api-keys, limits (redis://)", ["guard", "api-keys", "limits"], "redis"),
+]
+
+
+def start_redis(the_lab: Lab, cpu: int | None) -> tuple[subprocess.Popen[bytes], str]:
+    executable = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = free_port()
+    process = subprocess.Popen(
+        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(the_lab.workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+    )
+    time.sleep(0.3)
+    if process.poll() is not None:
+        raise RuntimeError("redis-server did not start")
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def policy_config(base: str, plugins: list[str], storage: str | None, keys_file: Path) -> str:
+    """The benchmark's plugins.toml with the policy plugins and their tables added."""
+    listed = ", ".join(f'"{name}"' for name in ["openai", *plugins])
+    config = base.replace('plugins = ["openai"]', f"plugins = [{listed}]")
+    if "api-keys" in plugins:
+        config += f'\n[auth]\nchain = ["api-keys"]\n\n[auth.api-keys]\nkeys_file = "{keys_file}"\n'
+    if storage is not None:
+        config += f'\n[plugin.limits]\nstorage = "{storage}"\n'
+    if "guard" in plugins:
+        guard_storage = storage if storage is not None else "memory://"
+        # The load is one key at thousands of requests per second: lift the burst cap.
+        config += f'\n[plugin.guard]\nstorage = "{guard_storage}"\nburst_rps = 1000000\n'
+    return config
+
+
+def measure(proc: Proc, headers: dict[str, str], concurrency: int,
+            duration: float) -> tuple[LoadResult, float]:
+    before = proc.cpu_seconds()
+    result: LoadResult = run(http_load(proc.url + PATH, BODY, concurrency=concurrency,
+                                       duration=duration, headers=headers))
+    used = proc.cpu_seconds() - before
+    print(f"  {proc.name:<40} c={concurrency:<3} {result.summary()}", file=sys.stderr)
+    return result, used / max(result.requests, 1)
+
+
+def scenario_policies(the_lab: Lab, upstream: Proc, gateway_cpu: int | None,
+                      other_cpu: int | None, scale: float) -> list[Row]:
+    from sluiceway_api_keys import KeyStore
+
+    keys_file = the_lab.workdir / "keys.toml"
+    key = KeyStore(keys_file).create("bench", rpm=100_000_000, tpm=10**12,
+                                     max_concurrent=100_000)
+    headers = {"authorization": f"Bearer {key.secret}"}
+    redis_process, redis_url = start_redis(the_lab, other_cpu)
+    rows: list[Row] = []
+    base_a1 = base_a64 = None
+    try:
+        for name, plugins, storage in TARGETS:
+            port = free_port()
+            config = the_lab.workdir / f"policies-{len(rows)}.toml"
+            base = gateway_config(upstream.url, port)
+            config.write_text(policy_config(
+                base, plugins, redis_url if storage == "redis" else storage, keys_file))
+            proc = the_lab.serve(name, config, port, cpu=gateway_cpu)
+            a1, _ = measure(proc, headers, 1, 5 * scale)
+            a64, cpu64 = measure(proc, headers, 64, 8 * scale)
+            the_lab.stop(proc)
+            if base_a1 is None or base_a64 is None:
+                base_a1, base_a64 = a1, (a64, cpu64)
+            rows.append((
+                name, ms(a1.p(50)), f"+{ms(a1.p(50) - base_a1.p(50))}",
+                f"{a64.rps:,.0f}", f"{a64.rps / base_a64[0].rps:.2f}x",
+                ms(a64.p(99)), ms(cpu64), f"+{ms(cpu64 - base_a64[1])}",
+                str(a1.errors + a64.errors),
+            ))
+    finally:
+        redis_process.kill()
+        redis_process.wait(10)
+    return rows
+
+
+HEADER: Row = ("gateway", "A c=1 p50", "vs bare routing", "A c=64 req/s", "vs bare routing",
+               "A c=64 p99", "CPU / request", "vs bare routing", "errors")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the policy stack's cost per request")
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    args = parser.parse_args()
+    scale = 0.5 if args.quick else 1.0
+    available = cpus()
+    pin = not args.no_pin and len(available) >= 2
+    gateway_cpu, other_cpu = (available[0], available[-1]) if pin else (None, None)
+    pin_self(other_cpu)
+    with lab() as the_lab:
+        upstream = the_lab.upstream(cpu=other_cpu)
+        rows = scenario_policies(the_lab, upstream, gateway_cpu, other_cpu, scale)
+    pinned = (f"gateway on CPU {gateway_cpu}, load+upstream+redis on CPU {other_cpu}"
+              if pin else "no")
+    print(f"\n{datetime.date.today().isoformat()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}, {platform.platform()}; pinned: {pinned}; "
+          f"command: python -m benchmarks.policies {' '.join(sys.argv[1:])}\n")
+    print(table(HEADER, rows))
+
+
+if __name__ == "__main__":
+    main()
