@@ -307,12 +307,15 @@ class GatewayProcess:
 
 @pytest.fixture
 def gateway_processes(tmp_path: Path) -> Iterator[Callable[..., list[GatewayProcess]]]:
-    """Start separate gateway processes with one config: ``gateway_processes(path, 2)``.
+    """Start separate gateway processes with one config: ``gateway_processes(path, 2)``;
+    ``args`` are added to each ``sluiceway serve`` command line (``["--debug"]``).
 
     Returns once each accepts connections; all are stopped at teardown."""
     started: list[GatewayProcess] = []
 
-    def start(config: str | os.PathLike[str], count: int = 1) -> list[GatewayProcess]:
+    def start(
+        config: str | os.PathLike[str], count: int = 1, *, args: Sequence[str] = ()
+    ) -> list[GatewayProcess]:
         group: list[GatewayProcess] = []
         for _ in range(count):
             port = _free_port()
@@ -320,7 +323,7 @@ def gateway_processes(tmp_path: Path) -> Iterator[Callable[..., list[GatewayProc
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "sluiceway.cli", "serve", "--config", str(config),
-                     "--host", "127.0.0.1", "--port", str(port)],
+                     "--host", "127.0.0.1", "--port", str(port), *args],
                     stdout=out, stderr=subprocess.STDOUT,
                 )
             group.append(GatewayProcess(process, port, log))
