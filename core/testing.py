@@ -11,7 +11,9 @@ can use them without a conftest:
   app that mounts the gateway).
 * ``redis_server`` starts a private ``redis-server`` (Debian's, installed by
   the bootstrap) on a free loopback port, with no persistence; ``.url`` is its
-  ``redis://`` URL and ``.kill()`` takes it away mid-test.
+  ``redis://`` URL and ``.kill()`` takes it away mid-test. ``redis_sentinel``
+  (a master watched by one sentinel, ``redis+sentinel://`` URL) and
+  ``redis_cluster`` (three masters, ``redis+cluster://`` URL) likewise.
 * ``gateway_processes(config, count)`` starts ``count`` separate
   ``sluiceway serve`` processes on free ports with one config file, for
   cross-process behaviour (limits, bans shared through Redis).
@@ -28,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +46,7 @@ import pytest
 from .app import Gateway, create_app
 from .config import Config, Duration, ServerSettings
 from .fakes import FakeOpenAI
+from .redis_testing import RedisServer, redis_cluster, redis_sentinel, redis_server
 
 __all__ = [
     "GatewayProcess",
@@ -53,6 +55,8 @@ __all__ = [
     "fake_openai",
     "gateway_factory",
     "gateway_processes",
+    "redis_cluster",
+    "redis_sentinel",
     "redis_server",
     "serve_asgi",
     "start_server",
@@ -219,62 +223,6 @@ def _free_port() -> int:
     with contextlib.closing(_free_socket()) as sock:
         port: int = sock.getsockname()[1]
         return port
-
-
-@dataclass
-class RedisServer:
-    """A ``redis-server`` child process on ``127.0.0.1:<port>``."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def kill(self) -> None:
-        """Take the server away at once (SIGKILL), as a crash would."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-
-
-def _redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server on a free loopback port, killed at teardown."""
-    executable = shutil.which("redis-server") or "/usr/sbin/redis-server"
-    if not os.path.exists(executable):
-        raise RuntimeError(
-            "redis-server is not installed: run `make setup` (scripts/apt-packages.txt)"
-        )
-    port = _free_port()
-    process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    server = RedisServer(process, port)
-    try:
-        for _ in range(400):
-            if _redis_answers(port):
-                break
-            if process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {process.returncode}")
-            time.sleep(0.025)
-        else:
-            raise RuntimeError("redis-server did not answer PING within 10 s")
-        yield server
-    finally:
-        server.kill()
 
 
 @dataclass

@@ -58,7 +58,7 @@ ANONYMOUS = "anonymous"
 TOKENS_PER_MESSAGE = 4
 CHARS_PER_TOKEN = 4
 
-STORAGE_SCHEMES = ("memory", "redis", "rediss", "unix")
+STORAGE_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 
 _Limit = Annotated[int, msgspec.Meta(ge=0)]
 

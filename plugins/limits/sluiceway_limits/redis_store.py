@@ -22,9 +22,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
+from urllib.parse import unquote
 
 import redis.asyncio as aredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
@@ -114,6 +117,53 @@ return 1
 """
 
 
+def _hosts(netloc: str) -> tuple[str | None, list[tuple[str, int]]]:
+    """``[:password@]host:port[,host:port...]`` -> (password, [(host, port)])."""
+    password = None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        password = unquote(userinfo.partition(":")[2] or userinfo) or None
+    hosts = []
+    for item in netloc.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port, not {item!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    return password, hosts
+
+
+def connect(url: str, timeout: float) -> tuple[aredis.Redis, list[aredis.Redis]]:
+    """A client for ``redis://``, ``rediss://``, ``unix://`` (one server),
+    ``redis+sentinel://[:pw@]host:port[,...]/service[/db]`` (the master a
+    sentinel names) or ``redis+cluster://[:pw@]host:port[,...]`` (a cluster);
+    and the clients it uses on the side (the sentinels), to close with it."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1),  # once: a pooled connection may be stale
+    }
+    scheme, _, rest = url.partition("://")
+    if scheme == "redis+sentinel":
+        netloc, _, path = rest.partition("/")
+        service, _, db = path.partition("/")
+        password, hosts = _hosts(netloc)
+        if not service:
+            raise ValueError("redis+sentinel:// needs the service name: .../mymaster")
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client: aredis.Redis = sentinel.master_for(
+            service, password=password, db=int(db or 0), **options)
+        return client, list(sentinel.sentinels)
+    if scheme == "redis+cluster":
+        password, hosts = _hosts(rest.partition("/")[0])
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in hosts],
+            password=password, socket_timeout=timeout, socket_connect_timeout=timeout,
+        )
+        return cluster, []  # type: ignore[return-value]  # the same commands and scripts
+    return aredis.Redis.from_url(url, **options), []
+
+
 class RedisStore:
     """One Redis client per gateway, created lazily in the serving loop and closed
     by the plugin's lifespan; plus what to do when Redis is down."""
@@ -133,6 +183,7 @@ class RedisStore:
         self.on_storage_error: OnError = on_storage_error
         self.timeout = timeout
         self._client: aredis.Redis | None = None
+        self._side_clients: list[aredis.Redis] = []
         self._sources = {"reserve": RESERVE, "adjust": ADJUST, "acquire": ACQUIRE}
         self._scripts: dict[str, Any] = {}
         self._down_until = 0.0
@@ -140,12 +191,7 @@ class RedisStore:
 
     def client(self) -> aredis.Redis:
         if self._client is None:
-            self._client = aredis.Redis.from_url(
-                self.url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 1),  # once: a pooled connection may be stale
-            )
+            self._client, self._side_clients = connect(self.url, self.timeout)
             self._scripts = {
                 name: self._client.register_script(source)
                 for name, source in self._sources.items()
@@ -164,10 +210,11 @@ class RedisStore:
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
+        side, self._side_clients = self._side_clients, []
         self._scripts = {}
-        if client is not None:
+        for closing in [*([client] if client is not None else []), *side]:
             with contextlib.suppress(*_ERRORS):
-                await client.aclose()
+                await closing.aclose()
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:

@@ -23,6 +23,7 @@ from sluiceway_limits import (
     LimitsOptions,
     RedisConcurrency,
     RedisLimiter,
+    RedisMovingWindow,
     RedisStore,
     SlidingWindowCounter,
     estimate_tokens,
@@ -358,3 +359,41 @@ def test_limits_redis_down_fails_closed_with_503(
         assert response.headers["retry-after"] == "1"
         assert "Traceback" not in response.text
     assert codes(refused) == ["limits_unavailable"] * 3
+
+
+# --------------------------------------------------------------------------
+# Sentinel and cluster
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deployment", ["redis_sentinel", "redis_cluster"])
+async def test_limits_redis_sentinel_and_cluster_share_exact_limits(
+    deployment: str, request: pytest.FixtureRequest
+) -> None:
+    server: RedisServer = request.getfixturevalue(deployment)
+    assert server.url.startswith(("redis+sentinel://", "redis+cluster://"))
+    options = validate_options({"storage": server.url}, LimitsOptions, source="test",
+                               key="plugin.limits")
+    stores = [RedisStore(options.storage, on_storage_error="closed") for _ in range(2)]
+    try:
+        counters = [RedisLimiter(store) for store in stores]
+        windows = [RedisMovingWindow(store) for store in stores]
+        slots = [RedisConcurrency(store) for store in stores]
+        # Two "processes" at once: exactly the limit between them, for each kind.
+        decisions = await asyncio.gather(*(
+            counters[n % 2].reserve("tpm:c", 100, 500, 60) for n in range(10)))
+        assert sum(d.allowed for d in decisions) == 5
+        decisions = await asyncio.gather(*(
+            windows[n % 2].reserve("rpm:c", 1, 4, 60) for n in range(10)))
+        assert sum(d.allowed for d in decisions) == 4
+        acquired = await asyncio.gather(*(slots[n % 2].acquire("c", 3) for n in range(10)))
+        assert sum(acquired) == 3
+        await counters[0].adjust("tpm:c", -200, 60)
+        assert (await counters[1].reserve("tpm:c", 0, 500, 60)).remaining == 200
+        for n, got in enumerate(acquired):
+            if got:
+                await slots[n % 2].release("c")
+        assert await slots[1].acquire("c", 1)
+    finally:
+        for store in stores:
+            await store.aclose()
