@@ -30,6 +30,7 @@ __all__ = ["RequestContextMiddleware", "render_error"]
 log = logging.getLogger("sluiceway.request")
 
 _WELL_FORMED_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_ANTHROPIC_ID_HEADER = b"request-id"
 
 
 class _InternalError(GatewayError):
@@ -43,12 +44,19 @@ async def render_error(send: Send, error: GatewayError, dialect: str, request_id
 
     Public as ``sluiceway.send_error``: middleware that wraps an application of
     its own (outside a gateway, where no outer layer renders errors) answers
-    with it."""
+    with it. On the Anthropic dialect the status follows Anthropic's conventions
+    and ``retry-after`` is capped (see :mod:`sluiceway.wire.anthropic`)."""
     if dialect == "anthropic":
-        body = anthropic.error_body(error, request_id)
-    else:
-        body = openai.error_body(error)
-    await send_bytes(send, error.status, body, headers=encode_headers(error.headers))
+        await send_bytes(
+            send,
+            anthropic.error_status(error),
+            anthropic.error_body(error, request_id),
+            headers=encode_headers(anthropic.error_headers(error.headers)),
+        )
+        return
+    await send_bytes(
+        send, error.status, openai.error_body(error), headers=encode_headers(error.headers)
+    )
 
 
 class RequestContextMiddleware:
@@ -75,7 +83,12 @@ class RequestContextMiddleware:
         ctx = RequestContext(self.gateway, scope, receive, request_id)
         scope[CONTEXT_KEY] = ctx
         ctx.route = self.gateway.routes.match(scope, ctx)
-        id_pair = (self.id_header, request_id.encode("ascii"))
+        encoded_id = request_id.encode("ascii")
+        dialect = ctx.route.dialect if ctx.route is not None else "openai"
+        id_headers = [(self.id_header, encoded_id)]
+        if dialect == "anthropic" and self.id_header != _ANTHROPIC_ID_HEADER:
+            # What the Anthropic SDK reads into ``request_id`` on answers and errors.
+            id_headers.append((_ANTHROPIC_ID_HEADER, encoded_id))
         response_started = False
 
         async def send_with_id(message: Message) -> None:
@@ -84,12 +97,11 @@ class RequestContextMiddleware:
             if kind == "http.response.start":
                 response_started = True
                 # A new message: the caller's may be shared between requests.
-                message = {**message, "headers": [*message.get("headers", ()), id_pair]}
+                message = {**message, "headers": [*message.get("headers", ()), *id_headers]}
             elif kind == "http.response.body" and not message.get("more_body", False):
                 ctx.responded = True
             await send(message)
 
-        dialect = ctx.route.dialect if ctx.route is not None else "openai"
         gateway = self.gateway
         task = ctx.task = asyncio.current_task()
         inflight = gateway.inflight
