@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import (
     GatewayError,
@@ -38,11 +38,12 @@ from .errors import (
 if TYPE_CHECKING:
     from .components import ChatRequest
     from .context import RequestContext
-    from .router import Deployment, ModelGroup
+    from .router import Deployment, ModelGroup, Routable
 
-__all__ = ["Attempts", "Dispatcher", "HeldStream", "RetryBudget"]
+__all__ = ["Attempts", "Dispatcher", "HeldStream", "RetryBudget", "first_and_rest"]
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 # Kinds that say nothing about the upstream's health.
 _NOT_UPSTREAM_FAULTS = frozenset({"client", "busy", "context_window", "auth"})
@@ -116,40 +117,36 @@ class Dispatcher:
         async def call(deployment: Deployment) -> dict[str, Any]:
             return await deployment.provider.chat(request)
 
-        return await self._run(ctx, group, request, call, hold=False)
+        return await self.run(ctx, group, request, call, hold=False)
 
     async def stream(
         self, ctx: RequestContext, group: ModelGroup, request: ChatRequest
-    ) -> tuple[dict[str, Any] | bytes, HeldStream, Attempts]:
+    ) -> tuple[dict[str, Any] | bytes, HeldStream[dict[str, Any] | bytes], Attempts]:
         """A stream's first chunk, and the rest. The deployment's pool slot is held
         by the returned :class:`HeldStream` until it is exhausted or closed."""
 
-        async def call(deployment: Deployment) -> tuple[dict[str, Any] | bytes, HeldStream]:
-            chunks = deployment.provider.stream(request)
-            try:
-                first = await anext(chunks)
-            except StopAsyncIteration:
-                raise UpstreamError(
-                    f"Provider {deployment.provider_name!r} ended the stream without "
-                    "sending anything."
-                ) from None
-            except BaseException:
-                await _aclose(chunks)
-                raise
-            return first, HeldStream(chunks, deployment)
+        async def call(
+            deployment: Deployment,
+        ) -> tuple[dict[str, Any] | bytes, HeldStream[dict[str, Any] | bytes]]:
+            return await first_and_rest(deployment, deployment.provider.stream(request))
 
-        (first, rest), attempts = await self._run(ctx, group, request, call, hold=True)
+        (first, rest), attempts = await self.run(ctx, group, request, call, hold=True)
         return first, rest, attempts
 
-    async def _run(
+    async def run(
         self,
         ctx: RequestContext,
         group: ModelGroup,
-        request: ChatRequest,
+        request: Routable,
         call: Callable[[Deployment], Awaitable[T]],
         *,
         hold: bool,
     ) -> tuple[T, Attempts]:
+        """The loop itself, for any kind of call: ``call(deployment)`` makes one
+        attempt (``request.upstream_model`` is already the deployment's id) and
+        raises a ``GatewayError`` on failure. With ``hold``, a successful call
+        keeps the deployment's pool slot: its result must hand it on (as
+        :func:`first_and_rest` does) to be released later."""
         clock = time.monotonic
         loop = asyncio.get_running_loop()
         # The deadline counts from the request's arrival: reading the body and
@@ -307,23 +304,38 @@ async def _aclose(chunks: AsyncIterator[Any]) -> None:
         await aclose()
 
 
-class HeldStream:
+async def first_and_rest(
+    deployment: Deployment, chunks: AsyncIterator[C]
+) -> tuple[C, HeldStream[C]]:
+    """Wait for a stream's first item (a stream that ends at once is an
+    ``UpstreamError``); the rest holds the deployment's slot until it is done."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        raise UpstreamError(
+            f"Provider {deployment.provider_name!r} ended the stream without sending anything."
+        ) from None
+    except BaseException:
+        await _aclose(chunks)
+        raise
+    return first, HeldStream(chunks, deployment)
+
+
+class HeldStream(Generic[C]):
     """The rest of a stream; gives its deployment's slot back exactly once, when
     exhausted, failed or closed, even if it is closed before it was ever read."""
 
     __slots__ = ("_chunks", "_deployment", "_done")
 
-    def __init__(
-        self, chunks: AsyncIterator[dict[str, Any] | bytes], deployment: Deployment
-    ) -> None:
+    def __init__(self, chunks: AsyncIterator[C], deployment: Deployment) -> None:
         self._chunks = chunks
         self._deployment = deployment
         self._done = False
 
-    def __aiter__(self) -> HeldStream:
+    def __aiter__(self) -> HeldStream[C]:
         return self
 
-    async def __anext__(self) -> dict[str, Any] | bytes:
+    async def __anext__(self) -> C:
         try:
             return await anext(self._chunks)
         except BaseException:

@@ -14,18 +14,27 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .components import ModelInfo
 from .errors import NotFound, PermissionDenied
 
 if TYPE_CHECKING:
-    from .components import ChatRequest, Principal, Provider
+    from .components import Principal, Provider
     from .health import DeploymentHealth
     from .pools import Pool
     from .strategies import Strategy
 
-__all__ = ["Deployment", "ModelAccess", "ModelGroup", "ModelRouter"]
+__all__ = ["Deployment", "ModelAccess", "ModelGroup", "ModelRouter", "Routable"]
+
+
+class Routable(Protocol):
+    """What routing reads and writes on a request, whatever its dialect
+    (``ChatRequest``, ``MessagesRequest``): ``messages`` (prefix affinity reads
+    their text) and ``upstream_model`` (set to the chosen deployment's id)."""
+
+    messages: list[dict[str, Any]]
+    upstream_model: str
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -52,7 +61,7 @@ class ModelGroup:
     fallback_on: frozenset[str] = field(default_factory=frozenset)
     owned_by: str = ""
 
-    def order(self, request: ChatRequest) -> list[Deployment]:
+    def order(self, request: Routable) -> list[Deployment]:
         """Every deployment, best first, for this request."""
         return self.strategy(request)
 

@@ -23,13 +23,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from .components import ChatRequest
-    from .router import Deployment
+    from .router import Deployment, Routable
 
 __all__ = ["STRATEGIES", "StrategyName", "make_strategy", "prompt_prefix"]
 
 StrategyName = Literal["fallback", "weighted", "least-busy", "lowest-latency", "prefix-affinity"]
-Strategy = Callable[["ChatRequest"], list["Deployment"]]
+Strategy = Callable[["Routable"], list["Deployment"]]
 
 # How much of the prompt decides affinity: enough to tell system prompts and
 # conversations apart, little enough to hash in a microsecond or two.
@@ -38,7 +37,7 @@ VIRTUAL_NODES = 64
 MAX_RING_POINTS = 4096
 
 
-def prompt_prefix(request: ChatRequest, limit: int = PREFIX_CHARS) -> bytes:
+def prompt_prefix(request: Routable, limit: int = PREFIX_CHARS) -> bytes:
     """The first ``limit`` characters of the conversation, as the cache would see them."""
     parts: list[str] = []
     size = 0
@@ -70,7 +69,7 @@ def make_strategy(
     if name == "weighted":
         weights = [d.weight for d in items]
 
-        def weighted(request: ChatRequest) -> list[Deployment]:
+        def weighted(request: Routable) -> list[Deployment]:
             pool, pool_weights, order = list(items), list(weights), []
             while pool:
                 index = rng.choices(range(len(pool)), pool_weights)[0]
@@ -105,7 +104,7 @@ def _ring(items: list[Deployment]) -> Strategy:
     )
     keys = [p[0] for p in points]
 
-    def by_prefix(request: ChatRequest) -> list[Deployment]:
+    def by_prefix(request: Routable) -> list[Deployment]:
         start = bisect.bisect(keys, _hash(prompt_prefix(request))) % len(points)
         order: list[Deployment] = []
         seen: set[int] = set()

@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     from .components import ChatRequest, Send
     from .context import RequestContext
 
-__all__ = ["SSE_HEADERS", "relay_openai_stream", "until_disconnect"]
+__all__ = [
+    "SSE_HEADERS",
+    "DisconnectWatch",
+    "absorb_cancel",
+    "relay_openai_stream",
+    "shutdown_error",
+    "until_disconnect",
+]
 
 log = logging.getLogger("sluiceway.stream")
 _encode = msgspec.json.Encoder().encode
@@ -77,7 +84,7 @@ class DisconnectWatch:
             self._task.cancel()
 
 
-def _absorb_cancel() -> bool:
+def absorb_cancel() -> bool:
     """Undo our own cancellation of this task; False if it was cancelled from
     outside as well (then that cancellation must go on)."""
     task = asyncio.current_task()
@@ -86,7 +93,7 @@ def _absorb_cancel() -> bool:
     return task.cancelling() == 0
 
 
-def _shutdown_error() -> ServiceUnavailable:
+def shutdown_error() -> ServiceUnavailable:
     return ServiceUnavailable(_SHUTDOWN_MESSAGE, code="server_shutdown", retry_after=1)
 
 
@@ -97,8 +104,8 @@ async def until_disconnect(ctx: RequestContext, work: Awaitable[T]) -> T:
     try:
         return await work
     except asyncio.CancelledError:
-        if ctx.interrupted == "shutdown" and _absorb_cancel():
-            raise _shutdown_error() from None
+        if ctx.interrupted == "shutdown" and absorb_cancel():
+            raise shutdown_error() from None
         raise
     finally:
         watcher.stop()
@@ -179,11 +186,11 @@ async def relay_openai_stream(
             await write(chunk)
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
     except asyncio.CancelledError:
-        if ctx.interrupted != "shutdown" or not _absorb_cancel():
+        if ctx.interrupted != "shutdown" or not absorb_cancel():
             raise
         if not committed:
-            raise _shutdown_error() from None
-        await _end_with_error(send, _shutdown_error())
+            raise shutdown_error() from None
+        await _end_with_error(send, shutdown_error())
     except GatewayError as error:
         if not committed:
             raise

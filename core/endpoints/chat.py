@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 Chunk = dict[str, Any] | bytes
 Header = tuple[bytes, bytes]
 
-__all__ = ["chat_completions"]
+__all__ = ["chat_completions", "served_headers"]
 
 
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
@@ -40,20 +40,20 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
 
             async def open_stream() -> tuple[Chunk, AsyncIterator[Chunk], list[Header]]:
                 first, rest, attempts = await dispatcher.stream(ctx, group, request)
-                return first, rest, _headers(ctx, attempts)
+                return first, rest, served_headers(ctx, attempts)
 
             await relay_openai_stream(ctx, send, request, open_stream)
             return
         result, attempts = await until_disconnect(ctx, dispatcher.chat(ctx, group, request))
         # Streams record it chunk by chunk; middleware (limits, metrics) reads it after.
         ctx.state["usage"] = result.get("usage")
-        await send_json(send, 200, result, headers=_headers(ctx, attempts))
+        await send_json(send, 200, result, headers=served_headers(ctx, attempts))
     finally:
         if capacity is not None:
             capacity.release()
 
 
-def _headers(ctx: RequestContext, attempts: Attempts) -> list[Header]:
+def served_headers(ctx: RequestContext, attempts: Attempts) -> list[Header]:
     """Where the answer came from, and what the gateway itself cost."""
     deployment = attempts.deployment
     assert deployment is not None
