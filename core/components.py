@@ -22,6 +22,7 @@ __all__ = [
     "AuthStrategy",
     "AuthStrategyType",
     "ChatRequest",
+    "MessagesRequest",
     "Middleware",
     "MiddlewareSlot",
     "ModelInfo",
@@ -95,6 +96,49 @@ class ChatRequest:
         return value if isinstance(value, int) else None
 
 
+class MessagesRequest:
+    """A validated Anthropic Messages request (``POST /v1/messages`` and
+    ``/v1/messages/count_tokens``), for providers that speak Anthropic natively.
+
+    ``body`` is the client's JSON exactly as parsed, in Anthropic's shape; send it
+    on with only ``model`` replaced by ``upstream_model``. ``beta`` and
+    ``version`` are the client's ``anthropic-beta`` and ``anthropic-version``
+    headers (``None`` when absent). ``messages`` is ``body["messages"]``.
+    """
+
+    __slots__ = (
+        "beta",
+        "body",
+        "messages",
+        "model",
+        "request_id",
+        "stream",
+        "upstream_model",
+        "version",
+    )
+
+    def __init__(
+        self,
+        body: dict[str, Any],
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        stream: bool = False,
+        upstream_model: str | None = None,
+        request_id: str = "",
+        beta: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.body = body
+        self.model = model
+        self.messages = messages
+        self.stream = stream
+        self.upstream_model = upstream_model or model
+        self.request_id = request_id
+        self.beta = beta
+        self.version = version
+
+
 @runtime_checkable
 class Provider(Protocol):
     """One configured provider instance (one ``[[providers]]`` table).
@@ -113,6 +157,19 @@ class Provider(Protocol):
     Optionally, a provider may have a ``default_models`` attribute (a sequence
     of :class:`~sluiceway.ModelEntry`): the models it serves when its
     ``[[providers]]`` table lists none.
+
+    Optional methods, found with ``getattr`` on each request (so they are not
+    part of this protocol's ``isinstance`` check):
+
+    * ``async count_tokens(request: ChatRequest) -> int``: the input tokens of a
+      request, for ``/v1/messages/count_tokens`` (without it the core estimates).
+    * A provider that speaks the Anthropic Messages API natively serves
+      ``/v1/messages`` without a translation to the canonical shape and back:
+      ``async anthropic_messages(request: MessagesRequest) -> dict`` (an
+      Anthropic ``message``), ``anthropic_messages_stream(request) ->
+      AsyncIterator[tuple[str, bytes]]`` (each event's name and its JSON data
+      as received; raise on an ``error`` event, and if the stream ends before
+      ``message_stop``), and ``async anthropic_count_tokens(request) -> int``.
     """
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]: ...

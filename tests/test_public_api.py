@@ -24,6 +24,7 @@ PUBLIC_API = [
     "GatewayError",
     "HOOK_API_VERSION",
     "InvalidRequest",
+    "MessagesRequest",
     "MethodNotAllowed",
     "Middleware",
     "ModelEntry",

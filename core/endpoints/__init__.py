@@ -8,6 +8,7 @@ from ..components import Route
 from ..hookspecs import hookimpl
 from .chat import chat_completions
 from .health import healthz, readyz
+from .messages import count_tokens, messages
 from .models import list_models, retrieve_model
 
 __all__ = ["register_routes"]
@@ -15,9 +16,14 @@ __all__ = ["register_routes"]
 
 @hookimpl(trylast=True)
 def register_routes(register: Callable[[Route], None]) -> None:
-    """The OpenAI-compatible API and the health checks."""
+    """The OpenAI-compatible API, the Anthropic Messages API and the health checks."""
     register(Route("/v1/chat/completions", chat_completions, ("POST",), name="chat",
                    calls_model=True))
+    register(Route("/v1/messages", messages, ("POST",), name="messages",
+                   dialect="anthropic", calls_model=True))
+    # Counting is not a model call: limits and model-call metrics leave it alone.
+    register(Route("/v1/messages/count_tokens", count_tokens, ("POST",),
+                   name="count_tokens", dialect="anthropic"))
     register(Route("/v1/models", list_models, ("GET",), name="models"))
     register(Route("/v1/models/{model}", retrieve_model, ("GET",), name="model"))
     register(Route("/healthz", healthz, ("GET",), name="healthz", public=True))

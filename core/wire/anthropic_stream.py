@@ -39,6 +39,7 @@ __all__ = [
     "AnthropicEventStream",
     "OpenAIChunkStream",
     "anthropic_usage",
+    "matched_stop",
     "stop_reason",
     "stream_error",
 ]
@@ -190,6 +191,16 @@ def stop_reason(finish: str | None) -> str | None:
     return _STOP_REASONS.get(finish, "end_turn")
 
 
+def matched_stop(choice: dict[str, Any]) -> str | None:
+    """The stop sequence that ended a choice, when the upstream says which: vLLM
+    and the mock put it in the choice's ``stop_reason`` (OpenAI says nothing,
+    and such an answer ends with ``end_turn``)."""
+    matched = choice.get("stop_reason")
+    if choice.get("finish_reason") == "stop" and isinstance(matched, str) and matched:
+        return matched
+    return None
+
+
 def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     """Anthropic ``usage`` from OpenAI's (the inverse of ``openai_usage``)."""
     usage = usage or {}
@@ -214,7 +225,9 @@ class AnthropicEventStream:
     ``message_start`` and given in ``message_delta``.
     """
 
-    __slots__ = ("_block", "_index", "_started", "_stop", "_tools", "_usage", "model")
+    __slots__ = (
+        "_block", "_index", "_started", "_stop", "_stop_sequence", "_tools", "_usage", "model",
+    )
 
     def __init__(self, *, model: str = "") -> None:
         self.model = model
@@ -223,6 +236,7 @@ class AnthropicEventStream:
         self._block: str | None = None  # its type
         self._tools: dict[int, int] = {}  # tool-call index -> block index
         self._stop: str | None = None
+        self._stop_sequence: str | None = None
         self._usage: dict[str, Any] | None = None
 
     def _open(self, block: dict[str, Any], events: list[Event]) -> None:
@@ -302,7 +316,11 @@ class AnthropicEventStream:
                     self._delta({"type": "input_json_delta", "partial_json": arguments}, events,
                                 self._tools[position])
             if choice.get("finish_reason"):
-                self._stop = stop_reason(choice["finish_reason"])
+                self._stop_sequence = matched_stop(choice)
+                self._stop = (
+                    "stop_sequence" if self._stop_sequence
+                    else stop_reason(choice["finish_reason"])
+                )
         return events
 
     def finish(self) -> list[Event]:
@@ -314,7 +332,8 @@ class AnthropicEventStream:
         usage = anthropic_usage(self._usage)
         events.append(("message_delta", {
             "type": "message_delta",
-            "delta": {"stop_reason": self._stop or "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": self._stop or "end_turn",
+                      "stop_sequence": self._stop_sequence},
             "usage": usage,
         }))
         events.append(("message_stop", {"type": "message_stop"}))

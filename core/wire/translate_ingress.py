@@ -16,6 +16,13 @@ named, ``disable_parallel_tool_use`` -> ``parallel_tool_calls: false``;
 is kept (an Anthropic provider uses it as is) and also expressed as a
 ``reasoning_effort`` for other providers (budget <= 2048 low, <= 8192 medium,
 else high). Streams ask for usage (``stream_options.include_usage``).
+
+Response rules: reasoning becomes a thinking block (with the upstream's own
+``thinking_blocks`` when it gives them), then text, then ``tool_use`` blocks;
+``finish_reason`` stop/length/tool_calls/content_filter become ``end_turn``,
+``max_tokens``, ``tool_use``, ``refusal``, and ``stop`` becomes
+``stop_sequence`` when the choice names the sequence that matched (its
+``stop_reason``, as vLLM and the mock give it).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 import msgspec
 
 from ..errors import InvalidRequest
-from .anthropic_stream import anthropic_usage, stop_reason
+from .anthropic_stream import anthropic_usage, matched_stop, stop_reason
 
 __all__ = ["anthropic_message", "openai_request"]
 
@@ -218,13 +225,15 @@ def anthropic_message(completion: dict[str, Any], *, model: str | None = None) -
             arguments = {"_raw": function.get("arguments")}
         content.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
                         "input": arguments if isinstance(arguments, dict) else {}})
+    stop_sequence = matched_stop(choice)
     return {
         "id": completion.get("id") or f"msg_{int(time.time() * 1000)}",
         "type": "message",
         "role": "assistant",
         "model": model or completion.get("model") or "",
         "content": content,
-        "stop_reason": stop_reason(choice.get("finish_reason")) or "end_turn",
-        "stop_sequence": None,
+        "stop_reason": "stop_sequence" if stop_sequence
+        else stop_reason(choice.get("finish_reason")) or "end_turn",
+        "stop_sequence": stop_sequence,
         "usage": anthropic_usage(completion.get("usage")),
     }
