@@ -11,7 +11,9 @@ Faults (:mod:`sluiceway.faults`, re-exported here) are frozen dataclasses.
 ``fake.script(...)`` queues them, one per chat request (a tuple combines several
 for one request); ``fake.always(...)`` sets the faults used when the queue is
 empty. A stream is N content chunks, a finish chunk, a usage chunk when
-``stream_options.include_usage`` is set, then ``data: [DONE]``.
+``stream_options.include_usage`` is set, then ``data: [DONE]``. Scripting
+``ToolCall(arguments=...)`` makes the answer a function call instead, its
+arguments streamed in N pieces.
 
 The server reads the socket while it answers, so it notices a client that goes
 away mid-answer (``disconnects``) and stops at once.
@@ -45,6 +47,9 @@ from .faults import (
     Reset,
     Stall,
     Status,
+    ToolCall,
+    answer_deltas,
+    answer_message,
     chunk,
     response_head,
 )
@@ -64,6 +69,7 @@ __all__ = [
     "Reset",
     "Stall",
     "Status",
+    "ToolCall",
 ]
 
 
@@ -310,10 +316,13 @@ class FakeOpenAI:
             data = _json(status.body or _error(f"Fake upstream error {status.code}.", status.code))
         return await self._answer(conn, status.code, data, status.headers)
 
-    def _content(self, body: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+    def _content(self, body: dict[str, Any], call: ToolCall | None = None
+                 ) -> tuple[list[str], dict[str, int]]:
         messages = body["messages"]
         last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         text = self.reply if self.reply is not None else "echo: " + _text(last.get("content"))
+        if call is not None:
+            text = json.dumps(dict(call.arguments))
         size = max(1, math.ceil(len(text) / max(self.chunks, 1)))
         pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
         prompt = sum(len(_text(m.get("content")).split()) for m in messages)
@@ -334,12 +343,14 @@ class FakeOpenAI:
             return await self._answer(conn, 200, faults[Garbage].data)
         if error := faults.get(ErrorEvent):
             return await self._answer(conn, 500, _json(_error(error.message, 500, error.code)))
-        pieces, usage = self._content(body)
+        call = faults.get(ToolCall)
+        pieces, usage = self._content(body, call)
+        message, finish = answer_message(call, body, "".join(pieces))
         data = _json({
             "id": self._completion_id(), "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model"),
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": "".join(pieces)}}],
+            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
+                         "message": message}],
             "usage": usage,
         })
         head = response_head(200, {"content-type": "application/json"}, len(data))
@@ -362,15 +373,14 @@ class FakeOpenAI:
             return False
         if Garbage in faults:
             return await conn.send(chunk(faults[Garbage].data) + END_CHUNK)
-        pieces, usage = self._content(body)
+        call = faults.get(ToolCall)
+        pieces, usage = self._content(body, call)
         base = {"id": self._completion_id(), "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": body.get("model")}
-        events = []
-        for index, piece in enumerate(pieces):
-            delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
-            events.append({**base, "choices": [{"index": 0, "delta": delta,
-                                                "finish_reason": None}]})
-        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        deltas, finish = answer_deltas(call, body, pieces)
+        events = [{**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                  for delta in deltas]
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             events.append({**base, "choices": [], "usage": usage})

@@ -6,6 +6,7 @@ Each is a frozen dataclass. A stream's "chunks" are its ``data:`` events;
 request ``Reset`` resets before any answer, ``Close`` sends the headers and half
 the body, ``Stall`` stalls between headers and body, ``ErrorEvent`` answers 500,
 and the stream-only faults (``ChunkDelay``, ``NoDone``, ``Comments``) do nothing.
+``ToolCall`` is not a fault but a scripted answer: a function call instead of text.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ __all__ = [
     "Reset",
     "Stall",
     "Status",
+    "ToolCall",
+    "answer_deltas",
+    "answer_message",
 ]
 
 
@@ -114,9 +118,54 @@ class Comments:
     """Send an SSE comment (``: keep-alive``) before every stream chunk."""
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """Answer with a call of ``name`` (default: the request's first tool) with
+    ``arguments``, whose JSON is streamed in pieces as text would be, ending with
+    ``finish_reason: "tool_calls"``."""
+
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    id: str = "call_fake_1"
+
+    def function_name(self, body: Mapping[str, Any]) -> str:
+        tools = body.get("tools") or [{}]
+        name = self.name or (tools[0].get("function") or {}).get("name")
+        return str(name or "tool")
+
+
+def answer_message(call: ToolCall | None, body: Mapping[str, Any], text: str
+                   ) -> tuple[dict[str, Any], str]:
+    """A non-streamed answer's message and finish reason: ``text``, or the call
+    (``text`` is then its arguments)."""
+    if call is None:
+        return {"role": "assistant", "content": text}, "stop"
+    return {"role": "assistant", "content": None, "tool_calls": [{
+        "id": call.id, "type": "function",
+        "function": {"name": call.function_name(body), "arguments": text},
+    }]}, "tool_calls"
+
+
+def answer_deltas(call: ToolCall | None, body: Mapping[str, Any], pieces: list[str]
+                  ) -> tuple[list[dict[str, Any]], str]:
+    """A streamed answer's deltas in OpenAI's form (the first one carries the role,
+    and names the call if there is one), and its finish reason."""
+    deltas: list[dict[str, Any]]
+    if call is None:
+        deltas = [{"content": piece} for piece in pieces]
+        deltas[0] = {"role": "assistant", "content": pieces[0]}
+        return deltas, "stop"
+    deltas = [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces]
+    deltas[0] = {"role": "assistant", "content": None, "tool_calls": [{
+        "index": 0, "id": call.id, "type": "function",
+        "function": {"name": call.function_name(body), "arguments": pieces[0]},
+    }]}
+    return deltas, "tool_calls"
+
+
 Fault: TypeAlias = (
     Status | Delay | Hang | ChunkDelay | Stall | Reset | Close | NoDone | ErrorEvent | Garbage
-    | Comments
+    | Comments | ToolCall
 )
 
 
