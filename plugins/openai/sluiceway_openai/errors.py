@@ -11,6 +11,8 @@ Each error's ``kind`` tells the core's retry loop what the failure says::
                                       upstream's Retry-After (capped at 120 s)
     upstream other 4xx             -> UpstreamStatusError, same status, kind client,
                                       with the upstream's message, type, code, param
+    upstream 503 / 529             -> UpstreamHTTPError 502, kind server, code
+                                      upstream_overloaded (an Anthropic client sees 529)
     upstream 5xx, other            -> UpstreamHTTPError 502, kind server
     connect failure                -> UpstreamError 502, kind connect
     timeout                        -> UpstreamTimeout 504, kind timeout (connect if
@@ -48,6 +50,8 @@ _MAX_RETRY_AFTER = 120.0
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "model_context_window_exceeded"})
 _CONTEXT_PHRASES = ("context length", "maximum context", "context window", "too many tokens")
 _decode = msgspec.json.Decoder().decode
+# "Busy, come back later" rather than "broken": 503, and 529 from Anthropic-style upstreams.
+_OVERLOADED = frozenset({503, 529})
 
 
 class UpstreamStatusError(GatewayError):
@@ -168,7 +172,8 @@ def error_from_response(
         )
     detail = message or _snippet(body) or "no details"
     return UpstreamHTTPError(
-        f"Provider {provider!r} failed with HTTP {status}: {detail}", upstream_status=status
+        f"Provider {provider!r} failed with HTTP {status}: {detail}", upstream_status=status,
+        code="upstream_overloaded" if status in _OVERLOADED else None,
     )
 
 
