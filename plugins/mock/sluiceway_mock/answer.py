@@ -61,13 +61,15 @@ class ToolCall:
 
 @dataclass(slots=True)
 class Choice:
-    """One planned choice. ``content`` is ``None`` when the choice calls tools."""
+    """One planned choice. ``content`` is ``None`` when the choice calls tools;
+    ``stop_sequence`` is the stop sequence that cut it, if one did."""
 
     index: int
     reasoning: list[str]
     content: list[str] | None
     tool_calls: list[ToolCall]
     finish_reason: str
+    stop_sequence: str | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -147,10 +149,14 @@ def _stops(body: Mapping[str, Any]) -> list[str]:
     return [s for s in stop or () if isinstance(s, str) and s]
 
 
-def _truncate_at_stop(pieces: list[str], stops: list[str]) -> list[str] | None:
+def _truncate_at_stop(pieces: list[str], stops: list[str]) -> tuple[list[str], str] | None:
+    """The pieces before the first stop sequence in the text, and that sequence."""
     text = "".join(pieces)
-    found = [at for at in (text.find(stop) for stop in stops) if at >= 0]
-    return split_pieces(text[: min(found)]) if found else None
+    found = [(at, stop) for stop in stops if (at := text.find(stop)) >= 0]
+    if not found:
+        return None
+    at, stop = min(found)
+    return split_pieces(text[:at]), stop
 
 
 # Load tests resend the same prompts, and tokenizing is the mock's largest
@@ -192,7 +198,11 @@ class Composer:
             self._choice(request, index, random.Random(base + index), reasoning, calls, stops)
             for index in range(n)
         ]
-        return Answer(choices, prompt_tokens(messages, self._count), reasoning)
+        return Answer(choices, self.prompt_tokens(messages), reasoning)
+
+    def prompt_tokens(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        """What a request with these messages is charged as ``usage.prompt_tokens``."""
+        return prompt_tokens(messages, self._count)
 
     def _choice(
         self, request: ChatRequest, index: int, rng: random.Random, reasoning: bool,
@@ -217,7 +227,8 @@ class Composer:
         if budget is not None and len(pieces) > budget:
             pieces, finish = pieces[:budget], "length"
         if stops and (cut := _truncate_at_stop(pieces, stops)) is not None:
-            pieces, finish = cut, "stop"
+            (pieces, matched), finish = cut, "stop"
+            return Choice(index, thoughts, pieces, [], finish, matched)
         return Choice(index, thoughts, pieces, [], finish)
 
     def _content(self, request: ChatRequest, rng: random.Random) -> list[str]:

@@ -69,6 +69,10 @@ class MockProvider:
     async def aclose(self) -> None:
         """Nothing to release: the mock holds no connections."""
 
+    async def count_tokens(self, request: ChatRequest) -> int:
+        """Exactly the ``prompt_tokens`` the same request would be charged."""
+        return self._composer.prompt_tokens(request.messages)
+
     # -- faults -------------------------------------------------------------
 
     def _fault(self, request: ChatRequest) -> Fault | None:
@@ -147,19 +151,19 @@ class MockProvider:
             await asyncio.sleep(delay)
         id_, created, model = completion_id(), int(time.time()), request.upstream_model
 
-        def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return chunk_object(
-                id=id_, model=model, created=created,
-                choices=[{"index": index, "delta": delta, "logprobs": None,
-                          "finish_reason": finish}],
-            )
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None,
+                  stop: str | None = None) -> dict[str, Any]:
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            if stop is not None:
+                choice["stop_reason"] = stop
+            return chunk_object(id=id_, model=model, created=created, choices=[choice])
 
         scripts = [(choice, _deltas(choice), choice.stream_steps) for choice in answer.choices]
         for choice, _, steps in scripts:
             yield chunk(choice.index, {"role": "assistant",
                                        "content": None if choice.content is None else ""})
             if steps == 0:
-                yield chunk(choice.index, {}, choice.finish_reason)
+                yield chunk(choice.index, {}, choice.finish_reason, choice.stop_sequence)
         total = answer.stream_steps
         drop_at = total // 2 if fault == "drop" else -1
         delay = options.token_delay
@@ -172,7 +176,7 @@ class MockProvider:
                 if step < steps:
                     yield chunk(choice.index, next(deltas))
                     if step == steps - 1:
-                        yield chunk(choice.index, {}, choice.finish_reason)
+                        yield chunk(choice.index, {}, choice.finish_reason, choice.stop_sequence)
         if fault == "drop":  # only reached with nothing to stream: drop after the role chunk
             raise self._dropped()
         yield chunk_object(id=id_, model=model, created=created, choices=[], usage=answer.usage())
@@ -207,6 +211,10 @@ def _message_choice(choice: Choice, reasoning: bool) -> dict[str, Any]:
              "function": {"name": call.name, "arguments": call.arguments}}
             for call in choice.tool_calls
         ]
-    return {"index": choice.index, "message": message, "logprobs": None,
-            "finish_reason": choice.finish_reason}
+    result = {"index": choice.index, "message": message, "logprobs": None,
+              "finish_reason": choice.finish_reason}
+    if choice.stop_sequence is not None:
+        # As vLLM does: which stop sequence ended the answer (OpenAI says nothing).
+        result["stop_reason"] = choice.stop_sequence
+    return result
 
