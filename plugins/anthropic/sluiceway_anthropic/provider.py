@@ -3,6 +3,12 @@
 Translation is the core's (:mod:`sluiceway.wire.translate` and
 :mod:`sluiceway.wire.anthropic_stream`), so the Anthropic ingress and this
 provider agree on every rule; this module only moves bytes and maps errors.
+
+The gateway's own ``/v1/messages`` reaches this provider natively instead
+(``anthropic_messages``, ``anthropic_messages_stream``,
+``anthropic_count_tokens``): the client's body goes upstream with only ``model``
+replaced, the client's ``anthropic-beta`` header with it, and the answer comes
+back as Anthropic sent it, events included.
 """
 
 from __future__ import annotations
@@ -12,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sluiceway import ChatRequest, UpstreamError, UpstreamTimeout
+from sluiceway import ChatRequest, MessagesRequest, UpstreamError, UpstreamTimeout
 from sluiceway.keys import ApiKey, Credentials
-from sluiceway.wire.anthropic_stream import OpenAIChunkStream
+from sluiceway.wire.anthropic_stream import OpenAIChunkStream, stream_error
 from sluiceway.wire.sse import SSEDecoder
 from sluiceway.wire.translate import anthropic_request, openai_completion
 
@@ -39,6 +45,7 @@ class AnthropicProvider:
         self.name = ctx.name
         self.options = options
         self._url = options.base_url.rstrip("/") + "/v1/messages"
+        self._count_url = self._url + "/count_tokens"
         headers = {
             "content-type": "application/json",
             "accept": "application/json",
@@ -64,9 +71,13 @@ class AnthropicProvider:
             stream=stream,
         ))
 
-    async def _send(self, body: bytes, headers: dict[str, str]) -> UpstreamResponse:
+    async def _send(
+        self, body: bytes, headers: dict[str, str], url: str | None = None
+    ) -> UpstreamResponse:
         try:
-            return await self._client.send("POST", self._url, headers=headers, body=body)
+            return await self._client.send(
+                "POST", url or self._url, headers=headers, body=body
+            )
         except (UpstreamError, UpstreamTimeout) as exc:
             raise name_provider(self.name, exc) from exc.__cause__
 
@@ -153,3 +164,101 @@ class AnthropicProvider:
             if close is not None:
                 await close()
             await response.aclose()
+
+    # -- native: the gateway's /v1/messages, passed through --------------------
+
+    def _native(
+        self, request: MessagesRequest, *, stream: bool
+    ) -> tuple[bytes, ApiKey | None, dict[str, str]]:
+        """The client's body (only ``model`` replaced), a key, and its headers."""
+        key, headers = self.credentials.pick(request.upstream_model, stream=stream)
+        if request.beta:
+            headers = {**headers, "anthropic-beta": request.beta}
+        return _encode({**request.body, "model": request.upstream_model}), key, headers
+
+    async def _native_json(self, request: MessagesRequest, url: str) -> Any:
+        body, key, headers = self._native(request, stream=False)
+        response = await self._send(body, headers, url)
+        try:
+            await self._raise_for_status(response, key, request.upstream_model)
+            data = await self._read(response)
+        finally:
+            await response.aclose()
+        try:
+            return _decode(data)
+        except msgspec.DecodeError:
+            return None
+
+    async def anthropic_messages(self, request: MessagesRequest) -> dict[str, Any]:
+        message = await self._native_json(request, self._url)
+        if not isinstance(message, dict) or message.get("type") != "message":
+            raise self._invalid("something that is not an Anthropic message")
+        return message
+
+    async def anthropic_count_tokens(self, request: MessagesRequest) -> int:
+        counted = await self._native_json(request, self._count_url)
+        tokens = counted.get("input_tokens") if isinstance(counted, dict) else None
+        if not isinstance(tokens, int):
+            raise self._invalid("something that is not a token count")
+        return tokens
+
+    async def anthropic_messages_stream(
+        self, request: MessagesRequest
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        body, key, headers = self._native(request, stream=True)
+        model = request.upstream_model
+        response = await self._send(body, headers)
+        raw = response.aiter_bytes()
+        try:
+            await self._raise_for_status(response, key, model)
+            content_type = response.headers.get("content-type", "")
+            if not content_type.startswith("text/event-stream"):
+                raise self._invalid(
+                    f"{content_type or 'no content type'!r} to a stream request, not an event "
+                    "stream"
+                )
+            decoder = SSEDecoder()
+            ended = False
+            while not ended:
+                try:
+                    received = await anext(raw)
+                except StopAsyncIteration:
+                    events, ended = decoder.flush(), True
+                except (UpstreamError, UpstreamTimeout) as exc:
+                    raise name_provider(self.name, exc) from exc.__cause__
+                else:
+                    events = decoder.feed(received)
+                for event in events:
+                    name, data = event.event, event.data
+                    if not data:
+                        continue
+                    if name is None or name == "error":
+                        # Only these are decoded: the rest pass through as they came.
+                        decoded = self._event_object(data)
+                        name = str(decoded.get("type") or "")
+                        if name == "error":
+                            raise stream_error(self.name, decoded)
+                        if not name:
+                            raise self._invalid("an event with no type")
+                    yield name, data
+                    if name == "message_stop":
+                        return
+            raise UpstreamError(
+                f"Provider {self.name!r} ended the stream without message_stop; the answer "
+                "may be incomplete.",
+                code="upstream_stream_truncated",
+            )
+        finally:
+            close = getattr(raw, "aclose", None)
+            if close is not None:
+                await close()
+            await response.aclose()
+
+    def _event_object(self, data: bytes) -> dict[str, Any]:
+        try:
+            decoded = _decode(data)
+        except msgspec.DecodeError:
+            raise self._invalid("an event that is not JSON") from None
+        if not isinstance(decoded, dict):
+            raise self._invalid("an event that is not a JSON object")
+        return decoded
