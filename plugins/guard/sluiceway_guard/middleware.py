@@ -1,0 +1,300 @@
+"""The two middlewares of the abuse guard.
+
+* :class:`AbuseGuard` (slot ``before_auth``): refuses every request from a banned
+  address with 403 ``ip_banned`` before auth runs, and counts the failed
+  authentications that pass back through it, banning an address at
+  ``max_failed_auth`` within ``failed_auth_window``. Around an app that is not a
+  sluiceway gateway it counts 401 responses instead and answers bans itself.
+* :class:`BurstGuard` (slot ``after_auth``): counts each key's requests and
+  blocks a key that sends more than ``burst_rps`` for ``block_for`` (429
+  ``burst_limit_exceeded``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import msgspec
+
+from sluiceway import (
+    CONTEXT_KEY,
+    AuthenticationFailed,
+    Gateway,
+    GatewayError,
+    PermissionDenied,
+    RateLimited,
+    RequestContext,
+)
+from sluiceway.config import validate_options
+
+from .client_ip import ClientAddress
+from .options import GuardOptions
+from .redis_store import RedisGuardStore
+from .store import GuardStore, MemoryGuardStore
+
+__all__ = [
+    "AbuseGuard",
+    "BurstGuard",
+    "create_burst_guard",
+    "create_ip_guard",
+    "create_store",
+    "load_options",
+]
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PLUGIN = "guard"
+# The OpenAI SDK does not retry at all past a Retry-After of 120 s (and the
+# gateway never advertises more): a longer block also says x-should-retry: false.
+RETRY_AFTER_CAP = 120.0
+
+log = logging.getLogger("sluiceway.guard")
+_encode = msgspec.json.Encoder().encode
+
+
+def create_store(options: GuardOptions) -> GuardStore:
+    """The store ``options.storage`` names: in memory, or in Redis."""
+    if options.storage == "memory://":
+        return MemoryGuardStore(options)
+    return RedisGuardStore(options)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+class _Owner:
+    """A middleware that owns a store and closes it with its ``lifespan``."""
+
+    store: GuardStore
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """Entered by the gateway at startup: closes the store's Redis client
+        (opened on first use, in the serving loop) at shutdown."""
+        return self._lifespan()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+
+class AbuseGuard(_Owner):
+    """Bans client addresses after repeated failed authentication.
+
+    In a gateway (slot ``before_auth``) a banned address gets
+    :class:`~sluiceway.PermissionDenied` (403 ``ip_banned``, ``Retry-After`` the
+    seconds left) before auth runs; public routes (health checks) are never
+    refused. Failed authentications are the :class:`~sluiceway.AuthenticationFailed`
+    errors that come back through this layer; each is counted, then re-raised.
+
+    Around any other ASGI app (no sluiceway context in the scope) it answers a
+    banned address itself with a JSON 403 ``{"error": {...}}`` and counts the
+    app's 401 responses as failed authentications::
+
+        app = AbuseGuard(app, options=GuardOptions(max_failed_auth=5, ban_for=Duration(600)))
+
+    It closes its Redis client when the app's lifespan shuts down, or when
+    :meth:`lifespan` (or :meth:`aclose`) is used.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        options: GuardOptions | None = None,
+        *,
+        store: GuardStore | None = None,
+    ) -> None:
+        self.app = app
+        self.options = options if options is not None else GuardOptions()
+        self.store = store if store is not None else create_store(self.options)
+        self.client_address = ClientAddress(self.options.trusted_proxies,
+                                            self.options.ipv6_prefix)
+        self.enabled = self.options.bans
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, self._closing(send))
+            else:
+                await self.app(scope, receive, send)
+            return
+        if not self.enabled:
+            await self.app(scope, receive, send)
+            return
+        ctx: RequestContext | None = scope.get(CONTEXT_KEY)
+        if ctx is None:
+            await self._guard_app(scope, receive, send)
+            return
+        if ctx.route is not None and ctx.route.public:
+            await self.app(scope, receive, send)
+            return
+        address = self.client_address(scope)
+        if address is None:  # no peer address (a Unix socket): nothing to ban
+            await self.app(scope, receive, send)
+            return
+        left = await self.store.ban_left(address)
+        if left > 0:
+            raise self.banned(left)
+        try:
+            await self.app(scope, receive, send)
+        except AuthenticationFailed:
+            if ctx.principal is None:  # the auth chain refused it
+                await self.failed(address)
+            raise
+
+    def banned(self, left: float) -> PermissionDenied:
+        # Not ``retry_after=``: that is capped at 120 s for the SDKs' retries, and
+        # no SDK retries a 403; the header tells a person how long the ban lasts.
+        return PermissionDenied(
+            "Too many failed authentications from your address: it is blocked for "
+            f"{math.ceil(left)} more seconds.",
+            code="ip_banned", headers={"retry-after": str(math.ceil(left))},
+        )
+
+    async def failed(self, address: str) -> None:
+        """Count a failed authentication from ``address``; log a ban it causes."""
+        banned = await self.store.record_failure(address)
+        if banned:
+            options = self.options
+            log.warning(
+                "guard: banned %s for %s after %d failed authentications within %s",
+                address, _seconds(banned), options.max_failed_auth,
+                _seconds(options.failed_auth_window),
+            )
+
+    async def _guard_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Around an app that is not a gateway: bans answered here, 401s counted."""
+        address = self.client_address(scope)
+        if address is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            left = await self.store.ban_left(address)
+        except GatewayError as error:  # storage down with on_storage_error = "closed"
+            await _send_error(send, error)
+            return
+        if left > 0:
+            await _send_error(send, self.banned(left))
+            return
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if status == 401:
+            await self.failed(address)
+
+    def _closing(self, send: Send) -> Send:
+        """The lifespan's ``send``: closes the store just before shutdown completes."""
+
+        async def closing(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.aclose()
+            await send(message)
+
+        return closing
+
+
+class BurstGuard(_Owner):
+    """Blocks a key that sends more than ``burst_rps`` requests per second
+    (counted over ``burst_window``) for ``block_for``: 429
+    ``burst_limit_exceeded`` with ``Retry-After`` (at most 120 s; beyond that,
+    ``x-should-retry: false`` too). Runs after auth; requests without a
+    principal (auth off, public routes, an app that is not a gateway) pass."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        options: GuardOptions | None = None,
+        *,
+        store: GuardStore | None = None,
+    ) -> None:
+        self.app = app
+        self.options = options if options is not None else GuardOptions()
+        self.store = store if store is not None else create_store(self.options)
+        self.enabled = self.options.bursts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.enabled:
+            await self.app(scope, receive, send)
+            return
+        ctx: RequestContext | None = scope.get(CONTEXT_KEY)
+        principal = ctx.principal if ctx is not None else None
+        if principal is None:
+            await self.app(scope, receive, send)
+            return
+        key = principal.key_id
+        burst = await self.store.hit(key)
+        if burst.blocked_for > 0:
+            options = self.options
+            if burst.new:
+                log.warning(
+                    "guard: blocked key %s for %s: more than %d requests within %s",
+                    key, _seconds(burst.blocked_for), options.burst_limit,
+                    _seconds(options.burst_window),
+                )
+            left = burst.blocked_for
+            headers = {"x-should-retry": "false"} if left > RETRY_AFTER_CAP else {}
+            raise RateLimited(
+                f"Key {key} sent more than {options.burst_limit} requests within "
+                f"{_seconds(options.burst_window)}: it is blocked for {math.ceil(left)} "
+                "more seconds.",
+                code="burst_limit_exceeded", retry_after=left, headers=headers,
+            )
+        await self.app(scope, receive, send)
+
+
+async def _send_error(send: Send, error: GatewayError) -> None:
+    """``error`` as a complete OpenAI-shaped JSON response."""
+    body = _encode({"error": {
+        "message": error.message, "type": error.error_type, "code": error.code,
+        "param": error.param,
+    }})
+    await send({
+        "type": "http.response.start",
+        "status": error.status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((name.encode("latin-1"), value.encode("latin-1"))
+              for name, value in error.headers.items()),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+def load_options(gateway: Gateway) -> GuardOptions:
+    """``[plugin.guard]``, validated; a ``ConfigError`` names a bad key."""
+    config = gateway.config
+    return validate_options(
+        config.plugin_options(PLUGIN), GuardOptions, source=config.source, key=f"plugin.{PLUGIN}"
+    )
+
+
+def create_ip_guard(app: ASGIApp, gateway: Gateway) -> AbuseGuard:
+    """The ``factory(app, gateway)`` of the ``before_auth`` middleware."""
+    return AbuseGuard(app, load_options(gateway))
+
+
+def create_burst_guard(app: ASGIApp, gateway: Gateway) -> BurstGuard:
+    """The ``factory(app, gateway)`` of the ``after_auth`` middleware."""
+    return BurstGuard(app, load_options(gateway))
