@@ -72,6 +72,8 @@ class RouteTable:
             route = methods.get("GET")
         if route is None:
             ctx.state["allowed_methods"] = sorted(methods)
+            # The path's own dialect, for the 405 (an Anthropic client expects its shape).
+            ctx.state["path_dialect"] = next(iter(methods.values())).dialect
         return route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

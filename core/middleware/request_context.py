@@ -84,7 +84,10 @@ class RequestContextMiddleware:
         scope[CONTEXT_KEY] = ctx
         ctx.route = self.gateway.routes.match(scope, ctx)
         encoded_id = request_id.encode("ascii")
-        dialect = ctx.route.dialect if ctx.route is not None else "openai"
+        if ctx.route is not None:
+            dialect = ctx.route.dialect
+        else:
+            dialect = ctx.state.get("path_dialect", "openai")
         id_headers = [(self.id_header, encoded_id)]
         if dialect == "anthropic" and self.id_header != _ANTHROPIC_ID_HEADER:
             # What the Anthropic SDK reads into ``request_id`` on answers and errors.
