@@ -116,6 +116,9 @@ def test_stop_sequence_cuts_before_it(client: openai.OpenAI, as_list: bool) -> N
     content = response.choices[0].message.content or ""
     assert content == full[: full.find(stop)]
     assert response.choices[0].finish_reason == "stop"
+    # Which sequence matched, as vLLM says it (the Anthropic ingress needs it).
+    assert (response.choices[0].model_extra or {})["stop_reason"] == stop
+    assert "stop_reason" not in (_ask(client).choices[0].model_extra or {})
     assert response.usage is not None
     assert response.usage.completion_tokens == count_tokens(content) < 24
 
