@@ -9,10 +9,10 @@ from typing import Annotated, Literal
 import msgspec
 
 from sluiceway import Duration
+from sluiceway.redis_store import check_storage_url
 
-__all__ = ["STORAGE_SCHEMES", "GuardOptions"]
+__all__ = ["GuardOptions"]
 
-STORAGE_SCHEMES = ("memory", "redis", "rediss", "unix")
 
 _DURATIONS = ("failed_auth_window", "ban_for", "burst_window", "block_for")
 
@@ -64,16 +64,7 @@ class GuardOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ValueError(
                     f"trusted_proxies[{index}]: {entry!r} is not an IP address or network"
                 ) from None
-        scheme, sep, rest = self.storage.partition("://")
-        if not sep or scheme not in STORAGE_SCHEMES:
-            raise ValueError(
-                f"storage must start with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)},"
-                f" not {self.storage!r}"
-            )
-        if scheme == "memory" and rest:
-            raise ValueError(f"storage must be exactly 'memory://', not {self.storage!r}")
-        if scheme != "memory" and not rest:
-            raise ValueError(f"storage {self.storage!r} names no Redis server")
+        check_storage_url(self.storage)
 
     @property
     def burst_limit(self) -> int:

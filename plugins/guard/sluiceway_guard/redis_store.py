@@ -22,20 +22,12 @@ best effort.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
-import redis.asyncio as aredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
-from sluiceway import ServiceUnavailable
+from sluiceway.redis_store import RedisConnection
 
 from .options import GuardOptions
 from .store import Burst, MemoryGuardStore
@@ -44,13 +36,6 @@ __all__ = ["RedisGuardStore"]
 
 log = logging.getLogger("sluiceway.guard")
 
-T = TypeVar("T")
-
-# After a failure, Redis is not tried again for this long: requests neither
-# wait for a refused connection nor pile up on a dead server.
-_RETRY_AFTER_FAILURE = 1.0
-_WARN_EVERY = 10.0
-_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 # KEYS: the address's failure counter, its ban. ARGV: window (ms), max failures,
 # ban (ms). Returns 1 when this failure banned the address, else 0.
@@ -94,13 +79,6 @@ def _ms(seconds: float) -> int:
     return max(math.ceil(seconds * 1000), 1)
 
 
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest
-
-
 class RedisGuardStore:
     """A :class:`~sluiceway_guard.GuardStore` in Redis. One client per store,
     created on first use in the serving event loop and closed by :meth:`aclose`
@@ -115,91 +93,49 @@ class RedisGuardStore:
         timeout: float = 1.0,
     ) -> None:
         self.options = options
-        self.url = options.storage
-        self.prefix = options.key_prefix
-        self.on_storage_error = options.on_storage_error
         self.fallback = fallback if fallback is not None else MemoryGuardStore(options)
-        self.timeout = timeout
-        self._client: aredis.Redis | None = None
-        self._scripts: dict[str, Any] = {}
-        self._down_until = 0.0
-        self._warned_at = -math.inf
-        self._fail_args = [_ms(options.failed_auth_window), options.max_failed_auth,
-                           _ms(options.ban_for)]
-        self._burst_args = [_ms(options.burst_window), options.burst_limit,
-                            _ms(options.block_for)]
+        self.redis = RedisConnection(
+            options.storage, what="guard", logger=log, key_prefix=options.key_prefix,
+            on_storage_error=options.on_storage_error, unavailable_code="guard_unavailable",
+            unavailable_message=("The abuse guard cannot check this request right now: "
+                                 "its storage is unavailable."),
+            timeout=timeout,
+        )
+        self.redis.add_script("fail", FAIL)
+        self.redis.add_script("burst", BURST)
+        self._fail_args: list[int | str] = [
+            _ms(options.failed_auth_window), options.max_failed_auth, _ms(options.ban_for)]
+        self._burst_args: list[int | str] = [
+            _ms(options.burst_window), options.burst_limit, _ms(options.block_for)]
 
     # -- plumbing ------------------------------------------------------------
 
-    def client(self) -> aredis.Redis:
-        if self._client is None:
-            self._client = aredis.Redis.from_url(
-                self.url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 1),
-            )
-            self._scripts = {
-                name: self._client.register_script(source)
-                for name, source in (("fail", FAIL), ("burst", BURST))
-            }
-        return self._client
+    @property
+    def _client(self) -> Any:
+        """The Redis client if one is open (for tests of its lifecycle)."""
+        return self.redis._client
 
-    async def _script(self, name: str, keys: list[str], args: list[int]) -> Any:
-        self.client()
-        return await self._scripts[name](keys=keys, args=args)
+    def client(self) -> Any:
+        return self.redis.client()
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        self._scripts = {}
-        if client is not None:
-            with contextlib.suppress(*_ERRORS):
-                await client.aclose()
+        await self.redis.aclose()
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await self.aclose()
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        return self.redis.lifespan()
 
-    async def call(self, operation: Callable[[], Awaitable[T]]) -> T | None:
-        """``operation``'s result, or None when Redis failed (or failed just now)."""
-        if time.monotonic() < self._down_until:
-            return None
-        try:
-            return await operation()
-        except _ERRORS as exc:
-            self._down_until = time.monotonic() + _RETRY_AFTER_FAILURE
-            self._warn(exc)
-            return None
-
-    def _warn(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY:
-            self._warned_at = now
-            fallback = ("falling back to this process's in-memory guard"
-                        if self.on_storage_error == "open" else "refusing guarded requests")
-            log.warning("guard: Redis storage %s failed (%s: %s); %s",
-                        _redact(self.url), type(exc).__name__, exc, fallback)
-
-    def unavailable(self) -> ServiceUnavailable:
-        return ServiceUnavailable(
-            "The abuse guard cannot check this request right now: its storage is unavailable.",
-            code="guard_unavailable", retry_after=1,
-        )
-
+    # The braces are a Redis Cluster hash tag: a script's two keys share a slot.
     def ban_key(self, address: str) -> str:
-        return f"{self.prefix}ban:ip:{address}"
+        return self.redis.key(f"ip:{address}") + ":ban"
 
     def fail_key(self, address: str) -> str:
-        return f"{self.prefix}fail:ip:{address}"
+        return self.redis.key(f"ip:{address}") + ":fail"
 
     def block_key(self, key: str) -> str:
-        return f"{self.prefix}block:key:{key}"
+        return self.redis.key(f"key:{key}") + ":block"
 
     def burst_key(self, key: str) -> str:
-        return f"{self.prefix}burst:key:{key}"
+        return self.redis.key(f"key:{key}") + ":burst"
 
     # -- GuardStore ------------------------------------------------------------
 
@@ -207,10 +143,10 @@ class RedisGuardStore:
         # A ban made in memory while Redis was down still holds.
         local = self.fallback.ban_left_now(address)
         name = self.ban_key(address)
-        reply = await self.call(lambda: self.client().pttl(name))
+        reply = await self.redis.call(lambda: self.client().pttl(name))
         if reply is None:
-            if self.on_storage_error == "closed":
-                raise self.unavailable()
+            if self.redis.on_storage_error == "closed":
+                raise self.redis.unavailable()
             return local
         millis = int(reply)
         if millis == -1:  # set by hand without an expiry
@@ -219,9 +155,9 @@ class RedisGuardStore:
 
     async def record_failure(self, address: str) -> float:
         keys = [self.fail_key(address), self.ban_key(address)]
-        reply = await self.call(lambda: self._script("fail", keys, self._fail_args))
+        reply = await self.redis.call(lambda: self.redis.script("fail", keys, self._fail_args))
         if reply is None:
-            if self.on_storage_error == "open":
+            if self.redis.on_storage_error == "open":
                 return await self.fallback.record_failure(address)
             return 0.0
         return float(self.options.ban_for) if int(reply) else 0.0
@@ -231,10 +167,10 @@ class RedisGuardStore:
         if local > 0:
             return Burst(local)
         keys = [self.burst_key(key), self.block_key(key)]
-        reply = await self.call(lambda: self._script("burst", keys, self._burst_args))
+        reply = await self.redis.call(lambda: self.redis.script("burst", keys, self._burst_args))
         if reply is None:
-            if self.on_storage_error == "closed":
-                raise self.unavailable()
+            if self.redis.on_storage_error == "closed":
+                raise self.redis.unavailable()
             return await self.fallback.hit(key)
         state, millis = (int(value) for value in reply)
         if state == 0:

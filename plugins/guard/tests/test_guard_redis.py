@@ -66,12 +66,12 @@ async def test_guard_redis_store_bans_and_blocks_with_expiring_keys(
     redis = store.client()
     try:
         assert [await store.record_failure("203.0.113.7") for _ in range(2)] == [0.0, 0.0]
-        assert await redis.get("test:fail:ip:203.0.113.7") == b"2"
-        assert 0 < await redis.pttl("test:fail:ip:203.0.113.7") <= 300_000
+        assert await redis.get("test:{ip:203.0.113.7}:fail") == b"2"
+        assert 0 < await redis.pttl("test:{ip:203.0.113.7}:fail") <= 300_000
         assert await store.ban_left("203.0.113.7") == 0.0
         assert await store.record_failure("203.0.113.7") == 900.0
-        assert await redis.exists("test:fail:ip:203.0.113.7") == 0  # the count starts over
-        assert 899_000 < await redis.pttl("test:ban:ip:203.0.113.7") <= 900_000
+        assert await redis.exists("test:{ip:203.0.113.7}:fail") == 0  # the count starts over
+        assert 899_000 < await redis.pttl("test:{ip:203.0.113.7}:ban") <= 900_000
         assert 899 < await store.ban_left("203.0.113.7") <= 900
         assert await store.ban_left("203.0.113.8") == 0.0
 
@@ -79,17 +79,17 @@ async def test_guard_redis_store_bans_and_blocks_with_expiring_keys(
         assert [h.blocked_for for h in hits[:120]] == [0.0] * 120  # 2 rps x 60 s
         assert (hits[120].blocked_for, hits[120].new) == (300.0, True)
         assert all(0 < h.blocked_for <= 300 and not h.new for h in hits[121:])
-        assert 0 < await redis.pttl("test:block:key:key_a") <= 300_000
+        assert 0 < await redis.pttl("test:{key:key_a}:block") <= 300_000
         assert (await store.hit("key_b")).blocked_for == 0.0
 
         # An operator bans by hand (no expiry: as long as it stays), and unbans.
-        await redis.set("test:ban:ip:198.51.100.1", "1")
+        await redis.set("test:{ip:198.51.100.1}:ban", "1")
         assert await store.ban_left("198.51.100.1") == 900.0
-        await redis.delete("test:ban:ip:203.0.113.7")
+        await redis.delete("test:{ip:203.0.113.7}:ban")
         assert await store.ban_left("203.0.113.7") == 0.0
         keys = sorted(k.decode() for k in await redis.keys("test:*"))
-        assert keys == ["test:ban:ip:198.51.100.1", "test:block:key:key_a",
-                        "test:burst:key:key_b"]
+        assert keys == ["test:{ip:198.51.100.1}:ban", "test:{key:key_a}:block",
+                        "test:{key:key_b}:burst"]
     finally:
         await store.aclose()
 
@@ -204,8 +204,8 @@ def test_guard_redis_processes_share_bans_and_blocks_and_survive_redis_dying(
         log = gateway.log.read_text()
         assert "Traceback" not in log, log
         assert good.secret not in log and BAD_KEY not in log
-    assert "falling back to this process's in-memory guard" in first.log.read_text()
-    assert "refusing guarded requests" in closed.log.read_text()
+    assert "falling back to this process's in-memory state" in first.log.read_text()
+    assert "refusing the requests it guards" in closed.log.read_text()
     assert f"guard: banned {attacker}" in first.log.read_text()
 
 
@@ -230,7 +230,7 @@ def test_guard_redis_down_warns_once_and_falls_back(
     assert failures == [401, 401, 403]
     warnings = [r.getMessage() for r in caplog.records if "Redis storage" in r.getMessage()]
     assert len(warnings) <= 2  # at most once per 10 s for each of the two middlewares
-    assert warnings and all("in-memory guard" in w for w in warnings)
+    assert warnings and all("in-memory state" in w for w in warnings)
     assert all("Traceback" not in r.getMessage() for r in caplog.records)
 
 
@@ -247,3 +247,23 @@ def test_guard_redis_down_fails_closed_with_503(
         assert response.headers["retry-after"] == "1"
         assert "Traceback" not in response.text
     assert httpx.get(server.url + "/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("deployment", ["redis_sentinel", "redis_cluster"])
+async def test_guard_redis_sentinel_and_cluster(
+    deployment: str, request: pytest.FixtureRequest
+) -> None:
+    server: RedisServer = request.getfixturevalue(deployment)
+    settings = options(storage=server.url, max_failed_auth=2, burst_rps=3,
+                       on_storage_error="closed")
+    # Two "processes"; a generous timeout, as the cluster may still be settling.
+    stores = [RedisGuardStore(settings, timeout=5.0) for _ in range(2)]
+    try:
+        assert await stores[0].record_failure("203.0.113.9") == 0.0
+        assert await stores[1].record_failure("203.0.113.9") == 900.0
+        assert await stores[0].ban_left("203.0.113.9") == pytest.approx(900.0, abs=1)
+        hits = [await stores[n % 2].hit("key_c") for n in range(5)]
+        assert [h.blocked_for > 0 for h in hits] == [False, False, False, True, True]
+    finally:
+        for store in stores:
+            await store.aclose()

@@ -27,6 +27,7 @@ from sluiceway import (
     ServiceUnavailable,
 )
 from sluiceway.config import validate_options
+from sluiceway.redis_store import check_storage_url
 
 from .limiter import (
     ConcurrencyLimiter,
@@ -58,7 +59,6 @@ ANONYMOUS = "anonymous"
 TOKENS_PER_MESSAGE = 4
 CHARS_PER_TOKEN = 4
 
-STORAGE_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 
 _Limit = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -87,16 +87,7 @@ class LimitsOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError("window must be longer than 0s")
         if not self.lease_ttl > 0:
             raise ValueError("lease_ttl must be longer than 0s")
-        scheme, sep, rest = self.storage.partition("://")
-        if not sep or scheme not in STORAGE_SCHEMES:
-            raise ValueError(
-                f"storage must start with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)},"
-                f" not {self.storage!r}"
-            )
-        if scheme == "memory" and rest:
-            raise ValueError(f"storage must be exactly 'memory://', not {self.storage!r}")
-        if scheme != "memory" and not rest:
-            raise ValueError(f"storage {self.storage!r} names no Redis server")
+        check_storage_url(self.storage)
 
 
 def estimate_tokens(body: object, default_max_tokens: int) -> int:

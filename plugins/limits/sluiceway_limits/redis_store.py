@@ -15,23 +15,13 @@ never refuse: they are best effort (a lease expires by itself).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal, TypeVar
-from urllib.parse import unquote
+from collections.abc import Awaitable
+from typing import TypeVar
 
-import redis.asyncio as aredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
-from sluiceway import ServiceUnavailable
+from sluiceway.redis_store import OnStorageError, RedisConnection
 
 from .limiter import _EPSILON, Decision, InMemoryConcurrency, SlidingWindowCounter, _Counter
 
@@ -40,13 +30,6 @@ __all__ = ["RedisConcurrency", "RedisLimiter", "RedisStore"]
 log = logging.getLogger("sluiceway.limits")
 
 T = TypeVar("T")
-OnError = Literal["open", "closed"]
-
-# After a failure, Redis is not tried again for this long: requests neither
-# wait for a refused connection nor pile up on a dead server.
-_RETRY_AFTER_FAILURE = 1.0
-_WARN_EVERY = 10.0
-_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 # KEYS[1]: the key's prefix. ARGV: amount, limit, window (microseconds).
 # Returns {allowed, current, previous, now (microseconds)} after the reservation.
@@ -117,56 +100,9 @@ return 1
 """
 
 
-def _hosts(netloc: str) -> tuple[str | None, list[tuple[str, int]]]:
-    """``[:password@]host:port[,host:port...]`` -> (password, [(host, port)])."""
-    password = None
-    if "@" in netloc:
-        userinfo, netloc = netloc.rsplit("@", 1)
-        password = unquote(userinfo.partition(":")[2] or userinfo) or None
-    hosts = []
-    for item in netloc.split(","):
-        host, _, port = item.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"expected host:port, not {item!r}")
-        hosts.append((host.strip("[]"), int(port)))
-    return password, hosts
-
-
-def connect(url: str, timeout: float) -> tuple[aredis.Redis, list[aredis.Redis]]:
-    """A client for ``redis://``, ``rediss://``, ``unix://`` (one server),
-    ``redis+sentinel://[:pw@]host:port[,...]/service[/db]`` (the master a
-    sentinel names) or ``redis+cluster://[:pw@]host:port[,...]`` (a cluster);
-    and the clients it uses on the side (the sentinels), to close with it."""
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 1),  # once: a pooled connection may be stale
-    }
-    scheme, _, rest = url.partition("://")
-    if scheme == "redis+sentinel":
-        netloc, _, path = rest.partition("/")
-        service, _, db = path.partition("/")
-        password, hosts = _hosts(netloc)
-        if not service:
-            raise ValueError("redis+sentinel:// needs the service name: .../mymaster")
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
-        client: aredis.Redis = sentinel.master_for(
-            service, password=password, db=int(db or 0), **options)
-        return client, list(sentinel.sentinels)
-    if scheme == "redis+cluster":
-        password, hosts = _hosts(rest.partition("/")[0])
-        cluster = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in hosts],
-            password=password, socket_timeout=timeout, socket_connect_timeout=timeout,
-        )
-        return cluster, []  # type: ignore[return-value]  # the same commands and scripts
-    return aredis.Redis.from_url(url, **options), []
-
-
-class RedisStore:
-    """One Redis client per gateway, created lazily in the serving loop and closed
-    by the plugin's lifespan; plus what to do when Redis is down."""
+class RedisStore(RedisConnection):
+    """The limits' connection: :class:`sluiceway.redis_store.RedisConnection` with
+    the counter and lease scripts, and the leases' time to live."""
 
     def __init__(
         self,
@@ -174,91 +110,19 @@ class RedisStore:
         *,
         key_prefix: str = "sluiceway:limits:",
         lease_ttl: float = 300.0,
-        on_storage_error: OnError = "open",
+        on_storage_error: OnStorageError = "open",
         timeout: float = 1.0,
     ) -> None:
-        self.url = url
-        self.key_prefix = key_prefix
-        self.lease_ttl = lease_ttl
-        self.on_storage_error: OnError = on_storage_error
-        self.timeout = timeout
-        self._client: aredis.Redis | None = None
-        self._side_clients: list[aredis.Redis] = []
-        self._sources = {"reserve": RESERVE, "adjust": ADJUST, "acquire": ACQUIRE}
-        self._scripts: dict[str, Any] = {}
-        self._down_until = 0.0
-        self._warned_at = -math.inf
-
-    def client(self) -> aredis.Redis:
-        if self._client is None:
-            self._client, self._side_clients = connect(self.url, self.timeout)
-            self._scripts = {
-                name: self._client.register_script(source)
-                for name, source in self._sources.items()
-            }
-        return self._client
-
-    def add_script(self, name: str, source: str) -> None:
-        """Make one more Lua script callable with :meth:`script`."""
-        self._sources[name] = source
-        if self._client is not None:
-            self._scripts[name] = self._client.register_script(source)
-
-    async def script(self, name: str, keys: list[str], args: list[int | str]) -> Any:
-        self.client()
-        return await self._scripts[name](keys=keys, args=args)
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        side, self._side_clients = self._side_clients, []
-        self._scripts = {}
-        for closing in [*([client] if client is not None else []), *side]:
-            with contextlib.suppress(*_ERRORS):
-                await closing.aclose()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(self) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await self.aclose()
-
-    def key(self, key: str) -> str:
-        # The hash tag keeps a key's buckets in one slot of a Redis Cluster.
-        return f"{self.key_prefix}{{{key}}}"
-
-    async def call(self, operation: Callable[[], Awaitable[T]]) -> T | None:
-        """``operation``'s result, or None when Redis failed (or failed just now)."""
-        if time.monotonic() < self._down_until:
-            return None
-        try:
-            return await operation()
-        except _ERRORS as exc:
-            self._down_until = time.monotonic() + _RETRY_AFTER_FAILURE
-            self.warn(exc)
-            return None
-
-    def warn(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY:
-            self._warned_at = now
-            fallback = ("falling back to this process's in-memory limits"
-                        if self.on_storage_error == "open" else "refusing limited requests")
-            log.warning("limits: Redis storage %s failed (%s: %s); %s",
-                        _redact(self.url), type(exc).__name__, exc, fallback)
-
-    def unavailable(self) -> ServiceUnavailable:
-        return ServiceUnavailable(
-            "Rate limits cannot be checked right now: their storage is unavailable.",
-            code="limits_unavailable", retry_after=1,
+        super().__init__(
+            url, what="limits", logger=log, key_prefix=key_prefix,
+            on_storage_error=on_storage_error, unavailable_code="limits_unavailable",
+            unavailable_message=(
+                "Rate limits cannot be checked right now: their storage is unavailable."),
+            timeout=timeout,
         )
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest
+        self.lease_ttl = lease_ttl
+        for name, source in (("reserve", RESERVE), ("adjust", ADJUST), ("acquire", ACQUIRE)):
+            self.add_script(name, source)
 
 
 async def _shielded(awaitable: Awaitable[T]) -> T:

@@ -374,7 +374,9 @@ async def test_limits_redis_sentinel_and_cluster_share_exact_limits(
     assert server.url.startswith(("redis+sentinel://", "redis+cluster://"))
     options = validate_options({"storage": server.url}, LimitsOptions, source="test",
                                key="plugin.limits")
-    stores = [RedisStore(options.storage, on_storage_error="closed") for _ in range(2)]
+    # A generous timeout: the cluster may still be settling on a busy machine.
+    stores = [RedisStore(options.storage, on_storage_error="closed", timeout=5.0)
+              for _ in range(2)]
     try:
         counters = [RedisLimiter(store) for store in stores]
         windows = [RedisMovingWindow(store) for store in stores]
