@@ -49,10 +49,18 @@ class StateRecorder:
     def register_middleware(self, register: Callable[[sluiceway.Middleware], None]) -> None:
         def factory(app: Any, gateway: sluiceway.Gateway) -> Any:
             async def record(scope: Any, receive: Any, send: Any) -> None:
-                await app(scope, receive, send)
                 ctx = scope[sluiceway.CONTEXT_KEY]
-                self.seen.append({"path": scope["path"], "provider": ctx.state.get("provider"),
-                                  "usage": ctx.state.get("usage")})
+
+                async def send_and_record(message: Any) -> None:
+                    # Before the last frame leaves, as the limits plugin settles:
+                    # the client cannot see the end before this is recorded.
+                    if message["type"] == "http.response.body" and not message.get("more_body"):
+                        self.seen.append({"path": scope["path"],
+                                          "provider": ctx.state.get("provider"),
+                                          "usage": ctx.state.get("usage")})
+                    await send(message)
+
+                await app(scope, receive, send_and_record)
 
             return record
 

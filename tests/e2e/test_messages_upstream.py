@@ -12,7 +12,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from sluiceway.fakes import ErrorEvent, FakeOpenAI, Status, ToolCall
+from sluiceway.fakes import ErrorEvent, FakeOpenAI, Stall, Status, ToolCall
 from sluiceway.testing import RunningServer
 
 TOOLS: list[Any] = [{"name": "get_weather", "description": "Weather now.",
@@ -215,3 +215,18 @@ def test_upstream_error_mid_stream_is_an_error_event(
     assert "".join(received) == "echo"  # two of the four chunks arrived first
     assert caught.value.body == {"type": "error", "error": {
         "type": "api_error", "message": "Provider 'up' failed mid-stream: boom"}}
+
+
+async def test_client_hanging_up_mid_stream_cancels_the_upstream(
+    server: RunningServer, fake: FakeOpenAI
+) -> None:
+    fake.script(Stall(after_chunks=1, seconds=3600))
+    async with anthropic.AsyncAnthropic(api_key="k", base_url=server.url, max_retries=0) as sdk:
+        stream = await sdk.messages.create(model="claude-ish", max_tokens=50, messages=HI,
+                                           stream=True)
+        async for event in stream:
+            if event.type == "content_block_delta":
+                break  # the first text has arrived; the upstream now stalls
+        await stream.close()
+    assert await fake.wait_for(lambda: fake.disconnects == 1, within=10)
+    assert fake.active == 0

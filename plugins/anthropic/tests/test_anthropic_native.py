@@ -48,8 +48,13 @@ class UsageRecorder:
     def register_middleware(self, register: Callable[[sluiceway.Middleware], None]) -> None:
         def factory(app: Any, gateway: sluiceway.Gateway) -> Any:
             async def record(scope: Any, receive: Any, send: Any) -> None:
-                await app(scope, receive, send)
-                self.usage.append(scope[sluiceway.CONTEXT_KEY].state.get("usage"))
+                async def send_and_record(message: Any) -> None:
+                    # Before the last frame leaves, as the limits plugin settles.
+                    if message["type"] == "http.response.body" and not message.get("more_body"):
+                        self.usage.append(scope[sluiceway.CONTEXT_KEY].state.get("usage"))
+                    await send(message)
+
+                await app(scope, receive, send_and_record)
 
             return record
 
