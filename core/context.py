@@ -36,6 +36,7 @@ class RequestContext:
 
     __slots__ = (
         "_body",
+        "_body_started",
         "_json",
         "gateway",
         "interrupted",
@@ -70,6 +71,7 @@ class RequestContext:
         # True once the final body message is sent: nothing may cancel the task after.
         self.responded = False
         self._body: bytes | None = None
+        self._body_started = False
         self._json: Any = None
 
     def header(self, name: bytes) -> str | None:
@@ -94,6 +96,7 @@ class RequestContext:
                 raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
         chunks: list[bytes] = []
         size = 0
+        self._body_started = True
         # A timer handle that interrupts the task costs far less than
         # asyncio.timeout on every request, and it almost never fires.
         timer = asyncio.get_running_loop().call_later(
@@ -123,6 +126,38 @@ class RequestContext:
             timer.cancel()
         self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._body
+
+    async def discard_unread_body(self, up_to: int = 65536, wait: float = 1.0) -> bool:
+        """Before answering without reading the body (a refusal by auth or a
+        policy): read and drop a small unread body, so that the connection can
+        serve the client's next request. False when the connection cannot be
+        reused (a body partly read, larger than ``up_to``, or slow): the answer
+        should then say ``connection: close``, or a pooling client may send its
+        next request into a connection the server is closing."""
+        if self._body is not None:
+            return True
+        if self._body_started:
+            return False
+        declared = self.header(b"content-length")
+        if declared is None and self.header(b"transfer-encoding") is None:
+            return True  # no body at all
+        if declared is not None and (not declared.isdecimal() or int(declared) > up_to):
+            return False
+        self._body_started = True
+        size = 0
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    message = await self.receive()
+                    if message["type"] == "http.disconnect":
+                        return False
+                    size += len(message.get("body", b""))
+                    if size > up_to:
+                        return False
+                    if not message.get("more_body", False):
+                        return True
+        except TimeoutError:
+            return False
 
     async def json(self) -> Any:
         """The body parsed as JSON, once; 400 if it is not JSON."""
