@@ -37,6 +37,7 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from .events import EventSinkType
 from .hookspecs import HOOK_API_VERSION, hookimpl
 from .middleware.request_context import render_error as send_error
 from .upstream import UpstreamClient, UpstreamLimits, UpstreamResponse
@@ -54,6 +55,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Duration",
+    "EventSinkType",
     "Gateway",
     "GatewayError",
     "InvalidRequest",

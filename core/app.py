@@ -22,6 +22,7 @@ from .config import Config, load_config, parse_config, validate_options
 from .context import RequestContext
 from .dispatch import Dispatcher, RetryBudget
 from .errors import ConfigError, PluginError, ServiceUnavailable, StartupError
+from .events import Events, EventSink
 from .middleware import AuthMiddleware, RequestContextMiddleware
 from .plugins import PluginSet, load_plugins
 from .pools import Pool
@@ -80,9 +81,10 @@ class Gateway:
             if gateway_settings.max_concurrent_requests
             else None
         )
+        # Built middleware and sinks that own resources (a ``lifespan()`` method).
+        self._owned_lifespans: list[tuple[str, Any]] = []
+        self.events = self._build_events()
         self._auth_chain = self._build_auth_chain()
-        # Built middleware that own resources (a ``lifespan()`` method), outermost last.
-        self._middleware_lifespans: list[tuple[str, Any]] = []
         self._app: ASGIApp = self._build_stack()
 
     # -- build -------------------------------------------------------------
@@ -178,8 +180,23 @@ class Gateway:
             lambda: middleware.factory(app, self),
         )
         if callable(getattr(built, "lifespan", None)):
-            self._middleware_lifespans.append((registered.plugin, built))
+            self._owned_lifespans.append((registered.plugin, built))
         return built  # type: ignore[no-any-return]
+
+    def _build_events(self) -> Events:
+        sinks: list[tuple[str, EventSink]] = []
+        for name, registered in self.registry.event_sinks.items():
+            factory = registered.item.factory
+            sink = _built_by(registered.plugin, f"event sink {name!r}",
+                             lambda factory=factory: factory(self))
+            if not callable(getattr(sink, "handle", None)):
+                raise PluginError(
+                    f"plugin {registered.plugin!r}: event sink {name!r} has no handle(event)"
+                )
+            if callable(getattr(sink, "lifespan", None)):
+                self._owned_lifespans.append((registered.plugin, sink))
+            sinks.append((name, sink))
+        return Events(sinks)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -261,8 +278,8 @@ class Gateway:
             (plugin.name, manager)
             for plugin, manager in self.plugins.call_each("lifespan", gateway=self)
         ]
-        # Innermost middleware first: it is closed last, after the layers wrapping it.
-        managers += [(plugin, built.lifespan()) for plugin, built in self._middleware_lifespans]
+        # Sinks first, then middleware innermost first: closed in the reverse order.
+        managers += [(plugin, built.lifespan()) for plugin, built in self._owned_lifespans]
         for plugin_name, manager in managers:
             if manager is None:
                 continue

@@ -34,6 +34,7 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from .events import AttemptEnded, AttemptStarted
 
 if TYPE_CHECKING:
     from .components import ChatRequest
@@ -153,6 +154,12 @@ class Dispatcher:
         # waiting for the gateway's capacity are part of it.
         deadline = clock() + group.timeout - ctx.elapsed
         attempts = Attempts()
+        # For the request's end: what the loop did, and for which model.
+        ctx.state["attempts"] = attempts
+        ctx.state["model"] = group.name
+        ctx.state["stream"] = hold
+        events = ctx.gateway.events
+        emit = events.emit if events.enabled else None
         order = group.order(request)
         tried: set[int] = set()
         retries = 0
@@ -186,6 +193,12 @@ class Dispatcher:
                 attempts.deployment = deployment
                 attempts.count += 1
                 request.upstream_model = deployment.upstream_model
+                if emit is not None:
+                    emit(AttemptStarted(
+                        request_id=ctx.request_id, provider=deployment.provider_name,
+                        deployment=_name(deployment), model=deployment.upstream_model,
+                        key_id=None, attempt=attempts.count, stream=hold,
+                    ))
                 health.claim()
                 # Cheaper than asyncio.timeout per attempt: a timer that interrupts
                 # the request, absorbed below if it is what fired.
@@ -201,7 +214,11 @@ class Dispatcher:
                         raise
                     # Out of time: not this deployment's fault, and nothing to retry.
                     attempts.upstream_seconds += clock() - sent
-                    raise _deadline_error(group) from None
+                    timed_out = _deadline_error(group)
+                    if emit is not None:
+                        emit(_ended(ctx, deployment, attempts, clock() - sent, timed_out,
+                                    "give_up"))
+                    raise timed_out from None
                 except GatewayError as exc:
                     error = exc
                 except BaseException:
@@ -215,6 +232,8 @@ class Dispatcher:
                     answered = clock() - sent
                     attempts.upstream_seconds += answered
                     health.record_success(answered)
+                    if emit is not None:
+                        emit(_ended(ctx, deployment, attempts, answered, None, "done"))
                     if not hold:
                         health.finish()
                         deployment.pool.release()
@@ -223,7 +242,8 @@ class Dispatcher:
                 timer.cancel()
                 health.finish()
                 deployment.pool.release()
-                attempts.upstream_seconds += clock() - sent
+                latency = clock() - sent
+                attempts.upstream_seconds += latency
                 kind = error.kind
                 attempts.last_kind = kind
                 if kind in _NOT_UPSTREAM_FAULTS or error.alternate:
@@ -241,9 +261,12 @@ class Dispatcher:
                     # the same upstream with another credential, so it takes no budget.
                     alternates += 1
                     tried.discard(id(deployment))
+                    if emit is not None:
+                        emit(_ended(ctx, deployment, attempts, latency, error, "retry"))
                     continue
+                delay = 0.0
                 if kind in group.fallback_on and _any_available(order, tried):
-                    delay = 0.0
+                    step = "fallback"
                 elif (
                     kind in _RETRY_SAME
                     and retries < group.max_retries
@@ -254,16 +277,21 @@ class Dispatcher:
                     retries += 1
                     tried.discard(id(deployment))
                     delay = self._backoff(retries, error.retry_after)
+                    step = "retry"
                 else:
-                    raise error
-                if budget is None:
+                    step = "give_up"
+                if step != "give_up" and budget is None:
                     budget = self._budget_for(deployment)
                     if not budget.try_acquire(deployment.pool.active + deployment.pool.waiting):
                         budget = None
-                        raise error
+                        step = "give_up"
+                if delay and clock() + delay >= deadline:
+                    step = "give_up"
+                if emit is not None:
+                    emit(_ended(ctx, deployment, attempts, latency, error, step))
+                if step == "give_up":
+                    raise error
                 if delay:
-                    if clock() + delay >= deadline:
-                        raise error
                     await asyncio.sleep(delay)
                     attempts.backoff_seconds += delay
         except GatewayError as error:
@@ -289,6 +317,22 @@ class Dispatcher:
             return retry_after
         ceiling = min(self.backoff_max, self.backoff_base * (2 ** (retry - 1)))
         return self.rng.uniform(0, ceiling)
+
+
+def _name(deployment: Deployment) -> str:
+    return f"{deployment.provider_name}/{deployment.upstream_model}"
+
+
+def _ended(
+    ctx: RequestContext, deployment: Deployment, attempts: Attempts, latency: float,
+    error: GatewayError | None, step: str,
+) -> AttemptEnded:
+    return AttemptEnded(
+        request_id=ctx.request_id, provider=deployment.provider_name,
+        deployment=_name(deployment), model=deployment.upstream_model, key_id=None,
+        attempt=attempts.count, status=200 if error is None else error.status,
+        latency=latency, error=None if error is None else error.kind, next=step,
+    )
 
 
 def _deadline_error(group: ModelGroup) -> GatewayError:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from .app import Gateway
     from .components import AuthStrategyType, Middleware, ProviderType, Route
+    from .events import EventSinkType
 
 __all__ = ["HOOK_API_VERSION", "hookimpl", "hookspec"]
 
@@ -88,6 +89,23 @@ def register_middleware(register: Callable[[Middleware], None]) -> None:
 
     Used by policy plugins (rate limits, abuse guards) and by anything that must
     see every request.
+    """
+
+
+@hookspec
+def register_event_sinks(register: Callable[[EventSinkType], None]) -> None:
+    """Register sinks that receive every lifecycle event of every request.
+
+    Called once per gateway build, per plugin in plugins.toml order. Each
+    :class:`~sluiceway.EventSinkType`'s ``factory(gateway)`` is called once while
+    the gateway is built; the sink's ``handle(event)`` then runs synchronously on
+    the event loop for each event and must not block. A sink that raises is
+    logged and skipped; the request goes on.
+
+    :param register: call with a :class:`~sluiceway.EventSinkType`.
+    :returns: nothing.
+
+    Used by metrics exporters, request logs and tracers.
     """
 
 

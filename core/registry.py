@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from .components import AuthStrategyType, Middleware, ProviderType, Route
 from .errors import PluginError
+from .events import EventSinkType
 from .plugins import PluginSet
 from .routes import route_key
 
@@ -36,6 +37,7 @@ class Registry:
     auth_types: dict[str, Registered[AuthStrategyType]] = field(default_factory=dict)
     routes: list[Registered[Route]] = field(default_factory=list)
     middleware: list[Registered[Middleware]] = field(default_factory=list)
+    event_sinks: dict[str, Registered[EventSinkType]] = field(default_factory=dict)
 
     @classmethod
     def collect(cls, plugins: PluginSet) -> Registry:
@@ -106,6 +108,7 @@ class Registry:
             ),
             ("register_routes", register_route),
             ("register_middleware", register_middleware),
+            ("register_event_sinks", keyed("event sink", EventSinkType, registry.event_sinks)),
         ]
         for hook_name, register in hooks:
             for plugin in plugins.loaded:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from .errors import GatewayError, ServiceUnavailable, UpstreamError
+from .events import FirstToken
 from .wire import openai
 from .wire.sse import DONE, data_frame
 
@@ -136,6 +137,20 @@ StreamOpener = Callable[
 ]
 
 
+def first_token(ctx: RequestContext) -> None:
+    """The first chunk reached the client: record the time to first token."""
+    ctx.state["ttft"] = ttft = ctx.elapsed
+    events = ctx.gateway.events
+    if events.enabled:
+        attempts = ctx.state.get("attempts")
+        deployment = attempts.deployment if attempts is not None else None
+        events.emit(FirstToken(
+            request_id=ctx.request_id,
+            provider=deployment.provider_name if deployment is not None else "",
+            model=ctx.state.get("model") or "", ttft=ttft,
+        ))
+
+
 async def relay_openai_stream(
     ctx: RequestContext, send: Send, request: ChatRequest, open_stream: StreamOpener
 ) -> None:
@@ -182,6 +197,7 @@ async def relay_openai_stream(
         )
         committed = True
         await write(first)
+        first_token(ctx)
         async for chunk in chunks:
             await write(chunk)
         await send({"type": "http.response.body", "body": DONE, "more_body": False})

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .errors import GatewayError, UpstreamError
-from .streaming import SSE_HEADERS, DisconnectWatch, absorb_cancel, shutdown_error
+from .streaming import (
+    SSE_HEADERS,
+    DisconnectWatch,
+    absorb_cancel,
+    first_token,
+    shutdown_error,
+)
 from .wire.anthropic import error_event
 from .wire.anthropic_stream import AnthropicEventStream
 from .wire.sse import event_frame
@@ -171,6 +177,7 @@ async def relay_anthropic_stream(
         committed = True
         await send({"type": "http.response.body", "body": source.render(source.first),
                     "more_body": True})
+        first_token(ctx)
         async for item in source.rest:
             frames = source.render(item)
             if frames:

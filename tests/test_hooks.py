@@ -487,6 +487,87 @@ def test_hook_register_commands(greeter_installed: Path, tmp_path: Path) -> None
 
 
 # --------------------------------------------------------------------------
+# register_event_sinks
+# --------------------------------------------------------------------------
+
+# [docs:register_event_sinks]
+class Tally:
+    """Counts requests by status and keeps the time to first token of streams.
+
+    ``handle`` runs on the event loop for every event: it only updates memory."""
+
+    def __init__(self) -> None:
+        self.by_status: dict[int, int] = {}
+        self.ttft: list[float] = []
+        self.seen: list[sluiceway.events.Event] = []
+
+    def handle(self, event: sluiceway.events.Event) -> None:
+        self.seen.append(event)
+        if isinstance(event, sluiceway.events.RequestEnded):
+            self.by_status[event.status] = self.by_status.get(event.status, 0) + 1
+        elif isinstance(event, sluiceway.events.FirstToken):
+            self.ttft.append(event.ttft)
+
+
+class TallyPlugin:
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+
+    @sluiceway.hookimpl
+    def register_event_sinks(self, register: Callable[[sluiceway.EventSinkType], None]) -> None:
+        register(sluiceway.EventSinkType("tally", lambda gateway: self.tally))
+# [/docs:register_event_sinks]
+
+
+class BrokenSinkPlugin:
+    @sluiceway.hookimpl
+    def register_event_sinks(self, register: Callable[[sluiceway.EventSinkType], None]) -> None:
+        class Broken:
+            def handle(self, event: sluiceway.events.Event) -> None:
+                raise RuntimeError("this sink is broken")
+
+        register(sluiceway.EventSinkType("broken", lambda gateway: Broken()))
+
+
+def test_hook_register_event_sinks(gateway_factory: Factory) -> None:
+    tally = Tally()
+    server = gateway_factory(REVERSE_CONFIG, plugins=[
+        ("reverse", ReversePlugin()), ("broken", BrokenSinkPlugin()), ("tally", TallyPlugin(tally)),
+    ])
+    with openai.OpenAI(api_key="unused", base_url=server.base_url, max_retries=0) as client:
+        plain = client.chat.completions.with_raw_response.create(model="backwards",
+                                                                 messages=USER)
+        streamed = list(client.chat.completions.create(model="alias", messages=USER,
+                                                       stream=True))
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="forwards", messages=USER)
+    # A failing sink is counted and logged; the requests were answered all the same.
+    assert plain.http_response.status_code == 200 and streamed
+    assert server.gateway.events.failures["broken"] >= 10
+    assert tally.by_status == {200: 2, 404: 1}
+    assert len(tally.ttft) == 1 and tally.ttft[0] > 0
+
+    def kinds(request_id: str) -> list[str]:
+        return [type(e).__name__ for e in tally.seen if e.request_id == request_id]
+
+    plain_id = plain.http_response.headers["x-request-id"]
+    assert kinds(plain_id) == ["RequestStarted", "AttemptStarted", "AttemptEnded",
+                               "RequestEnded"]
+    ended = [e for e in tally.seen if isinstance(e, sluiceway.events.RequestEnded)]
+    first = ended[0]
+    assert (first.route, first.model, first.provider, first.status, first.stream) == (
+        "chat", "backwards", "rev", 200, False)
+    assert first.usage == {"prompt_tokens": 1, "completion_tokens": 1}
+    assert first.attempts == 1 and first.upstream is not None and first.overhead is not None
+    assert 0 <= first.overhead <= first.duration
+    assert ended[1].stream and ended[1].model == "alias"
+    assert (ended[2].status, ended[2].error_code, ended[2].provider) == (
+        404, "model_not_found", None)
+    attempt = next(e for e in tally.seen if isinstance(e, sluiceway.events.AttemptEnded))
+    assert (attempt.deployment, attempt.status, attempt.next) == ("rev/backwards", 200, "done")
+
+
+# --------------------------------------------------------------------------
 # lifespan
 # --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ PUBLIC_API = [
     "Config",
     "ConfigError",
     "Duration",
+    "EventSinkType",
     "Gateway",
     "GatewayError",
     "HOOK_API_VERSION",

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..context import CONTEXT_KEY
-from ..errors import AuthenticationFailed
+from ..errors import AuthenticationFailed, GatewayError
+from ..events import AuthDecided
 
 if TYPE_CHECKING:
     from ..components import ASGIApp, AuthStrategy, Receive, Scope, Send
@@ -33,15 +34,25 @@ class AuthMiddleware:
             return
         ctx = scope[CONTEXT_KEY]
         if ctx.route is None or not ctx.route.public:
-            for strategy in self.strategies:
-                principal = await strategy.authenticate(ctx)
-                if principal is not None:
-                    ctx.principal = principal
-                    break
-            else:
-                raise AuthenticationFailed(
-                    "Missing credentials: send your API key as 'Authorization: Bearer <key>' "
-                    "(or in an 'x-api-key' header).",
-                    code="missing_api_key",
-                )
+            events = ctx.gateway.events
+            try:
+                for strategy in self.strategies:
+                    principal = await strategy.authenticate(ctx)
+                    if principal is not None:
+                        ctx.principal = principal
+                        break
+                else:
+                    raise AuthenticationFailed(
+                        "Missing credentials: send your API key as 'Authorization: Bearer "
+                        "<key>' (or in an 'x-api-key' header).",
+                        code="missing_api_key",
+                    )
+            except GatewayError as refused:
+                if events.enabled:
+                    events.emit(AuthDecided(request_id=ctx.request_id, allowed=False,
+                                            code=refused.code))
+                raise
+            if events.enabled:
+                events.emit(AuthDecided(request_id=ctx.request_id, allowed=True,
+                                        key_id=principal.key_id))
         await self.app(scope, receive, send)

@@ -14,10 +14,11 @@ import asyncio
 import logging
 import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..context import CONTEXT_KEY, RequestContext
 from ..errors import ClientDisconnected, GatewayError, ServiceUnavailable
+from ..events import RequestEnded, RequestStarted
 from ..responses import encode_headers, send_bytes
 from ..wire import anthropic, openai
 
@@ -59,6 +60,66 @@ async def render_error(send: Send, error: GatewayError, dialect: str, request_id
     )
 
 
+async def _close_unless_drained(ctx: RequestContext, error: GatewayError) -> None:
+    """A refusal sent before the body was read: drop a small body so the connection
+    stays usable, or say ``connection: close``. Without it, the server closes a
+    connection whose request was never read while a pooling client may already
+    be sending its next request into it."""
+    if not await ctx.discard_unread_body():
+        error.headers["connection"] = "close"
+
+
+def request_ended(
+    ctx: RequestContext, status: int, failure: GatewayError | None
+) -> RequestEnded:
+    """The :class:`~sluiceway.events.RequestEnded` of a request, from what the
+    layers recorded on its context."""
+    scope, state = ctx.scope, ctx.state
+    attempts = state.get("attempts")
+    deployment = attempts.deployment if attempts is not None else None
+    duration = ctx.elapsed
+    upstream = None
+    if attempts is not None and attempts.count:
+        upstream = attempts.upstream_seconds + attempts.backoff_seconds
+    usage = state.get("usage")
+    principal = ctx.principal
+    return RequestEnded(
+        request_id=ctx.request_id,
+        method=scope["method"], path=scope["path"],
+        route=ctx.route.name if ctx.route is not None else None,
+        status=status or (failure.status if failure is not None else 0),
+        duration=duration,
+        key_id=principal.key_id if principal is not None else None,
+        model=state.get("model"),
+        provider=deployment.provider_name if deployment is not None else None,
+        stream=bool(state.get("stream")),
+        error_type=failure.error_type if failure is not None else None,
+        error_code=failure.code if failure is not None else None,
+        usage=token_counts(usage) if isinstance(usage, dict) else None,
+        cost=state.get("cost"),
+        upstream=upstream,
+        overhead=max(duration - upstream, 0.0) if upstream is not None else None,
+        attempts=attempts.count if attempts is not None else 0,
+        disconnected=ctx.interrupted == "client_disconnected" or "disconnected" in state,
+    )
+
+
+def token_counts(usage: dict[str, Any]) -> dict[str, int]:
+    """OpenAI-shaped usage as flat counts: prompt, completion, cached, reasoning."""
+    counts: dict[str, int] = {}
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name)
+        if isinstance(value, int):
+            counts[name] = value
+    for details, name, field in (("prompt_tokens_details", "cached_tokens", "cached_tokens"),
+                                 ("completion_tokens_details", "reasoning_tokens",
+                                  "reasoning_tokens")):
+        inner = usage.get(details)
+        if isinstance(inner, dict) and isinstance(inner.get(field), int):
+            counts[name] = inner[field]
+    return counts
+
+
 class RequestContextMiddleware:
     """Creates the :class:`RequestContext`, tags every response with ``x-request-id``
     and turns every failure into a correctly-shaped error response."""
@@ -93,12 +154,15 @@ class RequestContextMiddleware:
             # What the Anthropic SDK reads into ``request_id`` on answers and errors.
             id_headers.append((_ANTHROPIC_ID_HEADER, encoded_id))
         response_started = False
+        status = 0
+        failure: GatewayError | None = None
 
         async def send_with_id(message: Message) -> None:
-            nonlocal response_started
+            nonlocal response_started, status
             kind = message["type"]
             if kind == "http.response.start":
                 response_started = True
+                status = message["status"]
                 # A new message: the caller's may be shared between requests.
                 message = {**message, "headers": [*message.get("headers", ()), *id_headers]}
             elif kind == "http.response.body" and not message.get("more_body", False):
@@ -106,6 +170,13 @@ class RequestContextMiddleware:
             await send(message)
 
         gateway = self.gateway
+        events = gateway.events
+        if events.enabled:
+            events.emit(RequestStarted(
+                request_id=request_id, method=scope["method"], path=scope["path"],
+                route=ctx.route.name if ctx.route is not None else None,
+                client=scope["client"][0] if scope.get("client") else None,
+            ))
         task = ctx.task = asyncio.current_task()
         inflight = gateway.inflight
         inflight.add(ctx)
@@ -114,11 +185,14 @@ class RequestContextMiddleware:
                 await gateway.ensure_started()
             await self.app(scope, receive, send_with_id)
         except GatewayError as error:
+            failure = error
             if response_started:
                 log.warning("request %s: %s after the response started", request_id, error)
             else:
+                await _close_unless_drained(ctx, error)
                 await render_error(send_with_id, error, dialect, request_id)
         except ClientDisconnected:
+            ctx.state["disconnected"] = True
             log.debug("request %s: client disconnected", request_id)
         except asyncio.CancelledError:
             if ctx.interrupted is None or task is None:
@@ -128,26 +202,23 @@ class RequestContextMiddleware:
             if task.cancelling():
                 raise
             if ctx.interrupted == "shutdown" and not response_started:
-                await render_error(
-                    send_with_id,
-                    ServiceUnavailable(
-                        "The gateway is shutting down; retry shortly.",
-                        code="server_shutdown",
-                        retry_after=1,
-                    ),
-                    dialect,
-                    request_id,
+                failure = ServiceUnavailable(
+                    "The gateway is shutting down; retry shortly.",
+                    code="server_shutdown",
+                    retry_after=1,
+                    headers={"connection": "close"},
                 )
+                await render_error(send_with_id, failure, dialect, request_id)
             else:
                 log.debug("request %s: ended early (%s)", request_id, ctx.interrupted)
         except Exception:
             log.exception("request %s failed", request_id)
+            failure = _InternalError(
+                f"The gateway hit an internal error (request id {request_id}).")
             if not response_started:
-                await render_error(
-                    send_with_id,
-                    _InternalError(f"The gateway hit an internal error (request id {request_id})."),
-                    dialect,
-                    request_id,
-                )
+                await _close_unless_drained(ctx, failure)
+                await render_error(send_with_id, failure, dialect, request_id)
         finally:
             inflight.discard(ctx)
+            if events.enabled:
+                events.emit(request_ended(ctx, status, failure))

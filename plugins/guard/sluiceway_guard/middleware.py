@@ -19,8 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import msgspec
-
 from sluiceway import (
     CONTEXT_KEY,
     AuthenticationFailed,
@@ -29,8 +27,10 @@ from sluiceway import (
     PermissionDenied,
     RateLimited,
     RequestContext,
+    send_error,
 )
 from sluiceway.config import validate_options
+from sluiceway.events import LimitDecided
 
 from .client_ip import ClientAddress
 from .options import GuardOptions
@@ -58,7 +58,6 @@ PLUGIN = "guard"
 RETRY_AFTER_CAP = 120.0
 
 log = logging.getLogger("sluiceway.guard")
-_encode = msgspec.json.Encoder().encode
 
 
 def create_store(options: GuardOptions) -> GuardStore:
@@ -149,6 +148,7 @@ class AbuseGuard(_Owner):
             return
         left = await self.store.ban_left(address)
         if left > 0:
+            _decided(ctx, "ip", allowed=False)
             raise self.banned(left)
         try:
             await self.app(scope, receive, send)
@@ -253,6 +253,7 @@ class BurstGuard(_Owner):
                     _seconds(options.burst_window),
                 )
             left = burst.blocked_for
+            _decided(ctx, "burst", allowed=False, key_id=key)
             headers = {"x-should-retry": "false"} if left > RETRY_AFTER_CAP else {}
             raise RateLimited(
                 f"Key {key} sent more than {options.burst_limit} requests within "
@@ -264,22 +265,15 @@ class BurstGuard(_Owner):
 
 
 async def _send_error(send: Send, error: GatewayError) -> None:
-    """``error`` as a complete OpenAI-shaped JSON response."""
-    body = _encode({"error": {
-        "message": error.message, "type": error.error_type, "code": error.code,
-        "param": error.param,
-    }})
-    await send({
-        "type": "http.response.start",
-        "status": error.status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *((name.encode("latin-1"), value.encode("latin-1"))
-              for name, value in error.headers.items()),
-        ],
-    })
-    await send({"type": "http.response.body", "body": body})
+    """``error`` as a complete OpenAI-shaped response (around an app of one's own)."""
+    await send_error(send, error, "openai", "")
+
+
+def _decided(ctx: RequestContext | None, limit: str, *, allowed: bool,
+             key_id: str | None = None) -> None:
+    if ctx is not None and ctx.gateway.events.enabled:
+        ctx.gateway.events.emit(LimitDecided(request_id=ctx.request_id, policy=PLUGIN,
+                                             limit=limit, allowed=allowed, key_id=key_id))
 
 
 def load_options(gateway: Gateway) -> GuardOptions:

@@ -27,6 +27,7 @@ from sluiceway import (
     ServiceUnavailable,
 )
 from sluiceway.config import validate_options
+from sluiceway.events import LimitDecided
 from sluiceway.redis_store import check_storage_url
 
 from .limiter import (
@@ -217,6 +218,7 @@ class LimitsMiddleware:
             return
         if max_concurrent is not None and not await self.concurrency.acquire(key, max_concurrent):
             headers = await self._current(key, rpm, tpm)
+            _decided(ctx, "concurrency", False, key)
             raise RateLimited(
                 f"Too many requests in flight for {key}: at most {max_concurrent} at once.",
                 code="concurrency_limit_exceeded", retry_after=1, headers=headers.values,
@@ -249,6 +251,7 @@ class LimitsMiddleware:
             estimate = estimate_tokens(await ctx.json(), self.options.default_max_tokens)
             if estimate > tpm:  # waiting cannot help: say so, so SDKs do not retry
                 headers = await self._current(key, rpm, tpm)
+                _decided(ctx, "tokens", False, key)
                 raise RateLimited(
                     f"This request needs about {estimate} tokens, more than the limit of "
                     f"{tpm} tokens per {format_duration(window)} for {key}: "
@@ -263,6 +266,7 @@ class LimitsMiddleware:
             if not decision.allowed:
                 if tpm is not None:
                     headers.set("tokens", tpm, await limiter.reserve(tpm_key, 0, tpm, window))
+                _decided(ctx, "requests", False, key)
                 raise _refusal(
                     f"Rate limit reached for {key}: {rpm} requests per "
                     f"{format_duration(window)}.", decision, headers,
@@ -275,10 +279,12 @@ class LimitsMiddleware:
                     await self.requests.adjust(rpm_key, -1, window)
                     headers.set("requests", rpm,
                                 await self.requests.reserve(rpm_key, 0, rpm, window))
+                _decided(ctx, "tokens", False, key)
                 raise _refusal(
                     f"Rate limit reached for {key}: {tpm} tokens per {format_duration(window)}"
                     f" (this request reserves about {estimate}).", decision, headers,
                 )
+        _decided(ctx, "all", True, key)
         ctx.state[PLUGIN] = {"key": key, "estimate": estimate}
         settled = tpm is None
 
@@ -320,6 +326,14 @@ class LimitsMiddleware:
         finally:
             if not settled:  # streams: the usage arrives with the last chunk
                 await settle()
+
+
+def _decided(ctx: RequestContext, limit: str, allowed: bool, key: str) -> None:
+    """Tell the event sinks (metrics, logs) what the limits decided."""
+    events = ctx.gateway.events
+    if events.enabled:
+        events.emit(LimitDecided(request_id=ctx.request_id, policy=PLUGIN, limit=limit,
+                                 allowed=allowed, key_id=key))
 
 
 def _refusal(message: str, decision: Decision, headers: _Headers) -> RateLimited:
