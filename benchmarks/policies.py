@@ -95,7 +95,8 @@ def scenario_policies(the_lab: Lab, upstream: Proc, gateway_cpu: int | None,
             base = gateway_config(upstream.url, port)
             config.write_text(policy_config(
                 base, plugins, redis_url if storage == "redis" else storage, keys_file))
-            proc = the_lab.serve(name, config, port, cpu=gateway_cpu)
+            proc = the_lab.serve(f"policies-{len(rows)}", config, port, cpu=gateway_cpu)
+            print(name, file=sys.stderr)
             a1, _ = measure(proc, headers, 1, 5 * scale)
             a64, cpu64 = measure(proc, headers, 64, 8 * scale)
             the_lab.stop(proc)
