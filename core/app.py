@@ -29,6 +29,7 @@ from .pools import Pool
 from .registry import Registry
 from .router import ModelAccess, ModelRouter
 from .routes import RouteTable
+from .stats import RequestStats
 from .topology import ProviderPlan, build_router, check_routing, open_providers
 
 __all__ = ["Gateway", "create_app"]
@@ -55,6 +56,7 @@ class Gateway:
         self.providers: dict[str, Provider] = {}
         # Requests in flight, so that shutdown can end each one properly.
         self.inflight: set[RequestContext] = set()
+        self.stats = RequestStats()
         self.started = False
         self.draining = False
         # Set by shutdown(): a gateway that was stopped is not restarted by a late request.

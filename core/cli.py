@@ -14,15 +14,13 @@ import click
 import msgspec
 
 from .config import (
-    ByteSize,
     Config,
-    Duration,
-    Secret,
     ServerSettings,
     load_config,
     validate_options,
 )
 from .errors import StartupError
+from .info import builtin
 
 __all__ = ["build_cli", "main", "resolve_config_path"]
 
@@ -46,23 +44,6 @@ def resolve_config_path(value: str | None = None) -> str:
     """The configuration a command uses: ``--config``, else ``$SLUICEWAY_CONFIG``,
     else ``./plugins.toml``. For plugin commands too."""
     return value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
-
-
-def _redact(value: Any) -> Any:
-    """Encode config values for display: secrets by reference only, never by value."""
-    if isinstance(value, Secret):
-        return value.source if value.source != "literal" else "***"
-    if isinstance(value, Duration):
-        return float(value)
-    if isinstance(value, ByteSize):
-        return int(value)
-    raise NotImplementedError(type(value))
-
-
-def _options(options: Any) -> Any:
-    if options is None:
-        return {}
-    return msgspec.to_builtins(options, enc_hook=_redact)
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
@@ -107,7 +88,7 @@ def serve(
             config = msgspec.structs.replace(
                 config,
                 server=validate_options(
-                    {**msgspec.to_builtins(config.server, enc_hook=_redact), **overrides},
+                    {**msgspec.to_builtins(config.server, enc_hook=builtin), **overrides},
                     ServerSettings,
                     source="command line",
                     key="server",
@@ -136,31 +117,9 @@ def serve(
 
 def _describe(config: Config) -> dict[str, Any]:
     from .app import Gateway
+    from .info import describe
 
-    gateway = Gateway(config)
-    return {
-        "config": config.source,
-        "plugins": [p.as_dict() for p in gateway.plugins.loaded],
-        "providers": [
-            {
-                "name": p.name,
-                "type": p.type,
-                "models": [{"name": m.name, "upstream": m.upstream_id} for m in p.models],
-                "options": _options(plan.options),
-            }
-            for p, plan in zip(config.providers, gateway._provider_plans, strict=True)
-        ],
-        "auth": {"chain": list(config.auth.chain) or "off"},
-        "routes": sorted(
-            f"{','.join(r.item.methods)} {r.item.path} ({r.plugin})"
-            for r in gateway.registry.routes
-        ),
-        "middleware": [
-            f"{r.item.slot}: {r.item.name} ({r.plugin})" for r in gateway.registry.middleware
-        ],
-        "server": msgspec.to_builtins(config.server, enc_hook=_redact),
-        "limits": {"max_body_size": config.gateway.max_body_size},
-    }
+    return describe(Gateway(config))
 
 
 @click.command()

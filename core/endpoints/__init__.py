@@ -8,6 +8,7 @@ from ..components import Route
 from ..hookspecs import hookimpl
 from .chat import chat_completions
 from .health import healthz, readyz
+from .info import info
 from .messages import count_tokens, messages
 from .models import list_models, retrieve_model
 
@@ -26,5 +27,6 @@ def register_routes(register: Callable[[Route], None]) -> None:
                    name="count_tokens", dialect="anthropic"))
     register(Route("/v1/models", list_models, ("GET",), name="models"))
     register(Route("/v1/models/{model}", retrieve_model, ("GET",), name="model"))
+    register(Route("/info", info, ("GET",), name="info"))
     register(Route("/healthz", healthz, ("GET",), name="healthz", public=True))
     register(Route("/readyz", readyz, ("GET",), name="readyz", public=True))

@@ -180,6 +180,8 @@ class RequestContextMiddleware:
         task = ctx.task = asyncio.current_task()
         inflight = gateway.inflight
         inflight.add(ctx)
+        stats = gateway.stats
+        stats.started(len(inflight))
         try:
             if not gateway.started:
                 await gateway.ensure_started()
@@ -220,5 +222,6 @@ class RequestContextMiddleware:
                 await render_error(send_with_id, failure, dialect, request_id)
         finally:
             inflight.discard(ctx)
+            stats.ended(ctx.elapsed)
             if events.enabled:
                 events.emit(request_ended(ctx, status, failure))
