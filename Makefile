@@ -26,7 +26,7 @@ lint: setup
 	@# The editable install maps core/ to `sluiceway` in a way mypy cannot follow from
 	@# the plugins; a link gives it the package under its import name.
 	@mkdir -p build/mypy-path && ln -sfn ../../core build/mypy-path/sluiceway
-	MYPYPATH=build/mypy-path $(BIN)/mypy --strict plugins/mock/sluiceway_mock plugins/openai/sluiceway_openai plugins/anthropic/sluiceway_anthropic plugins/api-keys/sluiceway_api_keys plugins/jwt/sluiceway_jwt plugins/limits/sluiceway_limits plugins/guard/sluiceway_guard
+	MYPYPATH=build/mypy-path $(BIN)/mypy --strict $(filter-out %.egg-info,$(wildcard plugins/*/sluiceway_*))
 
 bench: setup
 	$(BIN)/python -m benchmarks
