@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from sluiceway import Middleware, hookimpl
 
+from .ledger import Admission, Ledger, LimiterLedger
 from .limiter import (
     ConcurrencyLimiter,
     Decision,
@@ -40,18 +41,23 @@ from .middleware import (
 )
 from .moving_window import MovingWindow, RedisMovingWindow
 from .own_app import RateLimit, client_address
+from .redis_ledger import RedisLedger
 from .redis_store import RedisConcurrency, RedisLimiter, RedisStore
 
 __all__ = [
+    "Admission",
     "ConcurrencyLimiter",
     "Decision",
     "InMemoryConcurrency",
+    "Ledger",
     "Limiter",
+    "LimiterLedger",
     "LimitsMiddleware",
     "LimitsOptions",
     "MovingWindow",
     "RateLimit",
     "RedisConcurrency",
+    "RedisLedger",
     "RedisLimiter",
     "RedisMovingWindow",
     "RedisStore",

@@ -30,6 +30,7 @@ from sluiceway.config import validate_options
 from sluiceway.events import LimitDecided
 from sluiceway.redis_store import check_storage_url
 
+from .ledger import Admission, Ledger, LimiterLedger
 from .limiter import (
     ConcurrencyLimiter,
     Decision,
@@ -38,6 +39,7 @@ from .limiter import (
     SlidingWindowCounter,
 )
 from .moving_window import MovingWindow, RedisMovingWindow
+from .redis_ledger import RedisLedger
 from .redis_store import RedisConcurrency, RedisLimiter, RedisStore
 
 __all__ = [
@@ -167,13 +169,15 @@ class _Headers:
 
 
 class LimitsMiddleware:
-    """Enforces rpm, tpm and max_concurrent per principal on ``POST /v1/chat/completions``."""
+    """Enforces rpm, tpm and max_concurrent per principal on the routes that call a
+    model. Each request is one ``admit`` and one ``finish`` on the ledger."""
 
     def __init__(
         self,
         app: ASGIApp,
         options: LimitsOptions,
         *,
+        ledger: Ledger | None = None,
         limiter: Limiter | None = None,
         concurrency: ConcurrencyLimiter | None = None,
         request_limiter: Limiter | None = None,
@@ -183,14 +187,16 @@ class LimitsMiddleware:
         self.store = store
         self.options = options
         self.window = float(options.window)
-        # Tokens (and requests, unless request_limiter is given).
-        self.limiter: Limiter = limiter if limiter is not None else SlidingWindowCounter()
-        if request_limiter is None and options.rpm_strategy == "moving-window":
-            request_limiter = MovingWindow()
-        self.requests: Limiter = request_limiter if request_limiter is not None else self.limiter
-        self.concurrency: ConcurrencyLimiter = (
-            concurrency if concurrency is not None else InMemoryConcurrency()
-        )
+        if ledger is None:
+            # Tokens (and requests, unless request_limiter is given).
+            tokens = limiter if limiter is not None else SlidingWindowCounter()
+            if request_limiter is None and options.rpm_strategy == "moving-window":
+                request_limiter = MovingWindow()
+            ledger = LimiterLedger(
+                request_limiter if request_limiter is not None else tokens, tokens,
+                concurrency if concurrency is not None else InMemoryConcurrency(),
+            )
+        self.ledger: Ledger = ledger
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
         """Entered by the gateway at startup: closes the Redis client (opened on
@@ -216,116 +222,114 @@ class LimitsMiddleware:
         if rpm is None and tpm is None and max_concurrent is None:
             await self.app(scope, receive, send)
             return
-        if max_concurrent is not None and not await self.concurrency.acquire(key, max_concurrent):
-            headers = await self._current(key, rpm, tpm)
-            _decided(ctx, "concurrency", False, key)
-            raise RateLimited(
-                f"Too many requests in flight for {key}: at most {max_concurrent} at once.",
-                code="concurrency_limit_exceeded", retry_after=1, headers=headers.values,
-            )
-        try:
-            await self._limited(scope, receive, send, ctx, key, rpm, tpm)
-        finally:
-            if max_concurrent is not None:
-                await self.concurrency.release(key)
-
-    async def _current(self, key: str, rpm: int | None, tpm: int | None) -> _Headers:
-        """The headers as things stand, without reserving anything."""
-        headers = _Headers()
-        if rpm is not None:
-            headers.set("requests", rpm, await self.requests.reserve(f"rpm:{key}", 0, rpm,
-                                                                  self.window))
-        if tpm is not None:
-            headers.set("tokens", tpm, await self.limiter.reserve(f"tpm:{key}", 0, tpm,
-                                                                self.window))
-        return headers
-
-    async def _limited(
-        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext,
-        key: str, rpm: int | None, tpm: int | None,
-    ) -> None:
-        limiter, window = self.limiter, self.window
-        rpm_key, tpm_key = f"rpm:{key}", f"tpm:{key}"
+        window = self.window
         estimate = 0
         if tpm is not None:
             estimate = estimate_tokens(await ctx.json(), self.options.default_max_tokens)
-            if estimate > tpm:  # waiting cannot help: say so, so SDKs do not retry
-                headers = await self._current(key, rpm, tpm)
-                _decided(ctx, "tokens", False, key)
-                raise RateLimited(
-                    f"This request needs about {estimate} tokens, more than the limit of "
-                    f"{tpm} tokens per {format_duration(window)} for {key}: "
-                    "lower max_tokens or shorten the messages.",
-                    code="tokens_exceed_limit",
-                    headers={**headers.values, "x-should-retry": "false"},
-                )
+        admission = await self.ledger.admit(key, rpm=rpm, tpm=tpm,
+                                            max_concurrent=max_concurrent,
+                                            estimate=estimate, window=window)
         headers = _Headers()
-        if rpm is not None:
-            decision = await self.requests.reserve(rpm_key, 1, rpm, window)
-            headers.set("requests", rpm, decision)
-            if not decision.allowed:
-                if tpm is not None:
-                    headers.set("tokens", tpm, await limiter.reserve(tpm_key, 0, tpm, window))
-                _decided(ctx, "requests", False, key)
-                raise _refusal(
-                    f"Rate limit reached for {key}: {rpm} requests per "
-                    f"{format_duration(window)}.", decision, headers,
-                )
-        if tpm is not None:
-            decision = await limiter.reserve(tpm_key, estimate, tpm, window)
-            headers.set("tokens", tpm, decision)
-            if not decision.allowed:
-                if rpm is not None:  # this request will not be made after all
-                    await self.requests.adjust(rpm_key, -1, window)
-                    headers.set("requests", rpm,
-                                await self.requests.reserve(rpm_key, 0, rpm, window))
-                _decided(ctx, "tokens", False, key)
-                raise _refusal(
-                    f"Rate limit reached for {key}: {tpm} tokens per {format_duration(window)}"
-                    f" (this request reserves about {estimate}).", decision, headers,
-                )
+        if rpm is not None and admission.requests is not None:
+            headers.set("requests", rpm, admission.requests)
+        if tpm is not None and admission.tokens is not None:
+            headers.set("tokens", tpm, admission.tokens)
+        if admission.refused is not None:
+            raise self._refused(ctx, key, admission, headers, rpm, tpm, max_concurrent,
+                                estimate)
         _decided(ctx, "all", True, key)
         ctx.state[PLUGIN] = {"key": key, "estimate": estimate}
-        settled = tpm is None
+        await self._admitted(scope, receive, send, ctx, key, admission, headers, tpm,
+                             estimate)
 
-        async def settle() -> None:
-            nonlocal settled
+    def _refused(
+        self, ctx: RequestContext, key: str, admission: Admission, headers: _Headers,
+        rpm: int | None, tpm: int | None, max_concurrent: int | None, estimate: int,
+    ) -> RateLimited:
+        window = self.window
+        refused = admission.refused
+        _decided(ctx, "tokens" if refused == "tokens_exceed" else str(refused), False, key)
+        if refused == "concurrency":
+            return RateLimited(
+                f"Too many requests in flight for {key}: at most {max_concurrent} at once.",
+                code="concurrency_limit_exceeded", retry_after=1, headers=headers.values,
+            )
+        if refused == "tokens_exceed":  # waiting cannot help: say so, so SDKs do not retry
+            return RateLimited(
+                f"This request needs about {estimate} tokens, more than the limit of "
+                f"{tpm} tokens per {format_duration(window)} for {key}: "
+                "lower max_tokens or shorten the messages.",
+                code="tokens_exceed_limit",
+                headers={**headers.values, "x-should-retry": "false"},
+            )
+        if refused == "requests":
+            assert admission.requests is not None
+            return _refusal(
+                f"Rate limit reached for {key}: {rpm} requests per "
+                f"{format_duration(window)}.", admission.requests, headers,
+            )
+        assert admission.tokens is not None
+        return _refusal(
+            f"Rate limit reached for {key}: {tpm} tokens per {format_duration(window)}"
+            f" (this request reserves about {estimate}).", admission.tokens, headers,
+        )
+
+    async def _admitted(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, key: str,
+        admission: Admission, headers: _Headers, tpm: int | None, estimate: int,
+    ) -> None:
+        ledger, window = self.ledger, self.window
+        finished = False
+
+        async def finish(delta: int) -> None:
+            nonlocal finished
+            finished = True
+            tokens = await ledger.finish(key, admission, tokens_delta=delta, tpm=tpm,
+                                         window=window, release=True)
+            if tokens is not None and tpm is not None:
+                headers.set("tokens", tpm, tokens)
+
+        def used() -> int | None:
             usage = ctx.state.get("usage")
             total = usage.get("total_tokens") if isinstance(usage, Mapping) else None
             if isinstance(total, int) and not isinstance(total, bool):
-                settled = True
-                await limiter.adjust(tpm_key, total - estimate, window)
+                return total
+            return None
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                if not settled:  # a whole answer: its usage is known already
-                    await settle()
-                    if settled and tpm is not None:
-                        # Only a refresh of the headers: never turns the answer into
-                        # an error (storage down with on_storage_error = "closed").
-                        with contextlib.suppress(ServiceUnavailable):
-                            headers.set("tokens", tpm,
-                                        await limiter.reserve(tpm_key, 0, tpm, window))
+                total = used()
+                if total is not None:  # a whole answer: its usage is known already
+                    # Only a settlement: never turns the answer into an error
+                    # (storage down with on_storage_error = "closed").
+                    with contextlib.suppress(ServiceUnavailable):
+                        await finish(total - estimate if tpm is not None else 0)
                 message["headers"] = [*message.get("headers", ()), *headers.raw()]
-            elif not settled and not message.get("more_body", False):
+            elif not finished and not message.get("more_body", False):
                 # A stream's last frame: settle before the client can see the end
                 # (and send its next request).
-                await settle()
+                total = used()
+                if total is not None:
+                    with contextlib.suppress(ServiceUnavailable):
+                        await finish(total - estimate if tpm is not None else 0)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_headers)
         except GatewayError as exc:
-            if not settled and ctx.state.get("usage") is None and exc.kind == "client":
+            if not finished and ctx.state.get("usage") is None and exc.kind == "client":
                 # Refused before any upstream spent tokens on it (unknown model...).
-                settled = True
-                await limiter.adjust(tpm_key, -estimate, window)
+                with contextlib.suppress(ServiceUnavailable):
+                    await finish(-estimate)
             for name, value in headers.values.items():
                 exc.headers.setdefault(name, value)
             raise
         finally:
-            if not settled:  # streams: the usage arrives with the last chunk
-                await settle()
+            if not finished:  # no usage came: the estimate stays charged; free the slot
+                total = used()
+                with contextlib.suppress(ServiceUnavailable):
+                    await finish(total - estimate if total is not None and tpm is not None
+                                 else 0)
 
 
 def _decided(ctx: RequestContext, limit: str, allowed: bool, key: str) -> None:
@@ -355,8 +359,10 @@ def create_middleware(app: ASGIApp, gateway: Gateway) -> LimitsMiddleware:
         options.storage, key_prefix=options.key_prefix, lease_ttl=float(options.lease_ttl),
         on_storage_error=options.on_storage_error,
     )
-    moving = options.rpm_strategy == "moving-window"
-    return LimitsMiddleware(
-        app, options, limiter=RedisLimiter(store), concurrency=RedisConcurrency(store),
-        request_limiter=RedisMovingWindow(store) if moving else None, store=store,
-    )
+    if options.rpm_strategy == "moving-window":
+        # The window's entries need their own script: one call per limit.
+        ledger: Ledger = LimiterLedger(RedisMovingWindow(store), RedisLimiter(store),
+                                       RedisConcurrency(store))
+    else:
+        ledger = RedisLedger(store)  # two round trips per request
+    return LimitsMiddleware(app, options, ledger=ledger, store=store)

@@ -17,11 +17,16 @@ import pytest
 import redis
 from sluiceway_api_keys import KeyStore
 from sluiceway_limits import (
+    Admission,
     ConcurrencyLimiter,
     Decision,
+    InMemoryConcurrency,
+    Ledger,
     Limiter,
+    LimiterLedger,
     LimitsOptions,
     RedisConcurrency,
+    RedisLedger,
     RedisLimiter,
     RedisMovingWindow,
     RedisStore,
@@ -399,3 +404,69 @@ async def test_limits_redis_sentinel_and_cluster_share_exact_limits(
     finally:
         for store in stores:
             await store.aclose()
+
+
+# --------------------------------------------------------------------------
+# The ledger: admission and settlement in one script each
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deployment", ["redis_server", "redis_cluster"])
+async def test_limits_redis_ledger_matches_the_memory_ledger(
+    deployment: str, request: pytest.FixtureRequest
+) -> None:
+    server: RedisServer = request.getfixturevalue(deployment)
+    store = RedisStore(server.url, key_prefix="ledger:", timeout=5.0)
+    try:
+        ours = RedisLedger(store)
+        theirs = LimiterLedger(SlidingWindowCounter(), SlidingWindowCounter(),
+                               InMemoryConcurrency())
+        assert isinstance(ours, Ledger) and isinstance(theirs, Ledger)
+        limits: dict[str, Any] = {"rpm": 3, "tpm": 1000, "max_concurrent": 2, "window": 3600}
+        held: list[tuple[Admission, Admission]] = []
+        outcomes = []
+        for estimate in (400, 300, 100):  # the third: two in flight already
+            pair = (await ours.admit("k", estimate=estimate, **limits),
+                    await theirs.admit("k", estimate=estimate, **limits))
+            outcomes.append(pair)
+            if pair[0].refused is None:
+                held.append(pair)
+        for a, b in outcomes:
+            assert a.refused == b.refused
+            for x, y in ((a.requests, b.requests), (a.tokens, b.tokens)):
+                assert x is not None and y is not None
+                assert (x.allowed, x.remaining) == (y.allowed, y.remaining)
+                assert math.isinf(x.retry_after) == math.isinf(y.retry_after)
+        assert [a.refused for a, _ in outcomes] == [None, None, "concurrency"]
+        # Settle the first with less than it reserved, release both.
+        first, second = held
+        settled = [await ours.finish("k", first[0], tokens_delta=-350, tpm=1000,
+                                     window=3600, release=True),
+                   await theirs.finish("k", first[1], tokens_delta=-350, tpm=1000,
+                                       window=3600, release=True)]
+        assert settled[0] is not None and settled[1] is not None
+        assert settled[0].remaining == settled[1].remaining == 1000 - 50 - 300
+        for mine, other in (second,):
+            await ours.finish("k", mine, tokens_delta=0, tpm=None, window=3600, release=True)
+            await theirs.finish("k", other, tokens_delta=0, tpm=None, window=3600,
+                                release=True)
+        # Slots are free again; a request larger than the limit can never fit.
+        too_big = await ours.admit("k", estimate=2000, **limits)
+        assert too_big.refused == "tokens_exceed"
+        # The third request (rpm) fits, the fourth does not.
+        third = await ours.admit("k", estimate=10, **limits)
+        assert third.refused is None and third.requests is not None
+        assert third.requests.remaining == 0
+        fourth = await ours.admit("k", estimate=10, **limits)
+        assert fourth.refused == "requests" and fourth.requests is not None
+        assert 0 < fourth.requests.retry_after < math.inf
+        # Refused: nothing taken, so the tokens are as the third left them.
+        assert fourth.tokens is not None and fourth.tokens.remaining == 1000 - 50 - 300 - 10
+        # One hash tag for all of a key's state: one cluster slot per script.
+        client: Any = store.client()
+        everywhere = ({"target_nodes": client.get_primaries()} if deployment == "redis_cluster"
+                      else {})
+        names = sorted(k.decode() for k in await client.keys("ledger:*", **everywhere))
+        assert names and all(name.startswith("ledger:{k}:") for name in names)
+    finally:
+        await store.aclose()
