@@ -1,0 +1,145 @@
+"""What each log line says: the events of a request turned into JSON objects.
+
+Everything here runs on the writer thread, never on the event loop: the sink
+only hands over the (immutable) events and what it remembered of the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sluiceway.events import (
+    AttemptEnded,
+    AttemptStarted,
+    AuthDecided,
+    Event,
+    FirstToken,
+    LimitDecided,
+    RequestEnded,
+    RequestStarted,
+)
+
+__all__ = ["LEVEL_NAMES", "Progress", "Queued", "line_for", "timestamp"]
+
+LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+
+
+class Progress:
+    """What the sink remembers of a request until it ends: what ``RequestEnded``
+    does not say itself. Mutated only on the event loop, and handed to the writer
+    thread only once the request is over (and the sink has forgotten it)."""
+
+    __slots__ = ("at", "client", "debug", "deployment", "fallbacks", "retries", "ttft")
+
+    def __init__(self, at: float, client: str | None, debug: bool = False) -> None:
+        self.at = at
+        self.client = client
+        self.debug = debug  # whether this request's DEBUG lines are written
+        self.deployment: str | None = None
+        self.ttft: float | None = None
+        self.retries = 0
+        self.fallbacks = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """One line to write: its level, kind, wall-clock time, and what it is made of."""
+
+    level: int
+    kind: str
+    wall: float
+    event: Event
+    progress: Progress | None = None
+    threshold: float = 0.0
+
+
+def timestamp(wall: float) -> str:
+    """ISO 8601 in UTC, to the millisecond: ``2025-05-01T12:00:00.123Z``."""
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def _head(item: Queued) -> dict[str, Any]:
+    return {
+        "ts": timestamp(item.wall),
+        "level": LEVEL_NAMES.get(item.level, "info"),
+        "event": item.kind,
+        "request_id": item.event.request_id,
+    }
+
+
+def request_line(item: Queued, with_client: bool) -> dict[str, Any]:
+    """The request's line (``request``), or its ``slow_request`` warning."""
+    event = item.event
+    assert isinstance(event, RequestEnded)
+    progress = item.progress
+    usage = event.usage or {}
+    line = _head(item)
+    line.update(
+        key_id=event.key_id,
+        method=event.method,
+        path=event.path,
+        route=event.route,
+        model=event.model,
+        provider=event.provider,
+        deployment=progress.deployment if progress is not None else None,
+        status=event.status,
+        error_type=event.error_type,
+        error_code=event.error_code,
+        duration_ms=_ms(event.duration),
+        ttft_ms=_ms(progress.ttft) if progress is not None else None,
+        upstream_ms=_ms(event.upstream),
+        overhead_ms=_ms(event.overhead),
+        attempts=event.attempts,
+        retries=progress.retries if progress is not None else None,
+        fallbacks=progress.fallbacks if progress is not None else None,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        cached_tokens=usage.get("cached_tokens"),
+        reasoning_tokens=usage.get("reasoning_tokens"),
+        cost=event.cost,
+        stream=event.stream,
+        disconnected=event.disconnected,
+    )
+    if with_client:
+        line["client"] = progress.client if progress is not None else None
+    if item.kind == "slow_request":
+        line["slow_request_ms"] = _ms(item.threshold)
+    return line
+
+
+def line_for(item: Queued, with_client: bool) -> dict[str, Any]:
+    """The JSON object of one queued line."""
+    kind = item.kind
+    if kind in ("request", "slow_request"):
+        return request_line(item, with_client)
+    event = item.event
+    line = _head(item)
+    if isinstance(event, RequestStarted):
+        line.update(method=event.method, path=event.path, route=event.route)
+        if with_client:
+            line["client"] = event.client
+    elif isinstance(event, AuthDecided):
+        line.update(allowed=event.allowed, key_id=event.key_id, code=event.code)
+    elif isinstance(event, LimitDecided):
+        line.update(policy=event.policy, limit=event.limit, allowed=event.allowed,
+                    key_id=event.key_id)
+    elif isinstance(event, AttemptStarted):
+        line.update(provider=event.provider, deployment=event.deployment, model=event.model,
+                    attempt=event.attempt, stream=event.stream, key_id=event.key_id)
+    elif isinstance(event, AttemptEnded):
+        line.update(provider=event.provider, deployment=event.deployment, model=event.model,
+                    attempt=event.attempt, status=event.status, latency_ms=_ms(event.latency),
+                    error=event.error, next=event.next, key_id=event.key_id)
+    elif isinstance(event, FirstToken):
+        line.update(provider=event.provider, model=event.model, ttft_ms=_ms(event.ttft))
+    elif isinstance(event, RequestEnded):
+        line.update(status=event.status, duration_ms=_ms(event.duration),
+                    error_code=event.error_code, disconnected=event.disconnected)
+    return line

@@ -1,0 +1,232 @@
+"""The writer thread: where lines are formatted, encoded and written.
+
+The sink puts :class:`~.lines.Queued` items on a :class:`queue.SimpleQueue`
+(a few hundred nanoseconds, never blocking); one thread per sink takes them
+off, builds each JSON object, and hands the lines to an output: the logging
+system (logger ``sluiceway.requests``) or a file. A full queue drops lines and
+counts them; the thread then writes a ``log_dropped`` warning saying how many.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from .lines import LEVEL_NAMES, Queued, line_for, timestamp
+
+__all__ = ["FileOutput", "LoggingOutput", "Output", "Writer"]
+
+# Lines written to the output in one go, at most.
+_BATCH = 256
+# A failing output is reported at most this often.
+_REPORT_EVERY = 60.0
+# A file is checked for having been moved away (logrotate) at most this often.
+_REOPEN_CHECK_EVERY = 1.0
+
+
+class Output(Protocol):
+    """Where the lines go. ``open`` runs at startup (its ``OSError`` stops the
+    gateway); ``write`` and ``close`` run on the writer thread."""
+
+    def open(self) -> None: ...
+
+    def write(self, lines: list[tuple[int, bytes]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LoggingOutput:
+    """Each line becomes the message of a record on ``logger`` at its level, so
+    that the operator's logging configuration routes and formats it."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def open(self) -> None:
+        pass
+
+    def write(self, lines: list[tuple[int, bytes]]) -> None:
+        log = self.logger.log
+        for level, data in lines:
+            log(level, data.decode())
+
+    def close(self) -> None:
+        pass
+
+
+class FileOutput:
+    """JSON lines appended to a file, each batch in one ``write`` (so processes
+    appending to the same file do not interleave within a line). A file moved
+    away (by logrotate) is noticed within a second and a new one opened; with
+    ``max_size`` the output rotates the file itself: ``path.1`` ... ``path.<keep>``."""
+
+    def __init__(self, path: Path, max_size: int = 0, keep: int = 5) -> None:
+        self.path = path
+        self.max_size = max_size
+        self.keep = keep
+        self._fd = -1
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of a regular file
+        self._checked = 0.0
+
+    def open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        info = os.fstat(fd)
+        self._fd = fd
+        self._identity = (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+        self._checked = time.monotonic()
+
+    def write(self, lines: list[tuple[int, bytes]]) -> None:
+        if self._fd < 0:
+            self.open()
+        elif self._identity is not None:
+            now = time.monotonic()
+            if now - self._checked >= _REOPEN_CHECK_EVERY:
+                self._checked = now
+                self._reopen_if_moved()
+        data = memoryview(b"".join(line + b"\n" for _, line in lines))
+        while data:
+            written = os.write(self._fd, data)
+            data = data[written:]
+        if self.max_size and self._identity is not None:
+            if os.fstat(self._fd).st_size >= self.max_size:
+                self._rotate()
+
+    def _reopen_if_moved(self) -> None:
+        try:
+            info = os.stat(self.path)
+            moved = (info.st_dev, info.st_ino) != self._identity
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            self.close()
+            self.open()
+
+    def _rotate(self) -> None:
+        self.close()
+        for index in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        with contextlib.suppress(FileNotFoundError):
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self.open()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
+class Writer:
+    """A queue and the thread that drains it into ``output``. ``put`` is what the
+    event loop calls; everything else happens on the thread."""
+
+    def __init__(self, output: Output, *, with_client: bool, max_queue: int) -> None:
+        self.output = output
+        self.with_client = with_client
+        self.max_queue = max_queue
+        self.queue: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
+        self.dropped = 0  # incremented on the event loop only
+        self.written = 0  # incremented on the writer thread only
+        self._reported_drops = 0
+        self._last_report = -_REPORT_EVERY
+        self._thread: threading.Thread | None = None
+        self._encode = msgspec.json.Encoder().encode
+        self._errors = logging.getLogger("sluiceway.request_log")
+
+    def put(self, item: Queued) -> None:
+        """Enqueue a line; never blocks. A full queue drops it (and counts it)."""
+        if self.queue.qsize() >= self.max_queue:
+            self.dropped += 1
+            return
+        self.queue.put(item)
+
+    # -- lifecycle (the sink's lifespan) -------------------------------------
+
+    def start(self) -> None:
+        """Open the output and start the thread (blocking: call it off the loop)."""
+        self.output.open()
+        thread = threading.Thread(target=self._run, name="sluiceway-request-log", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, stop the thread, close the output (blocking)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self.queue.put(None)
+        thread.join()
+
+    # -- the thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        get, get_nowait = self.queue.get, self.queue.get_nowait
+        try:
+            while True:
+                item = get()
+                batch: list[tuple[int, bytes]] = []
+                while item is not None:
+                    self._encode_into(batch, item)
+                    if len(batch) >= _BATCH:
+                        break
+                    try:
+                        item = get_nowait()
+                    except queue.Empty:
+                        break
+                self._note_drops(batch)
+                if batch:
+                    self._write(batch)
+                if item is None:
+                    return
+        finally:
+            self._close()
+
+    def _encode_into(self, batch: list[tuple[int, bytes]], item: Queued) -> None:
+        try:
+            batch.append((item.level, self._encode(line_for(item, self.with_client))))
+        except Exception:
+            self._report(f"cannot encode a {item.kind} line")
+
+    def _note_drops(self, batch: list[tuple[int, bytes]]) -> None:
+        dropped = self.dropped
+        if dropped == self._reported_drops:
+            return
+        line = {
+            "ts": timestamp(time.time()),
+            "level": LEVEL_NAMES[logging.WARNING],
+            "event": "log_dropped",
+            "dropped": dropped - self._reported_drops,
+            "dropped_total": dropped,
+        }
+        self._reported_drops = dropped
+        batch.append((logging.WARNING, self._encode(line)))
+
+    def _write(self, batch: list[tuple[int, bytes]]) -> None:
+        try:
+            self.output.write(batch)
+        except Exception:
+            self._report(f"cannot write {len(batch)} line(s); they are lost")
+        else:
+            self.written += len(batch)
+
+    def _close(self) -> None:
+        try:
+            self.output.close()
+        except Exception:
+            self._report("cannot close the output")
+
+    def _report(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._last_report >= _REPORT_EVERY:
+            self._last_report = now
+            self._errors.exception("request log: %s", what)
