@@ -1,0 +1,324 @@
+"""The ``costs`` middleware: the price of each answer, and budgets per key.
+
+On each request to a route that calls a model: if the key has a budget, read
+its spend in the current period and refuse with 429 ``budget_exceeded`` once
+it has reached the budget; run the endpoint; when the usage is known (at the
+response start for a whole answer, before the last frame of a stream), price
+it, put the cost in ``ctx.state["cost"]`` (for events, metrics and logs) and
+the ``x-sluiceway-cost`` header of a whole answer, and add it to the key's
+spend.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from sluiceway import (
+    CONTEXT_KEY,
+    Duration,
+    Gateway,
+    GatewayError,
+    Principal,
+    RateLimited,
+    RequestContext,
+)
+from sluiceway.config import validate_options
+from sluiceway.errors import MAX_RETRY_AFTER_SECONDS
+from sluiceway.events import LimitDecided
+from sluiceway.redis_store import check_storage_url
+
+from .prices import (
+    Price,
+    PriceTable,
+    TokenUsage,
+    bundled_prices,
+    check_prices,
+    load_prices_file,
+)
+from .spend import MemorySpend, RedisSpend, Spend, SpendStore, to_units
+
+__all__ = [
+    "CostsMiddleware",
+    "CostsOptions",
+    "build_price_table",
+    "create_middleware",
+    "format_dollars",
+    "format_duration",
+    "parse_options",
+]
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PLUGIN = "costs"
+ANONYMOUS = "anonymous"
+log = logging.getLogger("sluiceway.costs")
+
+_Dollars = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class CostsOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[plugin.costs]``."""
+
+    # Entries added to (or replacing those of) the bundled table and prices_file.
+    prices: dict[str, Price] = msgspec.field(default_factory=dict)
+    # A TOML file of [prices."<model>"] tables, relative to the config file.
+    prices_file: str | None = None
+    # False: only prices_file and prices are used.
+    bundled_prices: bool = True
+    # x-sluiceway-cost on whole answers.
+    cost_header: bool = True
+    # Budget per period, in US dollars, for keys without their own.
+    default_budget: _Dollars | None = None
+    # key id -> budget per period.
+    budgets: dict[str, _Dollars] = msgspec.field(default_factory=dict)
+    budget_period: Duration = Duration(86400)
+    # "budgeted": keep spend only for keys with a budget; "all": for every key.
+    record_spend: Literal["budgeted", "all"] = "budgeted"
+    storage: str = "memory://"
+    key_prefix: str = "sluiceway:costs:"
+    # Redis unreachable: "open" goes on with this process's view, "closed" answers 503.
+    on_storage_error: Literal["open", "closed"] = "open"
+
+    def __post_init__(self) -> None:
+        if not self.budget_period >= 0.001:
+            raise ValueError("budget_period must be at least 1ms")
+        check_storage_url(self.storage)
+
+
+def parse_options(raw: object, *, source: str, key: str = f"plugin.{PLUGIN}") -> CostsOptions:
+    """Validate ``[plugin.costs]``; an error names the file and the key."""
+    if isinstance(raw, dict):
+        check_prices(raw.get("prices"), source=source, key=f"{key}.prices")
+    return validate_options(raw, CostsOptions, source=source, key=key)
+
+
+def build_price_table(options: CostsOptions, base_dir: str | Path = ".") -> PriceTable:
+    """The bundled table (unless turned off), then ``prices_file``, then ``prices``."""
+    table = PriceTable()
+    if options.bundled_prices:
+        table.update(bundled_prices().prices)
+    if options.prices_file is not None:
+        path = Path(options.prices_file).expanduser()
+        if not path.is_absolute():
+            path = (Path(base_dir) / path).resolve()
+        table.update(load_prices_file(path).prices)
+    table.update(options.prices)
+    return table
+
+
+def format_dollars(dollars: float) -> str:
+    """``0.000123``, ``2.5``, ``0``: plain decimal, at most ten places."""
+    text = f"{dollars:.10f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
+def format_duration(seconds: float) -> str:
+    """OpenAI's style for reset times: ``20ms``, ``1s``, ``1.5s``, ``6m0s``, ``23h5m0s``."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        return "0s"
+    millis = math.ceil(seconds * 1000)
+    if millis < 1000:
+        return f"{millis}ms"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, fraction = divmod(rest, 1000)
+    secs = f"{whole}.{fraction:03d}".rstrip("0") if fraction else str(whole)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _budget_attribute(principal: Principal | None) -> float | None:
+    if principal is None:
+        return None
+    value = principal.attributes.get("budget")
+    if (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0):
+        return float(value)
+    return None
+
+
+class CostsMiddleware:
+    """Prices every answer of a model-calling route and enforces budgets per key."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        options: CostsOptions,
+        prices: PriceTable,
+        *,
+        store: SpendStore | None = None,
+    ) -> None:
+        self.app = app
+        self.options = options
+        self.prices = prices
+        self.period = float(options.budget_period)
+        self.store: SpendStore = store if store is not None else MemorySpend()
+        # (upstream id, requested name) -> (entry name, price) or None. Both
+        # come from the configuration (the router refuses unknown models), so
+        # this stays as small as the model list.
+        self._found: dict[tuple[str | None, str | None], tuple[str, Price] | None] = {}
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """Entered by the gateway at startup: closes the Redis client at shutdown."""
+        return self.store.lifespan()
+
+    def budget_for(self, principal: Principal | None, key: str) -> float | None:
+        """The key's budget per period: the principal's ``budget`` attribute, else
+        ``budgets[key]``, else ``default_budget``; ``None``: no budget."""
+        own = _budget_attribute(principal)
+        if own is not None:
+            return own
+        listed = self.options.budgets.get(key)
+        return listed if listed is not None else self.options.default_budget
+
+    def price_of(self, upstream: str | None, requested: str | None) -> tuple[str, Price] | None:
+        """The entry for a deployment's upstream id, else for the requested name."""
+        names = (upstream, requested)
+        try:
+            return self._found[names]
+        except KeyError:
+            pass
+        found = self.prices.find(upstream, requested)
+        self._found[names] = found
+        if found is None:
+            log.debug("costs: no price for model %r (upstream id %r): its cost is unknown",
+                      requested, upstream)
+        return found
+
+    def cost(self, ctx: RequestContext) -> float | None:
+        """The request's cost in US dollars from the usage the core recorded, or
+        ``None`` (no usage, or no price for the model); stored in
+        ``ctx.state["cost"]`` when known."""
+        usage = TokenUsage.from_usage(ctx.state.get("usage"))
+        if usage is None:
+            return None
+        attempts = ctx.state.get("attempts")
+        deployment = getattr(attempts, "deployment", None)
+        upstream = getattr(deployment, "upstream_model", None)
+        requested = ctx.state.get("model")
+        found = self.price_of(upstream if isinstance(upstream, str) else None,
+                              requested if isinstance(requested, str) else None)
+        if found is None:
+            return None
+        cost = usage.cost(found[1])
+        ctx.state["cost"] = cost
+        return cost
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx: RequestContext = scope[CONTEXT_KEY]
+        if ctx.route is None or not ctx.route.calls_model:
+            await self.app(scope, receive, send)
+            return
+        principal = ctx.principal
+        key = principal.key_id if principal is not None else ANONYMOUS
+        budget = self.budget_for(principal, key)
+        record = budget is not None or self.options.record_spend == "all"
+        headers: dict[str, str] = {}
+        if budget is not None:
+            spend = await self.store.read(key, self.period)
+            self._spend_headers(headers, budget, spend)
+            if spend.units >= to_units(budget):
+                _decided(ctx, False, key)
+                raise self._refusal(key, budget, spend, headers)
+            _decided(ctx, True, key)
+        await self._admitted(scope, receive, send, ctx, key, budget, record, headers)
+
+    async def _admitted(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, key: str,
+        budget: float | None, record: bool, headers: dict[str, str],
+    ) -> None:
+        charged = False
+
+        async def charge() -> float | None:
+            nonlocal charged
+            charged = True
+            cost = self.cost(ctx)
+            if cost is not None and record:
+                spend = await self.store.add(key, to_units(cost), self.period)
+                self._spend_headers(headers, budget, spend)
+            return cost
+
+        async def send_priced(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra: list[tuple[bytes, bytes]] = []
+                if ctx.state.get("usage") is not None:  # a whole answer
+                    cost = await charge()
+                    if cost is not None and self.options.cost_header:
+                        extra.append((b"x-sluiceway-cost", format_dollars(cost).encode()))
+                extra.extend((name.encode(), value.encode()) for name, value in headers.items())
+                if extra:
+                    message["headers"] = [*message.get("headers", ()), *extra]
+            elif (not charged and not message.get("more_body", False)
+                  and ctx.state.get("usage") is not None):
+                # A stream's last frame: charge before the client sees the end
+                # (and sends its next request).
+                await charge()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_priced)
+        except GatewayError as exc:
+            for name, value in headers.items():
+                exc.headers.setdefault(name, value)
+            raise
+        finally:
+            if not charged and ctx.state.get("usage") is not None:
+                await charge()
+
+    def _spend_headers(self, headers: dict[str, str], budget: float | None, spend: Spend) -> None:
+        headers["x-sluiceway-spend"] = format_dollars(spend.dollars)
+        if budget is not None:
+            headers["x-sluiceway-budget"] = format_dollars(budget)
+            headers["x-sluiceway-budget-reset"] = format_duration(spend.reset_after)
+
+    def _refusal(self, key: str, budget: float, spend: Spend,
+                 headers: dict[str, str]) -> RateLimited:
+        reset = spend.reset_after
+        extra = dict(headers)
+        if reset > MAX_RETRY_AFTER_SECONDS:
+            # The wait is longer than a client should sleep: tell SDKs not to retry.
+            extra["x-should-retry"] = "false"
+        return RateLimited(
+            f"Budget exceeded for {key}: ${format_dollars(spend.dollars)} spent of "
+            f"${format_dollars(budget)} per {format_duration(self.period)}; "
+            f"it resets in {format_duration(reset)}.",
+            code="budget_exceeded", retry_after=max(reset, 0.001), headers=extra,
+        )
+
+
+def _decided(ctx: RequestContext, allowed: bool, key: str) -> None:
+    """Tell the event sinks (metrics, logs) what the budget decided."""
+    events = ctx.gateway.events
+    if events.enabled:
+        events.emit(LimitDecided(request_id=ctx.request_id, policy=PLUGIN, limit="budget",
+                                 allowed=allowed, key_id=key))
+
+
+def create_middleware(app: ASGIApp, gateway: Gateway) -> CostsMiddleware:
+    """The ``factory(app, gateway)`` of the registered middleware."""
+    config = gateway.config
+    options = parse_options(config.plugin_options(PLUGIN), source=config.source)
+    prices = build_price_table(options, config.base_dir)
+    if options.storage == "memory://":
+        return CostsMiddleware(app, options, prices)
+    store = RedisSpend(options.storage, key_prefix=options.key_prefix,
+                       on_storage_error=options.on_storage_error)
+    return CostsMiddleware(app, options, prices, store=store)
+

@@ -1,0 +1,232 @@
+"""The price table: the bundled defaults, lookup rules, the cost formula, and
+how configuration extends and overrides the table."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sluiceway_costs import (
+    CostsOptions,
+    Price,
+    PriceTable,
+    TokenUsage,
+    build_price_table,
+    bundled_prices,
+    format_dollars,
+    name_candidates,
+    parse_options,
+)
+
+from sluiceway import ConfigError
+
+
+def options(**raw: Any) -> CostsOptions:
+    return parse_options(raw, source="test.toml")
+
+
+# --------------------------------------------------------------------------
+# The bundled table
+# --------------------------------------------------------------------------
+
+
+def test_costs_bundled_table_covers_the_well_known_families() -> None:
+    bundled = bundled_prices()
+    assert bundled.checked  # says when it was last checked
+    names = set(bundled.prices)
+    for family in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano",
+                   "o3", "o4-mini", "claude-sonnet-4", "claude-3-5-haiku", "claude-opus-4",
+                   "claude-haiku-4-5", "claude-3-7-sonnet"):
+        assert family in names, family
+    for name, price in bundled.prices.items():
+        assert name == name.lower()
+        assert 0 < price.input <= 100 and 0 < price.output <= 200, name
+        assert price.output >= price.input, name  # output never costs less than input
+        if price.cached_input is not None:
+            assert price.cached_input < price.input, name
+        if name.startswith("claude"):
+            assert price.cache_write is not None and price.cache_write > price.input, name
+    # A couple of well-known list prices, per million tokens.
+    assert bundled.prices["gpt-4o"] == Price(input=2.5, cached_input=1.25, output=10.0)
+    assert bundled.prices["gpt-4o-mini"] == Price(input=0.15, cached_input=0.075, output=0.6)
+    sonnet = bundled.prices["claude-sonnet-4"]
+    assert (sonnet.input, sonnet.output, sonnet.cached_input) == (3.0, 15.0, 0.3)
+
+
+def test_costs_bundled_file_is_marked_as_defaults_to_check() -> None:
+    import sluiceway_costs
+
+    path = Path(sluiceway_costs.__file__).parent / "prices.toml"
+    text = path.read_text(encoding="utf-8")
+    assert "DEFAULTS" in text and "[plugin.costs]" in text
+    assert tomllib.loads(text)["checked"] == bundled_prices().checked
+
+
+# --------------------------------------------------------------------------
+# Lookup
+# --------------------------------------------------------------------------
+
+
+def test_costs_name_candidates_strip_prefix_then_snapshot() -> None:
+    assert list(name_candidates("gpt-4o")) == ["gpt-4o"]
+    assert list(name_candidates("GPT-4o-2024-08-06")) == ["gpt-4o-2024-08-06", "gpt-4o"]
+    assert list(name_candidates("claude-sonnet-4-20250514")) == [
+        "claude-sonnet-4-20250514", "claude-sonnet-4"]
+    assert list(name_candidates("openai/gpt-4.1-mini-2025-04-14")) == [
+        "openai/gpt-4.1-mini-2025-04-14", "gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"]
+    assert list(name_candidates("claude-3-5-sonnet-v2@20241022")) == [
+        "claude-3-5-sonnet-v2@20241022", "claude-3-5-sonnet-v2"]
+    assert list(name_candidates("claude-3-7-sonnet-latest")) == [
+        "claude-3-7-sonnet-latest", "claude-3-7-sonnet"]
+    # Only a whole date is a snapshot: a version number is part of the name.
+    assert list(name_candidates("gpt-4o-mini")) == ["gpt-4o-mini"]
+    assert list(name_candidates("model-2024")) == ["model-2024"]
+
+
+def test_costs_lookup_prefers_upstream_then_exact_then_undated() -> None:
+    table = build_price_table(options())
+    # A dated id falls back to its family.
+    assert table.find("gpt-4o-2024-08-06") == ("gpt-4o", table.prices["gpt-4o"])
+    assert table.find("claude-opus-4-1-20250805") == (
+        "claude-opus-4-1", table.prices["claude-opus-4-1"])
+    # ...unless the snapshot has its own price.
+    found = table.find("gpt-4o-2024-05-13")
+    assert found is not None and found[0] == "gpt-4o-2024-05-13"
+    assert found[1].input == 5.0
+    # The upstream id wins over the requested (alias) name; the alias is the fallback.
+    assert table.find("gpt-4o-mini", "gpt-4o") == ("gpt-4o-mini", table.prices["gpt-4o-mini"])
+    assert table.find("my-deployment", "o4-mini") == ("o4-mini", table.prices["o4-mini"])
+    assert table.find(None, "Claude-Sonnet-4") is not None  # case-insensitive
+    # No prefix matching: an unknown variant of a known model is unknown.
+    assert table.find("gpt-4o-mini-audio-preview") is None
+    assert table.find("mock-gpt", "mock-gpt") is None
+    assert table.find(None, None) is None
+
+
+# --------------------------------------------------------------------------
+# The cost of a usage
+# --------------------------------------------------------------------------
+
+
+def test_costs_formula_prices_each_kind_of_token() -> None:
+    price = Price(input=2.0, output=8.0, cached_input=0.5, cache_write=2.5)
+    plain = TokenUsage(prompt=1000, completion=500)
+    assert plain.cost(price) == pytest.approx((1000 * 2.0 + 500 * 8.0) / 1e6)
+    # Cached tokens are part of the prompt: priced at cached_input instead of input.
+    cached = TokenUsage(prompt=1000, completion=500, cached=600)
+    assert cached.cost(price) == pytest.approx((400 * 2.0 + 600 * 0.5 + 500 * 8.0) / 1e6)
+    # Cache writes (Anthropic) likewise, at cache_write.
+    written = TokenUsage(prompt=1000, completion=0, cached=100, cache_write=300)
+    assert written.cost(price) == pytest.approx((600 * 2.0 + 100 * 0.5 + 300 * 2.5) / 1e6)
+    # Without those prices, cached and written tokens cost as input.
+    bare = Price(input=2.0, output=8.0)
+    assert written.cost(bare) == pytest.approx(1000 * 2.0 / 1e6)
+    # Counts that do not add up never make a negative share.
+    odd = TokenUsage(prompt=10, completion=0, cached=50, cache_write=50)
+    assert odd.cost(price) == pytest.approx(10 * 0.5 / 1e6)
+
+
+def test_costs_usage_is_read_from_the_openai_shape() -> None:
+    usage = {
+        "prompt_tokens": 120, "completion_tokens": 80, "total_tokens": 200,
+        "prompt_tokens_details": {"cached_tokens": 100, "cache_creation_tokens": 20},
+        # Reasoning tokens are part of completion_tokens: not counted again.
+        "completion_tokens_details": {"reasoning_tokens": 60},
+    }
+    assert TokenUsage.from_usage(usage) == TokenUsage(120, 80, 100, 20)
+    assert TokenUsage.from_usage({"prompt_tokens": 5}) == TokenUsage(5, 0, 0, 0)
+    assert TokenUsage.from_usage({"prompt_tokens_details": None, "completion_tokens": 3}) == (
+        TokenUsage(0, 3, 0, 0))
+    for nothing in (None, {}, {"total_tokens": 9}, {"prompt_tokens": "7"}, [1, 2]):
+        assert TokenUsage.from_usage(nothing) is None
+    price = Price(input=1.0, output=4.0, cached_input=0.25)
+    with_reasoning = TokenUsage.from_usage(usage)
+    assert with_reasoning is not None
+    assert with_reasoning.cost(price) == pytest.approx((20 * 1.0 + 100 * 0.25 + 80 * 4.0) / 1e6)
+
+
+def test_costs_format_dollars_is_plain_decimal() -> None:
+    assert format_dollars(0.0) == "0"
+    assert format_dollars(2.5) == "2.5"
+    assert format_dollars(10.0) == "10"
+    assert format_dollars(0.000123) == "0.000123"
+    assert format_dollars(5e-8) == "0.00000005"
+    assert float(format_dollars(1 / 3)) == pytest.approx(1 / 3, abs=1e-10)
+
+
+# --------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------
+
+
+def test_costs_config_extends_and_overrides_the_bundled_table(tmp_path: Path) -> None:
+    prices_file = tmp_path / "prices" / "ours.toml"
+    prices_file.parent.mkdir()
+    prices_file.write_text(
+        'checked = "today"\n'
+        '[prices."house-model"]\ninput = 0.5\noutput = 1.5\n'
+        '[prices."gpt-4o"]\ninput = 2.0\noutput = 9.0\n'  # a negotiated price
+        '[prices."o3"]\ninput = 1.0\noutput = 4.0\n',
+        encoding="utf-8",
+    )
+    table = build_price_table(options(
+        prices_file="prices/ours.toml",  # relative to the configuration's directory
+        prices={"My-Model": {"input": 1.0, "output": 2.0, "cached_input": 0.5},
+                "o3": {"input": 3.0, "output": 6.0}},
+    ), base_dir=tmp_path)
+    # Extended: by the file and by the table (names compared in lower case).
+    assert table.find("house-model") == ("house-model", Price(input=0.5, output=1.5))
+    assert table.find("my-model-2025-01-01") == (
+        "my-model", Price(input=1.0, output=2.0, cached_input=0.5))
+    # Overridden: a later source replaces the whole entry (no cached_input left).
+    assert table.find("gpt-4o") == ("gpt-4o", Price(input=2.0, output=9.0))
+    # prices beats prices_file.
+    assert table.find("o3") == ("o3", Price(input=3.0, output=6.0))
+    # Untouched entries stay.
+    assert table.find("gpt-4o-mini") is not None
+    # Without the bundled table only the operator's entries are known.
+    own = build_price_table(options(bundled_prices=False, prices={"x": {"input": 1,
+                                                                       "output": 1}}))
+    assert len(own) == 1 and "x" in own and own.find("gpt-4o") is None
+
+
+def test_costs_config_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r'test\.toml: plugin\.costs\.prices\."m"\.input: '
+                       r"expected `float` >= 0\.0 \(found -1\.0\)"):
+        options(prices={"m": {"input": -1.0, "output": 1.0}})
+    with pytest.raises(ConfigError, match=r'prices\."m"\.cache_read: unknown key'):
+        options(prices={"m": {"input": 1.0, "output": 1.0, "cache_read": 0.1}})
+    with pytest.raises(ConfigError, match=r'prices\."m"\.output: required key is missing'):
+        options(prices={"m": {"input": 1.0}})
+    with pytest.raises(ConfigError, match=r"plugin\.costs\.default_budgt: unknown key"):
+        options(default_budgt=5)
+    with pytest.raises(ConfigError, match=r"budgets"):
+        options(budgets={"k": -1})
+    with pytest.raises(ConfigError, match=r"storage"):
+        options(storage="mysql://db")
+    with pytest.raises(ConfigError, match=r"budget_period"):
+        options(budget_period="0s")
+    with pytest.raises(ConfigError, match=r"on_storage_error"):
+        options(on_storage_error="maybe")
+    # A prices file that is missing or wrong names the file.
+    with pytest.raises(ConfigError, match=r"missing\.toml.*cannot read"):
+        build_price_table(options(prices_file=str(tmp_path / "missing.toml")))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[prices.x\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken\.toml.*TOML"):
+        build_price_table(options(prices_file=str(broken)))
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('[prices."m"]\ninput = "cheap"\noutput = 1\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r'wrong\.toml: prices\."m"\.input: expected'):
+        build_price_table(options(prices_file=str(wrong)))
+    defaults = options()
+    assert (defaults.storage, float(defaults.budget_period), defaults.default_budget) == (
+        "memory://", 86400.0, None)
+
+
+def test_costs_table_update_replaces_case_insensitively() -> None:
+    table = PriceTable({"Model": Price(input=1, output=1)})
+    table.update({"MODEL": Price(input=2, output=2)})
+    assert len(table) == 1 and table.find("model") == ("model", Price(input=2, output=2))
