@@ -7,8 +7,10 @@ only hands over the (immutable) events and what it remembered of the request.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from sluiceway.events import (
@@ -24,7 +26,9 @@ from sluiceway.events import (
 
 __all__ = ["LEVEL_NAMES", "Progress", "Queued", "line_for", "timestamp"]
 
-LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+LEVEL_NAMES: Mapping[int, str] = MappingProxyType(
+    {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+)
 
 
 class Progress:
