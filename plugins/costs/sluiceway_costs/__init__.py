@@ -21,6 +21,7 @@ logs) and, for whole answers, to an ``x-sluiceway-cost`` header. See README.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sluiceway import Middleware, hookimpl
 
@@ -66,14 +67,23 @@ __all__ = [
     "load_prices_file",
     "name_candidates",
     "parse_options",
+    "register_commands",
     "register_middleware",
     "to_units",
 ]
 
 
+if TYPE_CHECKING:
+    import click
+
+
 @hookimpl
 def register_middleware(register: Callable[[Middleware], None]) -> None:
-    register(Middleware(PLUGIN_NAME, create_middleware, slot="after_auth"))
+    register(Middleware("costs", create_middleware, slot="after_auth"))
 
 
-PLUGIN_NAME = "costs"
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from .cli import costs  # the CLI's imports are not needed to serve
+
+    cli.add_command(costs)
