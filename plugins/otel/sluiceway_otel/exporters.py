@@ -8,6 +8,7 @@ is made at each startup (a shut-down exporter cannot be reused).
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,13 +41,20 @@ def http_traces_url(endpoint: str) -> str:
     return endpoint.rstrip("/") + "/v1/traces"
 
 
+def _console() -> SpanExporter:
+    """One compact JSON object per line, to this process's stdout as it is now."""
+    return ConsoleSpanExporter(
+        out=sys.stdout, formatter=lambda span: span.to_json(indent=None) + "\n"
+    )
+
+
 def exporter_factory(options: OtelOptions) -> ExporterFactory | None:
     """What makes the exporter that ``options`` describe (``None``: export nothing).
     Raises :class:`MissingExporter` when the protocol's package is not installed."""
     if options.exporter == "none":
         return None
     if options.exporter == "console":
-        return ConsoleSpanExporter
+        return _console
     module_name, package, extra = _OTLP_MODULES[options.protocol]
     try:
         module = importlib.import_module(module_name)

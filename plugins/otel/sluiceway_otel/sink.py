@@ -190,6 +190,11 @@ class TraceSink:
         return provider.force_flush(timeout_millis) if provider is not None else True
 
     @property
+    def providers(self) -> Mapping[str, ProviderInfo]:
+        """What the spans say of each ``[[providers]]`` table, by name."""
+        return self._providers
+
+    @property
     def open_requests(self) -> int:
         """Requests followed now (started, not yet ended)."""
         return len(self._open)

@@ -88,9 +88,11 @@ def test_a_plain_chat_is_a_server_span_over_one_client_span(
     assert request.parent is None
     assert request.status.status_code is StatusCode.UNSET
     assert request.resource.attributes["service.name"] == "gw-test"
-    # Placed in wall-clock time from the events' monotonic clock.
+    # Placed in wall-clock time from the events' monotonic clock. (Only the start is
+    # bounded by the client's view: the request ends once its last byte is sent.)
     assert request.start_time is not None and request.end_time is not None
-    assert before <= request.start_time <= request.end_time <= after
+    assert before <= request.start_time <= after
+    assert request.start_time < request.end_time
     assert attrs(request) == {
         "sluiceway.request_id": raw.headers["x-request-id"],
         "sluiceway.key_id": key.record.id,
@@ -109,9 +111,10 @@ def test_a_plain_chat_is_a_server_span_over_one_client_span(
         "sluiceway.attempts": 1,
         "gen_ai.usage.input_tokens": answer.usage.prompt_tokens,
         "gen_ai.usage.output_tokens": answer.usage.completion_tokens,
-        "sluiceway.upstream_duration": pytest.approx(attrs(attempt)["sluiceway.attempt.latency"]),
+        "sluiceway.upstream_duration": attrs(attempt)["sluiceway.attempt.latency"],
         "sluiceway.overhead": attrs(request)["sluiceway.overhead"],
     }
+    assert attrs(request)["sluiceway.overhead"] >= 0
     assert [e.name for e in request.events] == ["sluiceway.auth"]
     assert dict(request.events[0].attributes or {}) == {"allowed": True}
 
@@ -135,6 +138,7 @@ def test_a_plain_chat_is_a_server_span_over_one_client_span(
         "sluiceway.attempt.next": "done",
         "sluiceway.attempt.latency": attrs(attempt)["sluiceway.attempt.latency"],
     }
+    assert attrs(attempt)["sluiceway.attempt.latency"] > 0
     # The key's secret is in no span.
     for span in spans:
         assert key.secret not in repr(dict(span.attributes or {}))
@@ -170,7 +174,7 @@ def test_a_streamed_chat_has_its_usage_and_time_to_first_chunk(
     assert_inside(attempt, request)
     assert attempt.end_time == request.end_time
     assert attempt.start_time is not None
-    assert attempt.start_time < first_token.timestamp < attempt.end_time  # type: ignore[operator]
+    assert attempt.start_time <= first_token.timestamp <= attempt.end_time  # type: ignore[operator]
 
 
 # --------------------------------------------------------------------------
