@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sluiceway_api_keys import KeyStore
+
+from sluiceway.testing import RunningServer
 
 Labels = frozenset[tuple[str, str]]
 
@@ -71,3 +74,23 @@ ScrapeFn = Callable[..., Scrape]
 def scrape() -> ScrapeFn:
     """``scrape(server.url, key=None)``: GET /metrics (200, text format), parsed."""
     return _scrape
+
+
+def _settle(server: RunningServer) -> None:
+    """Wait until no request is in flight in ``server``'s gateway.
+
+    A client has its answer as soon as the last byte is sent; the request's end
+    (and its RequestEnded event, which the counters count) comes a moment
+    later, on the server's event loop. Asked on that loop, "nothing in flight"
+    means every request ended and was counted."""
+    for _ in range(1000):
+        if not server.call(lambda: len(server.gateway.inflight)):
+            return
+        time.sleep(0.01)
+    raise AssertionError("requests still in flight after 10 s")
+
+
+@pytest.fixture
+def settle() -> Callable[[RunningServer], None]:
+    """``settle(server)``: wait until every request sent so far has ended."""
+    return _settle

@@ -142,7 +142,7 @@ class Client:
 
 def test_every_counter_and_histogram_count_matches_the_traffic(
     gateway_factory: Factory, fake_openai: Callable[..., FakeOpenAI], keys: KeyStore,
-    keys_path: Path, scrape: Callable[..., Scrape],
+    keys_path: Path, scrape: Callable[..., Scrape], settle: Callable[[RunningServer], None],
 ) -> None:
     up, backup, flaky = fake_openai(), fake_openai(), fake_openai()
     alpha = keys.create("alpha")
@@ -187,6 +187,7 @@ def test_every_counter_and_histogram_count_matches_the_traffic(
     # A stream from a real upstream.
     assert client.chat(a, a_id, "m", stream=True, provider="up").status_code == 200
 
+    settle(server)
     metrics = scrape(server.url, key=scraper.secret)
 
     # Requests: the failed scrape, then every chat.
@@ -259,6 +260,7 @@ def test_every_counter_and_histogram_count_matches_the_traffic(
     assert sum(states.values()) == 4  # one state per deployment
 
     # The scrape itself is counted once it has ended.
+    settle(server)
     again = scrape(server.url, key=scraper.secret)
     assert again.value("sluiceway_requests_total", route="metrics", status="200") == 1
     # No request id, path or secret ever becomes a label.
