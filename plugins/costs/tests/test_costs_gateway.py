@@ -398,3 +398,21 @@ def test_costs_budget_from_the_principal_beats_the_options(start: Start) -> None
     zero = post("bob=0")
     assert (zero.status_code, error_code(zero)) == (429, "budget_exceeded")
     assert post("carol").headers["x-sluiceway-budget"] == "100"
+
+
+def test_costs_budget_refusal_speaks_anthropic_on_messages(start: Start) -> None:
+    server = start(auth=False, mock=MOCK, costs={"prices": PRICES, "default_budget": 0})
+    response = httpx.post(
+        server.url + "/v1/messages", headers={"anthropic-version": "2023-06-01"}, timeout=30,
+        json={"model": "mock-gpt", "max_tokens": 100,
+              "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 429
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
+    assert "Budget exceeded for anonymous" in body["error"]["message"]
+    reset = seconds(response.headers["x-sluiceway-budget-reset"])
+    # Anthropic's SDK sleeps for any retry-after: at most 60 s, and no retry beyond.
+    assert int(response.headers["retry-after"]) <= 60
+    if reset > 60:
+        assert response.headers["x-should-retry"] == "false"
