@@ -29,6 +29,7 @@ from .pools import Pool
 from .registry import Registry
 from .router import ModelAccess, ModelRouter
 from .routes import RouteTable
+from .sessions import SessionManager
 from .stats import RequestStats
 from .topology import ProviderPlan, build_router, check_routing, open_providers
 
@@ -86,6 +87,10 @@ class Gateway:
         # Built middleware and sinks that own resources (a ``lifespan()`` method).
         self._owned_lifespans: list[tuple[str, Any]] = []
         self.events = self._build_events()
+        # Logins of providers whose credentials expire (browser sessions, tokens).
+        self.sessions = SessionManager(
+            config.sessions, base_dir=config.base_dir, source=config.source, events=self.events
+        )
         self._auth_chain = self._build_auth_chain()
         self._app: ASGIApp = self._build_stack()
 
@@ -273,7 +278,11 @@ class Gateway:
             raise
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> None:
+        # Entered first, so left last: what providers share for their logins (a
+        # browser) closes after every provider has.
+        await stack.enter_async_context(self.sessions.lifespan())
         opened = await open_providers(self._provider_plans, self, stack)
+        await self.sessions.prepare()
         self.providers = {o.settings.name: o.provider for o in opened}
         self.router = build_router(self.config, opened)
         managers: list[tuple[str, Any]] = [

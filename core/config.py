@@ -45,6 +45,7 @@ __all__ = [
     "ProviderSettings",
     "Secret",
     "ServerSettings",
+    "SessionSettings",
     "load_config",
     "parse_config",
     "validate_options",
@@ -104,6 +105,46 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     chain: list[str] = msgspec.field(default_factory=list)
     options: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+
+# The variable a session key is read from when ``[sessions] key`` is not set.
+SESSION_KEY_ENV = "SLUICEWAY_SESSION_KEY"
+
+
+class SessionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[sessions]``: the encrypted store of logins (browser sessions, tokens) that
+    providers whose credentials expire keep between requests and restarts."""
+
+    # "file" (one encrypted file per provider under `path`) or a Redis URL, for
+    # several gateway instances sharing their logins.
+    storage: str = "file"
+    path: str = ".sessions"
+    # Fernet key(s), comma-separated, the first encrypting: only as "env:VAR".
+    # Unset: $SLUICEWAY_SESSION_KEY when set, else `key_file`.
+    key: Secret | None = None
+    # Created with mode 0600 on first use; default <path>/session.key.
+    key_file: str | None = None
+    # How long a login is trusted at most, whatever the site says.
+    lifetime: Duration = Duration(12 * 3600)
+    # A session this close to expiry is renewed in the background while still used.
+    refresh_margin: Duration = Duration(600)
+    # After a failed login, requests fail at once for this long instead of each
+    # starting a browser against a site that is down.
+    login_backoff: Duration = Duration(10)
+
+    def __post_init__(self) -> None:
+        if self.storage != "file":
+            # Checked here without importing redis (an optional extra); the full URL
+            # check runs when the store is opened.
+            scheme = self.storage.partition("://")[0]
+            if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
+                raise ValueError(
+                    f"expected 'file' or a Redis URL (redis://...), got {self.storage!r}"
+                )
+        if self.key is not None and not self.key.source.startswith("env:"):
+            raise ValueError("write the session key as 'env:VAR', never in the file")
+        if self.refresh_margin >= self.lifetime:
+            raise ValueError("refresh_margin must be shorter than lifetime")
 
 
 class ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -204,6 +245,7 @@ class Config(msgspec.Struct, kw_only=True):
     providers: list[ProviderSettings] = msgspec.field(default_factory=list)
     aliases: list[AliasSettings] = msgspec.field(default_factory=list)
     plugin: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    sessions: SessionSettings = msgspec.field(default_factory=SessionSettings)
     source: str = "<config>"
     base_dir: str = "."
 
@@ -212,7 +254,9 @@ class Config(msgspec.Struct, kw_only=True):
         return self.plugin.get(name, {})
 
 
-_TOP_LEVEL = {"gateway", "server", "auth", "providers", "aliases", "plugin"}
+_TOP_LEVEL = {"gateway", "server", "auth", "providers", "aliases", "plugin", "sessions"}
+
+
 def _provider(raw: object, index: int, source: str) -> ProviderSettings:
     key = f"providers[{index}]"
     if not isinstance(raw, dict):
@@ -282,6 +326,9 @@ def parse_config(
         data.get("gateway", {}), GatewaySettings, source=source, key="gateway"
     )
     server = validate_options(data.get("server", {}), ServerSettings, source=source, key="server")
+    sessions = validate_options(
+        data.get("sessions", {}), SessionSettings, source=source, key="sessions"
+    )
     auth_raw = data.get("auth", {})
     if not isinstance(auth_raw, dict):
         raise ConfigError("expected a table", source=source, key="auth")
@@ -333,6 +380,7 @@ def parse_config(
         providers=providers,
         aliases=aliases,
         plugin=dict(plugin_tables),
+        sessions=sessions,
         source=source,
         base_dir=base_dir,
     )

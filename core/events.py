@@ -35,6 +35,7 @@ __all__ = [
     "LimitDecided",
     "RequestEnded",
     "RequestStarted",
+    "SessionLogin",
 ]
 
 log = logging.getLogger("sluiceway.events")
@@ -152,6 +153,21 @@ class RequestEnded(Event):
     overhead: float | None = None
     attempts: int = 0
     disconnected: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionLogin(Event):
+    """A provider logged in for the session store (:mod:`sluiceway.sessions`), or
+    failed to. ``reason``: ``absent``, ``expired``, ``refresh`` (before expiry, in
+    the background), ``rejected`` (the site refused the last session), ``warm``
+    or ``forced`` (``sluiceway sessions warm``); ``outcome``: ``ok`` or
+    ``failed``; ``duration``: the login's seconds. ``request_id`` is the request
+    that needed it, ``""`` for a background refresh or the CLI."""
+
+    provider: str
+    reason: str
+    outcome: str
+    duration: float
 
 
 @runtime_checkable
