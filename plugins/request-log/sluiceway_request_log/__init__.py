@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from sluiceway import EventSinkType, hookimpl
 
-from .lines import Progress, Queued, line_for, timestamp
+from .lines import Progress, Queued, Timestamps, line_for, timestamp
 from .options import RequestLogOptions
 from .sink import LOGGER, PLUGIN, RequestLog, create_sink, load_options
 from .writer import FileOutput, LoggingOutput, Writer
@@ -38,6 +38,7 @@ __all__ = [
     "Queued",
     "RequestLog",
     "RequestLogOptions",
+    "Timestamps",
     "Writer",
     "create_sink",
     "line_for",

@@ -7,6 +7,7 @@ only hands over the (immutable) events and what it remembered of the request.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,9 @@ from sluiceway.events import (
     RequestStarted,
 )
 
-__all__ = ["LEVEL_NAMES", "Progress", "Queued", "line_for", "timestamp"]
+__all__ = [
+    "LEVEL_NAMES", "Progress", "Queued", "Timestamps", "line_for", "request_line", "timestamp",
+]
 
 LEVEL_NAMES: Mapping[int, str] = MappingProxyType(
     {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
@@ -65,66 +68,90 @@ def timestamp(wall: float) -> str:
     return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
+class Timestamps:
+    """:func:`timestamp`, with the part up to the second made once per second
+    (a writer's own, used by its thread only)."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, wall: float) -> str:
+        second = int(wall)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((wall - second) * 1000):03d}Z"
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
 
-def _head(item: Queued) -> dict[str, Any]:
-    return {
-        "ts": timestamp(item.wall),
-        "level": LEVEL_NAMES.get(item.level, "info"),
-        "event": item.kind,
-        "request_id": item.event.request_id,
-    }
-
-
-def request_line(item: Queued, with_client: bool) -> dict[str, Any]:
+def request_line(item: Queued, ts: str, with_client: bool) -> dict[str, Any]:
     """The request's line (``request``), or its ``slow_request`` warning."""
     event = item.event
     assert isinstance(event, RequestEnded)
     progress = item.progress
     usage = event.usage or {}
-    line = _head(item)
-    line.update(
-        key_id=event.key_id,
-        method=event.method,
-        path=event.path,
-        route=event.route,
-        model=event.model,
-        provider=event.provider,
-        deployment=progress.deployment if progress is not None else None,
-        status=event.status,
-        error_type=event.error_type,
-        error_code=event.error_code,
-        duration_ms=_ms(event.duration),
-        ttft_ms=_ms(progress.ttft) if progress is not None else None,
-        upstream_ms=_ms(event.upstream),
-        overhead_ms=_ms(event.overhead),
-        attempts=event.attempts,
-        retries=progress.retries if progress is not None else None,
-        fallbacks=progress.fallbacks if progress is not None else None,
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        cached_tokens=usage.get("cached_tokens"),
-        reasoning_tokens=usage.get("reasoning_tokens"),
-        cost=event.cost,
-        stream=event.stream,
-        disconnected=event.disconnected,
-    )
+    deployment: str | None = None
+    ttft: float | None = None
+    retries: int | None = None
+    fallbacks: int | None = None
+    client: str | None = None
+    if progress is not None:
+        deployment, ttft, client = progress.deployment, progress.ttft, progress.client
+        retries, fallbacks = progress.retries, progress.fallbacks
+    line: dict[str, Any] = {
+        "ts": ts,
+        "level": LEVEL_NAMES.get(item.level, "info"),
+        "event": item.kind,
+        "request_id": event.request_id,
+        "key_id": event.key_id,
+        "method": event.method,
+        "path": event.path,
+        "route": event.route,
+        "model": event.model,
+        "provider": event.provider,
+        "deployment": deployment,
+        "status": event.status,
+        "error_type": event.error_type,
+        "error_code": event.error_code,
+        "duration_ms": _ms(event.duration),
+        "ttft_ms": _ms(ttft),
+        "upstream_ms": _ms(event.upstream),
+        "overhead_ms": _ms(event.overhead),
+        "attempts": event.attempts,
+        "retries": retries,
+        "fallbacks": fallbacks,
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "cached_tokens": usage.get("cached_tokens"),
+        "reasoning_tokens": usage.get("reasoning_tokens"),
+        "cost": event.cost,
+        "stream": event.stream,
+        "disconnected": event.disconnected,
+    }
     if with_client:
-        line["client"] = progress.client if progress is not None else None
+        line["client"] = client
     if item.kind == "slow_request":
         line["slow_request_ms"] = _ms(item.threshold)
     return line
 
 
-def line_for(item: Queued, with_client: bool) -> dict[str, Any]:
-    """The JSON object of one queued line."""
-    kind = item.kind
-    if kind in ("request", "slow_request"):
-        return request_line(item, with_client)
+def line_for(item: Queued, ts: str, with_client: bool) -> dict[str, Any]:
+    """The JSON object of one queued line; ``ts`` is its time, formatted."""
     event = item.event
-    line = _head(item)
+    if item.kind in ("request", "slow_request"):
+        return request_line(item, ts, with_client)
+    line: dict[str, Any] = {
+        "ts": ts,
+        "level": LEVEL_NAMES.get(item.level, "info"),
+        "event": item.kind,
+        "request_id": event.request_id,
+    }
     if isinstance(event, RequestStarted):
         line.update(method=event.method, path=event.path, route=event.route)
         if with_client:

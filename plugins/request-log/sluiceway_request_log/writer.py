@@ -21,7 +21,7 @@ from typing import Protocol
 
 import msgspec
 
-from .lines import LEVEL_NAMES, Queued, line_for, timestamp
+from .lines import LEVEL_NAMES, Queued, Timestamps, line_for
 
 __all__ = ["FileOutput", "LoggingOutput", "Output", "Writer"]
 
@@ -31,6 +31,10 @@ _BATCH = 256
 _REPORT_EVERY = 60.0
 # A file is checked for having been moved away (logrotate) at most this often.
 _REOPEN_CHECK_EVERY = 1.0
+# After writing what was queued, the thread waits this long before looking again,
+# so that lines are written in batches: a thread woken for every line would take
+# the GIL from the event loop for every request, which costs more than the line.
+_PAUSE = 0.05
 
 
 class Output(Protocol):
@@ -67,7 +71,10 @@ class FileOutput:
     """JSON lines appended to a file, each batch in one ``write`` (so processes
     appending to the same file do not interleave within a line). A file moved
     away (by logrotate) is noticed within a second and a new one opened; with
-    ``max_size`` the output rotates the file itself: ``path.1`` ... ``path.<keep>``."""
+    ``max_size`` the output rotates the file itself before a line would take it
+    past that size: ``path`` becomes ``path.1``, ``path.1`` becomes ``path.2``...
+    up to ``path.<keep>``. Rotating is for one process: with several writing to one
+    file, leave it to logrotate."""
 
     def __init__(self, path: Path, max_size: int = 0, keep: int = 5) -> None:
         self.path = path
@@ -75,6 +82,7 @@ class FileOutput:
         self.keep = keep
         self._fd = -1
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of a regular file
+        self._size = 0  # the file's size, as far as this process knows
         self._checked = 0.0
 
     def open(self) -> None:
@@ -82,6 +90,7 @@ class FileOutput:
         info = os.fstat(fd)
         self._fd = fd
         self._identity = (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+        self._size = info.st_size
         self._checked = time.monotonic()
 
     def write(self, lines: list[tuple[int, bytes]]) -> None:
@@ -92,13 +101,30 @@ class FileOutput:
             if now - self._checked >= _REOPEN_CHECK_EVERY:
                 self._checked = now
                 self._reopen_if_moved()
-        data = memoryview(b"".join(line + b"\n" for _, line in lines))
-        while data:
-            written = os.write(self._fd, data)
-            data = data[written:]
-        if self.max_size and self._identity is not None:
-            if os.fstat(self._fd).st_size >= self.max_size:
+        if not self.max_size or self._identity is None:
+            self._append(b"".join(line + b"\n" for _, line in lines))
+            return
+        # Rotate before a line that would take the file past max_size.
+        chunk: list[bytes] = []
+        size = self._size
+        for _, line in lines:
+            if size + len(line) + 1 > self.max_size and size > 0:
+                if chunk:
+                    self._append(b"".join(chunk))
+                    chunk = []
                 self._rotate()
+                size = self._size
+            chunk.append(line + b"\n")
+            size += len(line) + 1
+        if chunk:
+            self._append(b"".join(chunk))
+
+    def _append(self, data: bytes) -> None:
+        """One ``write`` (more only if the kernel takes part of it)."""
+        self._size += len(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
 
     def _reopen_if_moved(self) -> None:
         try:
@@ -140,7 +166,9 @@ class Writer:
         self._reported_drops = 0
         self._last_report = -_REPORT_EVERY
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._encode = msgspec.json.Encoder().encode
+        self._timestamp = Timestamps()
         self._errors = logging.getLogger("sluiceway.request_log")
 
     def put(self, item: Queued) -> None:
@@ -155,6 +183,7 @@ class Writer:
     def start(self) -> None:
         """Open the output and start the thread (blocking: call it off the loop)."""
         self.output.open()
+        self._stopping.clear()
         thread = threading.Thread(target=self._run, name="sluiceway-request-log", daemon=True)
         self._thread = thread
         thread.start()
@@ -164,36 +193,48 @@ class Writer:
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        self._stopping.set()
         self.queue.put(None)
         thread.join()
 
     # -- the thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        get, get_nowait = self.queue.get, self.queue.get_nowait
         try:
-            while True:
-                item = get()
-                batch: list[tuple[int, bytes]] = []
-                while item is not None:
-                    self._encode_into(batch, item)
-                    if len(batch) >= _BATCH:
-                        break
-                    try:
-                        item = get_nowait()
-                    except queue.Empty:
-                        break
-                self._note_drops(batch)
-                if batch:
-                    self._write(batch)
-                if item is None:
-                    return
+            while self._drain():
+                self._stopping.wait(_PAUSE)
         finally:
             self._close()
 
+    def _drain(self) -> bool:
+        """Wait for a line, then write every line queued, in batches; ``False``
+        once the stop sentinel is met."""
+        get_nowait = self.queue.get_nowait
+        batch: list[tuple[int, bytes]] = []
+        item = self.queue.get()
+        while True:
+            if item is None:
+                self._flush(batch)
+                return False
+            self._encode_into(batch, item)
+            if len(batch) >= _BATCH:
+                self._flush(batch)
+                batch = []
+            try:
+                item = get_nowait()
+            except queue.Empty:
+                self._flush(batch)
+                return True
+
+    def _flush(self, batch: list[tuple[int, bytes]]) -> None:
+        self._note_drops(batch)
+        if batch:
+            self._write(batch)
+
     def _encode_into(self, batch: list[tuple[int, bytes]], item: Queued) -> None:
         try:
-            batch.append((item.level, self._encode(line_for(item, self.with_client))))
+            line = line_for(item, self._timestamp(item.wall), self.with_client)
+            batch.append((item.level, self._encode(line)))
         except Exception:
             self._report(f"cannot encode a {item.kind} line")
 
@@ -202,7 +243,7 @@ class Writer:
         if dropped == self._reported_drops:
             return
         line = {
-            "ts": timestamp(time.time()),
+            "ts": self._timestamp(time.time()),
             "level": LEVEL_NAMES[logging.WARNING],
             "event": "log_dropped",
             "dropped": dropped - self._reported_drops,

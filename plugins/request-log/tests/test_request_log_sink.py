@@ -234,3 +234,11 @@ def test_no_module_holds_mutable_state() -> None:
             if name.startswith("__") or isinstance(value, type | types.ModuleType):
                 continue
             assert not isinstance(value, mutable), f"{module.__name__}.{name}"
+
+
+@pytest.mark.parametrize("wall", [0.0, 1_700_000_000.0, 1_700_000_000.9996, 1_767_225_599.5])
+def test_timestamps_are_iso_8601_utc_to_the_millisecond(wall: float) -> None:
+    stamps = sluiceway_request_log.Timestamps()
+    assert stamps(wall) == sluiceway_request_log.timestamp(wall)
+    assert stamps(wall + 0.25) == sluiceway_request_log.timestamp(wall + 0.25)
+    assert stamps(wall).endswith("Z") and len(stamps(wall)) == len("2025-01-01T00:00:00.000Z")
