@@ -28,9 +28,10 @@ fi
     echo "bootstrap: Python 3.11 or newer is required (found $("$PYTHON" --version))" >&2; exit 1; }
 [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
 
-# Every bundled plugin, and the tutorial plugin whose tests run in `make test`.
-plugins=(plugins/*/ examples/third_party_plugin/)
-stamp_input=$(cat constraints.txt pyproject.toml plugins/*/pyproject.toml examples/third_party_plugin/pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+# Every bundled plugin, and the example plugins whose tests run in `make test`
+# (the tutorial plugin, and the web-login demo that the webchat tests log in to).
+plugins=(plugins/*/ examples/third_party_plugin/ examples/webchat-demo/)
+stamp_input=$(cat constraints.txt pyproject.toml plugins/*/pyproject.toml examples/third_party_plugin/pyproject.toml examples/webchat-demo/pyproject.toml scripts/apt-packages.txt scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [[ -f $VENV/.bootstrap-stamp && $(cat $VENV/.bootstrap-stamp) == "$stamp_input" ]]; then
     exit 0
 fi
