@@ -35,6 +35,8 @@ _REOPEN_CHECK_EVERY = 1.0
 # so that lines are written in batches: a thread woken for every line would take
 # the GIL from the event loop for every request, which costs more than the line.
 _PAUSE = 0.05
+# Paths that name a stream rather than a file of ours, even when they lead to one.
+_STREAMS = ("/dev/", "/proc/")
 
 
 class Output(Protocol):
@@ -89,7 +91,10 @@ class FileOutput:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         info = os.fstat(fd)
         self._fd = fd
-        self._identity = (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+        # Only a regular file is watched for logrotate and rotated: never a pipe,
+        # a terminal, or /dev/stdout (even when the shell sent it to a file).
+        regular = stat.S_ISREG(info.st_mode) and not str(self.path).startswith(_STREAMS)
+        self._identity = (info.st_dev, info.st_ino) if regular else None
         self._size = info.st_size
         self._checked = time.monotonic()
 

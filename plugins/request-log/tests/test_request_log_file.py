@@ -171,6 +171,19 @@ def test_a_file_moved_away_by_logrotate_is_reopened(
     assert lines_of(path) == [{"n": 2}, {"n": 3}]
 
 
+def test_dev_stdout_is_written_as_a_stream_and_never_rotated(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    output = FileOutput(Path("/dev/stdout"), max_size=10, keep=1)  # every line is too big
+    output.open()
+    output.write([(logging.INFO, b'{"n": 1}'), (logging.INFO, b'{"n": 2}')])
+    output.close()
+
+    assert [json.loads(line) for line in capfd.readouterr().out.splitlines()] == [
+        {"n": 1}, {"n": 2}]
+    assert Path("/dev/stdout").exists() and not Path("/dev/stdout.1").exists()
+
+
 async def test_a_file_that_cannot_be_opened_stops_the_startup(tmp_path: Path) -> None:
     sink = RequestLog(RequestLogOptions(file=str(tmp_path / "no" / "such" / "dir.jsonl")))
     with pytest.raises(sluiceway.StartupError, match=r"plugin\.request-log\.file: cannot open"):

@@ -285,3 +285,33 @@ def test_the_client_address_can_be_left_out(
     assert {line["event"] for line in lines} >= {"request_start", "request"}
     assert all("client" not in line for line in lines)
     assert all("127.0.0.1" not in str(line) for line in lines)
+
+
+def test_a_client_that_hangs_up_mid_stream_is_logged_as_disconnected(
+    start: Start, logged: Logged
+) -> None:
+    server = start(mock={"token_delay": "20ms", "response_tokens": 200})
+    with httpx.stream("POST", server.base_url + "/chat/completions",
+                      json={"model": "mock-gpt", "messages": USER, "stream": True}) as response:
+        request_id = response.headers["x-request-id"]
+        next(response.iter_lines())  # the first event, then hang up
+    server.stop()
+
+    (line,) = logged()
+    assert line["request_id"] == request_id
+    assert (line["status"], line["stream"], line["disconnected"]) == (200, True, True)
+    assert line["ttft_ms"] is not None
+
+
+def test_anthropic_messages_are_logged_like_chat(start: Start, logged: Logged) -> None:
+    server = start()
+    response = httpx.post(server.url + "/v1/messages", json={
+        "model": "mock-gpt", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})
+    server.stop()
+
+    (line,) = logged()
+    assert (line["status"], line["route"], line["path"]) == (200, "messages", "/v1/messages")
+    assert line["request_id"] == response.headers["x-request-id"]
+    usage = response.json()["usage"]
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (usage["input_tokens"],
+                                                                  usage["output_tokens"])
