@@ -258,7 +258,9 @@ class CostsMiddleware:
         async def send_priced(message: Message) -> None:
             if message["type"] == "http.response.start":
                 extra: list[tuple[bytes, bytes]] = []
-                if ctx.state.get("usage") is not None:  # a whole answer
+                # A whole answer's usage is known before it starts; a stream's
+                # comes with its last chunk (the core marks streams in state).
+                if not ctx.state.get("stream") and ctx.state.get("usage") is not None:
                     cost = await charge()
                     if cost is not None and self.options.cost_header:
                         extra.append((b"x-sluiceway-cost", format_dollars(cost).encode()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -49,9 +50,28 @@ class Recorder:
     def handle(self, event: sluiceway.events.Event) -> None:
         self.events.append(event)
 
-    def ended(self, request_id: str | None = None) -> list[sluiceway.events.RequestEnded]:
-        return [e for e in self.events if isinstance(e, sluiceway.events.RequestEnded)
-                and (request_id is None or e.request_id == request_id)]
+    def ended(self) -> list[sluiceway.events.RequestEnded]:
+        return [e for e in self.events if isinstance(e, sluiceway.events.RequestEnded)]
+
+    def end_of(self, request_id: str) -> sluiceway.events.RequestEnded:
+        """The request's RequestEnded. A client has its answer as soon as the last
+        byte is sent; the request's end comes a moment later, on the server's
+        loop: wait for it."""
+        for _ in range(1000):
+            found = [e for e in self.ended() if e.request_id == request_id]
+            if found:
+                assert len(found) == 1
+                return found[0]
+            time.sleep(0.01)
+        raise AssertionError(f"no RequestEnded for {request_id} after 10 s")
+
+    def settled(self, server: RunningServer) -> list[sluiceway.events.RequestEnded]:
+        """Every RequestEnded, once no request is in flight any more."""
+        for _ in range(1000):
+            if not server.call(lambda: len(server.gateway.inflight)):
+                return self.ended()
+            time.sleep(0.01)
+        raise AssertionError("requests still in flight after 10 s")
 
     def decided(self) -> list[sluiceway.events.LimitDecided]:
         return [e for e in self.events if isinstance(e, sluiceway.events.LimitDecided)]
@@ -111,7 +131,7 @@ def test_costs_plain_and_streamed_cost_is_price_times_usage(start: Start) -> Non
         assert float(headers["x-sluiceway-cost"]) == pytest.approx(COST, rel=1e-9)
         assert headers["x-sluiceway-cost"] == format_dollars(COST)
         assert "x-sluiceway-budget" not in headers and "x-sluiceway-spend" not in headers
-        plain_end = recorder.ended(headers["x-request-id"])[0]
+        plain_end = recorder.end_of(headers["x-request-id"])
         assert plain_end.cost == pytest.approx(COST, rel=1e-12)
         assert plain_end.usage == {"prompt_tokens": PROMPT_TOKENS,
                                    "completion_tokens": ANSWER_TOKENS}
@@ -121,13 +141,13 @@ def test_costs_plain_and_streamed_cost_is_price_times_usage(start: Start) -> Non
         # A stream's headers leave before its usage is known: no cost header...
         assert "x-sluiceway-cost" not in stream_headers
         # ...but the cost reaches the request's end (events, metrics, logs).
-        stream_end = recorder.ended(stream_headers["x-request-id"])[0]
+        stream_end = recorder.end_of(stream_headers["x-request-id"])
         assert stream_end.stream and stream_end.cost == pytest.approx(COST, rel=1e-12)
 
         # Without include_usage the client sees no usage, but the gateway does.
         hidden, hidden_headers = streamed(client, include_usage=False)
         assert hidden is None
-        assert recorder.ended(hidden_headers["x-request-id"])[0].cost == pytest.approx(
+        assert recorder.end_of(hidden_headers["x-request-id"]).cost == pytest.approx(
             COST, rel=1e-12)
     assert recorder.decided() == []  # no budget: nothing decided
 
@@ -193,13 +213,13 @@ def test_costs_cached_tokens_are_cheaper_and_reasoning_is_output(start: Start) -
         _, headers = plain(client, "public")
         assert float(headers["x-sluiceway-cost"]) == pytest.approx(cost, rel=1e-9)
         _, stream_headers = streamed(client, "public")
-        assert recorder.ended(stream_headers["x-request-id"])[0].cost == pytest.approx(
+        assert recorder.end_of(stream_headers["x-request-id"]).cost == pytest.approx(
             cost, rel=1e-12)
         # An upstream id with no price: the requested name's price applies.
         _, alias_headers = plain(client, "cheap-alias")
         assert float(alias_headers["x-sluiceway-cost"]) == pytest.approx(
             expected_cost(2000, 900), rel=1e-9)
-    ended = recorder.ended()
+    ended = recorder.settled(server)
     assert [e.usage for e in ended] == [
         {"prompt_tokens": 2000, "completion_tokens": 900, "cached_tokens": 1500,
          "reasoning_tokens": 700}] * 3
@@ -223,8 +243,9 @@ def test_costs_unknown_model_has_no_cost(
         assert headers["x-sluiceway-spend"] == "0"
     assert stream_usage is not None
     # Unknown, not free: the events say None, never 0.
-    assert [e.cost for e in recorder.ended()] == [None] * 4
-    assert all(e.status == 200 for e in recorder.ended())
+    ended = recorder.settled(server)
+    assert [e.cost for e in ended] == [None] * 4
+    assert all(e.status == 200 for e in ended)
     messages = [r.getMessage() for r in caplog.records if r.name == "sluiceway.costs"]
     assert len([m for m in messages if "no price for model 'mock-gpt'" in m]) == 1
     assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "sluiceway.costs")
@@ -250,7 +271,7 @@ def test_costs_anthropic_messages_are_priced(start: Start) -> None:
         assert "x-sluiceway-cost" not in stream.headers
         request_id = stream.headers["x-request-id"]
         stream.read()
-    assert recorder.ended(request_id)[0].cost == pytest.approx(cost, rel=1e-12)
+    assert recorder.end_of(request_id).cost == pytest.approx(cost, rel=1e-12)
 
 
 # --------------------------------------------------------------------------
@@ -317,7 +338,7 @@ def test_costs_budget_stops_a_key_at_the_right_request(start: Start, store: KeyS
     decided = [(e.policy, e.limit, e.allowed, e.key_id) for e in recorder.decided()]
     assert decided == [("costs", "budget", True, capped.record.id)] * 3 + [
         ("costs", "budget", False, capped.record.id)] * 2
-    refused = [e for e in recorder.ended() if e.status == 429]
+    refused = [e for e in recorder.settled(server) if e.status == 429]
     assert len(refused) == 2 and all(e.cost is None for e in refused)
     assert all(e.error_code == "budget_exceeded" for e in refused)
 
@@ -416,3 +437,16 @@ def test_costs_budget_refusal_speaks_anthropic_on_messages(start: Start) -> None
     assert int(response.headers["retry-after"]) <= 60
     if reset > 60:
         assert response.headers["x-should-retry"] == "false"
+
+
+def test_costs_record_spend_all_keeps_every_keys_total(start: Start, store: KeyStore) -> None:
+    first, second = store.create("first"), store.create("second")
+    server = start(mock=MOCK, costs={"prices": PRICES, "record_spend": "all"})
+    spends = {}
+    for created in (first, second, first):
+        with sdk(server, created.secret) as client:
+            _, headers = plain(client)
+        assert "x-sluiceway-budget" not in headers  # kept, not budgeted
+        spends.setdefault(created.record.id, []).append(float(headers["x-sluiceway-spend"]))
+    assert spends == {first.record.id: pytest.approx([COST, 2 * COST]),
+                      second.record.id: pytest.approx([COST])}
