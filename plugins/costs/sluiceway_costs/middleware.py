@@ -265,8 +265,8 @@ class CostsMiddleware:
                     if cost is not None and self.options.cost_header:
                         extra.append((b"x-sluiceway-cost", format_dollars(cost).encode()))
                 extra.extend((name.encode(), value.encode()) for name, value in headers.items())
-                if extra:
-                    message["headers"] = [*message.get("headers", ()), *extra]
+                if extra:  # a new message: the caller's may be shared
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
             elif (not charged and not message.get("more_body", False)
                   and ctx.state.get("usage") is not None):
                 # A stream's last frame: charge before the client sees the end
