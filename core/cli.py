@@ -226,7 +226,9 @@ def build_cli(config_path: str | None = None) -> click.Group:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     click.version_option(package_name="sluiceway")(cli)
-    for command in (serve, check, plugins_command):
+    from .sessions.cli import sessions_group
+
+    for command in (serve, check, plugins_command, sessions_group):
         cli.add_command(command)
     path = resolve_config_path(config_path)
     if Path(path).exists():

@@ -172,3 +172,13 @@ def test_two_processes_hammering_one_store_never_leave_an_unreadable_file(
     session = ring.open((tmp_path / "s" / "shared.session").read_bytes(), "shared")
     assert session.bearer is not None and session.bearer.startswith(("one-149", "two-149"))
     assert not list((tmp_path / "s").glob(".*.tmp"))
+
+
+def test_every_sessions_key_is_documented() -> None:
+    import msgspec
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    section = text.split("## [sessions]", 1)[1].split("\n## ", 1)[0]
+    missing = [f.name for f in msgspec.structs.fields(SessionSettings)
+               if f"| `{f.name}` |" not in section]
+    assert not missing, f"docs/configuration.md [sessions] does not document {missing}"
