@@ -315,3 +315,18 @@ def test_anthropic_messages_are_logged_like_chat(start: Start, logged: Logged) -
     usage = response.json()["usage"]
     assert (line["prompt_tokens"], line["completion_tokens"]) == (usage["input_tokens"],
                                                                   usage["output_tokens"])
+
+
+def test_a_stream_that_fails_after_it_started_keeps_its_200(start: Start, logged: Logged) -> None:
+    server = start()
+    with sdk(server) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="mock-gpt", messages=USER, stream=True, metadata={"mock_fault": "drop"})
+        with pytest.raises(openai.APIError):
+            list(raw.parse())
+    server.stop()
+
+    (line,) = logged()
+    assert line["request_id"] == raw.headers["x-request-id"]
+    assert (line["status"], line["stream"], line["disconnected"]) == (200, True, False)
+    assert line["ttft_ms"] is not None
