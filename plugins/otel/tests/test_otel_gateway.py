@@ -405,3 +405,18 @@ def test_sample_ratio_zero_records_nothing_and_serves_everything(
         for _ in range(3):
             client.chat.completions.create(model="mock-gpt", messages=USER)
     assert collect(server) == []
+
+
+def test_the_cost_of_a_priced_answer_is_on_the_request_span(
+    start: Start, collect: Collect
+) -> None:
+    server = start(plugins=["costs"], plugin_options={
+        "costs": {"prices": {"mock-gpt": {"input": 1.0, "output": 2.0}}},
+    })
+    with sdk(server) as client:
+        answer = client.chat.completions.create(model="mock-gpt", messages=USER)
+    assert answer.usage is not None
+    request, (attempt,) = only_request(collect(server))
+    expected = (answer.usage.prompt_tokens * 1.0 + answer.usage.completion_tokens * 2.0) / 1e6
+    assert attrs(request)["sluiceway.cost_usd"] == pytest.approx(expected)
+    assert "sluiceway.cost_usd" not in attrs(attempt)
