@@ -197,7 +197,7 @@ class Dispatcher:
                     emit(AttemptStarted(
                         request_id=ctx.request_id, provider=deployment.provider_name,
                         deployment=_name(deployment), model=deployment.upstream_model,
-                        key_id=None, attempt=attempts.count, stream=hold,
+                        key_id=_caller(ctx), attempt=attempts.count, stream=hold,
                     ))
                 health.claim()
                 # Cheaper than asyncio.timeout per attempt: a timer that interrupts
@@ -277,7 +277,11 @@ class Dispatcher:
                     retries += 1
                     tried.discard(id(deployment))
                     delay = self._backoff(retries, error.retry_after)
-                    step = "retry"
+                    # This very failure may have opened the breaker: then the loop
+                    # goes on elsewhere, or nowhere.
+                    step = ("retry" if health.available() else
+                            "fallback" if _any_available(order, tried)
+                            else "give_up")
                 else:
                     step = "give_up"
                 if step != "give_up" and budget is None:
@@ -323,13 +327,17 @@ def _name(deployment: Deployment) -> str:
     return f"{deployment.provider_name}/{deployment.upstream_model}"
 
 
+def _caller(ctx: RequestContext) -> str | None:
+    return ctx.principal.key_id if ctx.principal is not None else None
+
+
 def _ended(
     ctx: RequestContext, deployment: Deployment, attempts: Attempts, latency: float,
     error: GatewayError | None, step: str,
 ) -> AttemptEnded:
     return AttemptEnded(
         request_id=ctx.request_id, provider=deployment.provider_name,
-        deployment=_name(deployment), model=deployment.upstream_model, key_id=None,
+        deployment=_name(deployment), model=deployment.upstream_model, key_id=_caller(ctx),
         attempt=attempts.count, status=200 if error is None else error.status,
         latency=latency, error=None if error is None else error.kind, next=step,
     )

@@ -199,7 +199,10 @@ class RedisConnection:
             return None
         try:
             return await operation()
-        except REDIS_ERRORS as exc:
+        # Not only RedisError: a cluster client can fail inside the library (an
+        # AttributeError while its first commands race to learn the slots). Any
+        # failure to talk to Redis gets the owner's open/closed policy, not a 500.
+        except Exception as exc:
             self._down_until = time.monotonic() + RETRY_AFTER_FAILURE
             self._warn(exc)
             return None

@@ -206,17 +206,17 @@ async def relay_openai_stream(
             raise
         if not committed:
             raise shutdown_error() from None
-        await _end_with_error(send, shutdown_error())
+        await _end_with_error(ctx, send, shutdown_error())
     except GatewayError as error:
         if not committed:
             raise
         log.warning("request %s: stream failed after it started: %s", ctx.request_id, error)
-        await _end_with_error(send, error)
+        await _end_with_error(ctx, send, error)
     except Exception:
         if not committed:
             raise
         log.exception("request %s: stream failed after it started", ctx.request_id)
-        await _end_with_error(
+        await _end_with_error(ctx,
             send,
             UpstreamError(f"The stream failed on the gateway (request id {ctx.request_id})."),
         )
@@ -227,5 +227,7 @@ async def relay_openai_stream(
             await aclose()
 
 
-async def _end_with_error(send: Send, error: GatewayError) -> None:
+async def _end_with_error(ctx: RequestContext, send: Send, error: GatewayError) -> None:
+    # The status stays 200 (it was sent); the request's end still says it failed.
+    ctx.state["stream_error"] = error
     await send({"type": "http.response.body", "body": _error_frame(error), "more_body": False})

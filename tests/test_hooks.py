@@ -17,6 +17,7 @@ import contextlib
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -541,6 +542,12 @@ def test_hook_register_event_sinks(gateway_factory: Factory) -> None:
                                                        stream=True))
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model="forwards", messages=USER)
+    # RequestEnded comes once the last byte is sent: the client may see its answer
+    # a moment before the gateway records the end.
+    for _ in range(200):
+        if sum(tally.by_status.values()) == 3:
+            break
+        time.sleep(0.01)
     # A failing sink is counted and logged; the requests were answered all the same.
     assert plain.http_response.status_code == 200 and streamed
     assert server.gateway.events.failures["broken"] >= 10
@@ -708,3 +715,30 @@ def test_middleware_sees_usage_and_provider_after_the_endpoint(
     assert seen[0] == {"provider": "mock", "usage": plain.usage.model_dump(exclude_none=True)}
     # The client did not ask for the usage chunk, but middleware still sees the usage.
     assert seen[1]["provider"] == "mock" and seen[1]["usage"] == seen[0]["usage"]
+
+
+def test_a_stream_that_fails_after_it_started_ends_as_a_failure(
+    gateway_factory: Factory, fake_openai: Callable[..., Any]
+) -> None:
+    from sluiceway.faults import Close
+
+    fake = fake_openai(chunks=4)
+    fake.script(Close(after_chunks=2))
+    tally = Tally()
+    server = gateway_factory({
+        "gateway": {"plugins": ["openai"]},
+        "providers": [{"name": "up", "type": "openai", "base_url": fake.url,
+                       "api_key": "sk-test", "models": ["fake-model"]}],
+    }, plugins=[("tally", TallyPlugin(tally))])
+    with openai.OpenAI(api_key="unused", base_url=server.base_url, max_retries=0) as client:
+        with pytest.raises(openai.APIError):
+            list(client.chat.completions.create(model="fake-model", messages=USER,
+                                                stream=True))
+    for _ in range(200):
+        if any(isinstance(e, sluiceway.events.RequestEnded) for e in tally.seen):
+            break
+        time.sleep(0.01)
+    (ended,) = [e for e in tally.seen if isinstance(e, sluiceway.events.RequestEnded)]
+    # The 200 had gone out; the end still says the stream failed, and why.
+    assert (ended.status, ended.stream) == (200, True)
+    assert ended.error_type is not None and ended.error_code is not None

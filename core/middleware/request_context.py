@@ -83,6 +83,8 @@ def request_ended(
         upstream = attempts.upstream_seconds + attempts.backoff_seconds
     usage = state.get("usage")
     principal = ctx.principal
+    if failure is None:  # a stream that failed after its 200 went out
+        failure = state.get("stream_error")
     return RequestEnded(
         request_id=ctx.request_id,
         method=scope["method"], path=scope["path"],
