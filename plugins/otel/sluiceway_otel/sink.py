@@ -285,7 +285,7 @@ class TraceSink:
             server.end(end_time=self._ns(ended.at))
             return
         server.set_attributes(self._server_attributes(ended, request, route, calls_model))
-        if ended.status >= 500:
+        if _server_error(ended):
             server.set_status(Status(StatusCode.ERROR, ended.error_code or ended.error_type))
         if request is not None:
             for note in request.notes:
@@ -346,9 +346,7 @@ class TraceSink:
             attrs[a.DISCONNECTED] = True
         if ended.error_code or ended.error_type:
             attrs[a.ERROR_CODE] = ended.error_code or ended.error_type
-        if ended.status >= 500:
-            # As the HTTP conventions say of server spans: only a 5xx is the
-            # server's error; a refusal (4xx) is told by its status and code.
+        if _server_error(ended):
             attrs[a.ERROR_TYPE] = ended.error_code or ended.error_type or str(ended.status)
         return attrs
 
@@ -400,12 +398,25 @@ class TraceSink:
             attrs[a.GEN_AI_RESPONSE_MODEL] = started.model
             if ended.usage:
                 _usage(attrs, ended.usage)
+            if started.stream and ended.status < 400 and (ended.error_code or ended.error_type):
+                # The stream this span covers failed after its first chunk.
+                attrs[a.ERROR_TYPE] = ended.error_code or ended.error_type
+                span.set_status(Status(StatusCode.ERROR, "the stream failed after it started"))
         span.set_attributes(attrs)
         span.end(end_time=self._ns(end_at))
 
     def _system(self, provider: str) -> str:
         info = self._providers.get(provider)
         return info.system if info is not None else provider
+
+
+def _server_error(ended: RequestEnded) -> bool:
+    """As the HTTP conventions say of server spans, a 5xx is the server's error and
+    a refusal (4xx) is not: it is told by its status and code. A stream that failed
+    after its 200 went out is an error too."""
+    if ended.status >= 500:
+        return True
+    return ended.status < 400 and bool(ended.error_code or ended.error_type)
 
 
 def _answering(attempts: list[_Attempt]) -> _Attempt | None:

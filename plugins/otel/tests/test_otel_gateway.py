@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from sluiceway_api_keys import KeyStore
 
-from sluiceway.fakes import FakeOpenAI, Status
+from sluiceway.fakes import FakeOpenAI, Reset, Status
 from sluiceway.testing import RunningServer
 
 Start = Callable[..., RunningServer]
@@ -122,7 +122,10 @@ def test_a_plain_chat_is_a_server_span_over_one_client_span(
     assert attempt.kind is SpanKind.CLIENT
     assert attempt.status.status_code is StatusCode.UNSET
     assert_inside(attempt, request)
-    assert attrs(attempt) == {
+    # The caller's key id, when the retry loop's events carry it.
+    attempt_attrs = attrs(attempt)
+    assert attempt_attrs.pop("sluiceway.key_id", key.record.id) == key.record.id
+    assert attempt_attrs == {
         "sluiceway.request_id": raw.headers["x-request-id"],
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "mock",
@@ -279,6 +282,30 @@ def test_an_upstream_that_keeps_failing_makes_both_spans_errors(
     assert "gen_ai.usage.input_tokens" not in attrs(request)
     assert [attrs(s)["sluiceway.attempt.next"] for s in (first, last)] == ["retry", "give_up"]
     assert all(s.status.status_code is StatusCode.ERROR for s in (first, last))
+
+
+def test_a_stream_cut_after_it_started_is_an_error_though_its_status_is_200(
+    start: Start, collect: Collect, fake_openai: Callable[..., FakeOpenAI]
+) -> None:
+    fake = fake_openai(chunks=5)
+    fake.script(Reset(after_chunks=2))
+    server = start(providers=[fake_provider(fake)])
+    received: list[str] = []
+    with sdk(server) as client, pytest.raises(openai.APIError):
+        for chunk in client.chat.completions.create(model="m", messages=USER, stream=True):
+            received.extend(c.delta.content or "" for c in chunk.choices)
+    assert received  # the 200 and the first chunks went out: nothing could be retried
+    spans = collect(server)
+
+    request, (attempt,) = only_request(spans)
+    assert attrs(request)["http.response.status_code"] == 200
+    assert request.status.status_code is StatusCode.ERROR
+    assert attrs(request)["error.type"] == attrs(request)["sluiceway.error.code"]
+    # The attempt had answered (its first chunk), then the stream it covers broke.
+    assert attrs(attempt)["sluiceway.attempt.next"] == "done"
+    assert attempt.status.status_code is StatusCode.ERROR
+    assert attrs(attempt)["error.type"] == attrs(request)["error.type"]
+    assert attempt.end_time == request.end_time
 
 
 # --------------------------------------------------------------------------
