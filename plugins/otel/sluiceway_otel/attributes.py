@@ -55,6 +55,7 @@ DISCONNECTED: Final = "sluiceway.disconnected"
 EVENT_AUTH: Final = "sluiceway.auth"
 EVENT_LIMIT: Final = "sluiceway.limit"
 EVENT_FIRST_TOKEN: Final = "sluiceway.first_token"
+EVENT_SESSION_LOGIN: Final = "sluiceway.session_login"
 
 # RequestEnded.usage key -> attribute
 USAGE: Final = (

@@ -48,6 +48,7 @@ from sluiceway.events import (
     LimitDecided,
     RequestEnded,
     RequestStarted,
+    SessionLogin,
 )
 
 from . import attributes as a
@@ -82,6 +83,9 @@ class ProviderInfo:
     port: int | None = None
 
 
+_Note = AuthDecided | LimitDecided | SessionLogin
+
+
 @dataclass(slots=True)
 class _Attempt:
     started: AttemptStarted
@@ -95,7 +99,7 @@ class _Request:
 
     started: RequestStarted
     attempts: list[_Attempt] = field(default_factory=list)
-    notes: list[AuthDecided | LimitDecided] = field(default_factory=list)
+    notes: list[_Note] = field(default_factory=list)
     first_token: FirstToken | None = None
     key_id: str | None = None
     carrier: dict[str, str] | None = None
@@ -227,7 +231,7 @@ class TraceSink:
                 request.first_token = event
                 if request.attempts:
                     request.attempts[-1].first_chunk_at = event.at
-        elif isinstance(event, AuthDecided | LimitDecided):
+        elif isinstance(event, AuthDecided | LimitDecided | SessionLogin):
             if isinstance(event, AuthDecided) and event.allowed:
                 request.key_id = event.key_id
             if len(request.notes) < _MAX_NOTES:
@@ -434,11 +438,14 @@ def _usage(attrs: dict[str, Any], usage: Mapping[str, int]) -> None:
             attrs[attribute] = value
 
 
-def _note(event: AuthDecided | LimitDecided) -> tuple[str, dict[str, Any]]:
+def _note(event: _Note) -> tuple[str, dict[str, Any]]:
     if isinstance(event, AuthDecided):
         attrs: dict[str, Any] = {"allowed": event.allowed}
         if event.code:
             attrs["code"] = event.code
         return a.EVENT_AUTH, attrs
+    if isinstance(event, SessionLogin):
+        return a.EVENT_SESSION_LOGIN, {"provider": event.provider, "reason": event.reason,
+                                       "outcome": event.outcome, "duration": event.duration}
     return a.EVENT_LIMIT, {"policy": event.policy, "limit": event.limit,
                            "allowed": event.allowed}

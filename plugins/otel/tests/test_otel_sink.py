@@ -20,6 +20,7 @@ from sluiceway.events import (
     FirstToken,
     RequestEnded,
     RequestStarted,
+    SessionLogin,
 )
 
 ROUTES = {"chat": RouteInfo("/v1/chat/completions", calls_model=True)}
@@ -238,3 +239,23 @@ async def test_a_failed_request_without_attempts_is_an_error_span() -> None:
     assert attributes["error.type"] == "server_shutdown"
     assert attributes["sluiceway.error.code"] == "server_shutdown"
     assert "gen_ai.provider.name" not in attributes
+
+
+async def test_a_login_the_request_waited_for_is_an_event_on_its_span() -> None:
+    exporter = InMemorySpanExporter()
+    sink = make_sink(exporter)
+    async with sink.lifespan():
+        sink.handle(started("r1", 1.0))
+        sink.handle(SessionLogin(request_id="r1", at=3.0, provider="web", reason="expired",
+                                 outcome="ok", duration=1.75))
+        # A background renewal belongs to no request.
+        sink.handle(SessionLogin(request_id="", at=3.5, provider="web", reason="refresh",
+                                 outcome="ok", duration=0.5))
+        sink.handle(ended("r1", 4.0, 3.0))
+    (server,) = exporter.get_finished_spans()
+    (login,) = server.events
+    assert login.name == "sluiceway.session_login"
+    assert dict(login.attributes or {}) == {"provider": "web", "reason": "expired",
+                                            "outcome": "ok", "duration": 1.75}
+    assert server.start_time is not None
+    assert login.timestamp - server.start_time == 2 * SECOND
