@@ -99,8 +99,9 @@ class AttemptStarted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptEnded(Event):
-    """One call to an upstream ended. ``status`` is the upstream's HTTP status (0 when
-    none came: connect error, timeout); ``error`` the failure kind or ``None``;
+    """One call to an upstream ended. ``status`` is 200, or the status the gateway
+    gives the failure (an upstream 500 is a 502, a timeout a 504); ``error`` the
+    failure kind or ``None``;
     ``next`` what the loop does now: ``"done"``, ``"retry"`` (same deployment),
     ``"fallback"`` (another) or ``"give_up"``."""
 
