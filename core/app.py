@@ -405,10 +405,12 @@ def create_app(
     """Build a gateway from a :class:`Config`, a path to plugins.toml, or a dict
     shaped like the file. ``plugins`` registers extra in-process plugin objects
     by name, after those the configuration lists."""
+    # In-process plugins count as listed: their [plugin.*] tables are theirs.
+    extra = [name for name, _ in plugins]
     if isinstance(config, Config):
         resolved = config
     elif isinstance(config, dict):
-        resolved = parse_config(config)
+        resolved = parse_config(config, extra_plugins=extra)
     else:
-        resolved = load_config(config)
+        resolved = load_config(config, extra_plugins=extra)
     return Gateway(resolved, plugins=plugins)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -312,9 +312,12 @@ def _alias_table(raw: object) -> object:
 
 
 def parse_config(
-    data: Mapping[str, Any], *, source: str = "<config>", base_dir: str = "."
+    data: Mapping[str, Any], *, source: str = "<config>", base_dir: str = ".",
+    extra_plugins: Iterable[str] = (),
 ) -> Config:
-    """Build a :class:`Config` from an already-parsed mapping (e.g. a test's dict)."""
+    """Build a :class:`Config` from an already-parsed mapping (e.g. a test's dict).
+    ``extra_plugins`` names in-process plugins that may have ``[plugin.*]`` tables
+    without being in ``gateway.plugins``."""
     unknown = sorted(set(data) - _TOP_LEVEL)
     if unknown:
         raise ConfigError(
@@ -366,8 +369,9 @@ def parse_config(
         isinstance(v, dict) for v in plugin_tables.values()
     ):
         raise ConfigError("expected tables such as [plugin.NAME]", source=source, key="plugin")
+    known = {*gateway.plugins, *extra_plugins}
     for name in plugin_tables:
-        if name not in gateway.plugins:
+        if name not in known:
             raise ConfigError(
                 f"configures plugin {name!r}, which is not in gateway.plugins",
                 source=source,
@@ -386,7 +390,7 @@ def parse_config(
     )
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def load_config(path: str | os.PathLike[str], *, extra_plugins: Iterable[str] = ()) -> Config:
     """Read and validate a plugins.toml file."""
     file = Path(path)
     try:
@@ -399,4 +403,5 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(file)) from None
-    return parse_config(data, source=str(file), base_dir=str(file.resolve().parent))
+    return parse_config(data, source=str(file), base_dir=str(file.resolve().parent),
+                        extra_plugins=extra_plugins)

@@ -230,3 +230,14 @@ def test_config_holes_are_closed(data: dict[str, object], message: str) -> None:
     with pytest.raises(sluiceway.ConfigError) as info:
         parse_config(data)
     assert str(info.value).startswith(message)
+
+
+def test_in_process_plugins_may_have_plugin_tables() -> None:
+    class Quiet:
+        pass
+
+    config = {"plugin": {"quiet": {"level": 2}}}
+    gateway = sluiceway.create_app(config, plugins=[("quiet", Quiet())])
+    assert gateway.config.plugin_options("quiet") == {"level": 2}
+    with pytest.raises(sluiceway.ConfigError, match=r"plugin\.quiet: configures plugin 'quiet'"):
+        sluiceway.create_app(config)
