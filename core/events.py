@@ -44,15 +44,19 @@ log = logging.getLogger("sluiceway.events")
 _REPORT_EVERY = 60.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Event:
-    """Every event names its request; ``at`` is ``time.monotonic()`` when it happened."""
+    """Every event names its request; ``at`` is ``time.monotonic()`` when it happened.
+
+    Events are read-only by contract: every sink gets the same object. They are
+    not frozen dataclasses only because those cost twice as much to build, on
+    every request."""
 
     request_id: str
     at: float = field(default_factory=time.monotonic)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RequestStarted(Event):
     """A request arrived: its route (``None``: no route matched), method, path, and
     the client address the server reported."""
@@ -63,7 +67,7 @@ class RequestStarted(Event):
     client: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AuthDecided(Event):
     """The auth chain's outcome: ``key_id`` of the principal when ``allowed``, else
     the error ``code`` (``invalid_api_key``, ``missing_api_key``...)."""
@@ -73,7 +77,7 @@ class AuthDecided(Event):
     code: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class LimitDecided(Event):
     """A policy's decision on a request: ``policy`` is the plugin (``limits``,
     ``guard``, ``budgets``), ``limit`` what was checked (``requests``, ``tokens``,
@@ -85,7 +89,7 @@ class LimitDecided(Event):
     key_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AttemptStarted(Event):
     """One call to an upstream begins: ``attempt`` counts from 1 across fallbacks."""
 
@@ -97,7 +101,7 @@ class AttemptStarted(Event):
     stream: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AttemptEnded(Event):
     """One call to an upstream ended. ``status`` is 200, or the status the gateway
     gives the failure (an upstream 500 is a 502, a timeout a 504); ``error`` the
@@ -116,7 +120,7 @@ class AttemptEnded(Event):
     next: str = "done"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class FirstToken(Event):
     """A stream's first upstream chunk reached the client: ``ttft`` is seconds
     since the request arrived."""
@@ -126,7 +130,7 @@ class FirstToken(Event):
     ttft: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RequestEnded(Event):
     """The request is over (answered, refused, or the client left).
 
@@ -156,7 +160,7 @@ class RequestEnded(Event):
     disconnected: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class SessionLogin(Event):
     """A provider logged in for the session store (:mod:`sluiceway.sessions`), or
     failed to. ``reason``: ``absent``, ``expired``, ``refresh`` (before expiry, in

@@ -185,7 +185,7 @@ def test_in_logging_mode_the_loggers_level_decides(caplog: pytest.LogCaptureFixt
 def test_events_it_does_not_know_are_ignored(tmp_path: Path) -> None:
     from dataclasses import dataclass
 
-    @dataclass(frozen=True, kw_only=True)
+    @dataclass(kw_only=True)
     class Novel(sluiceway.events.Event):
         what: str = "new"
 
