@@ -330,3 +330,5 @@ def test_a_stream_that_fails_after_it_started_keeps_its_200(start: Start, logged
     assert line["request_id"] == raw.headers["x-request-id"]
     assert (line["status"], line["stream"], line["disconnected"]) == (200, True, False)
     assert line["ttft_ms"] is not None
+    # ... and says it failed, and how.
+    assert line["error_type"] is not None and line["error_code"] is not None
