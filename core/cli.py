@@ -21,6 +21,7 @@ from .config import (
 )
 from .errors import StartupError
 from .info import builtin
+from .logformat import JsonFormatter
 
 __all__ = ["build_cli", "main", "resolve_config_path"]
 
@@ -30,12 +31,14 @@ CONFIG_ENV = "SLUICEWAY_CONFIG"
 log = logging.getLogger("sluiceway")
 
 
-def _configure_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(debug: bool, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler],
+                        force=True)
     # hypercorn logs a harmless traceback for tasks it cancels at exit.
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING if not debug else logging.DEBUG)
 
@@ -68,18 +71,22 @@ debug_option = click.option("--debug", is_flag=True, help="Debug logging and ful
 @click.option("--host", default=None, help="Address to listen on (overrides [server] host).")
 @click.option("--port", type=int, default=None, help="Port (overrides [server] port).")
 @click.option("--workers", type=int, default=None, help="Worker processes (overrides [server]).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or JSON objects (overrides [server] log_format).")
 @debug_option
 def serve(
-    config_path: str | None, host: str | None, port: int | None, workers: int | None, debug: bool
+    config_path: str | None, host: str | None, port: int | None, workers: int | None,
+    log_format: str | None, debug: bool,
 ) -> None:
     """Serve the gateway on hypercorn until SIGTERM or Ctrl-C."""
     from .app import Gateway
     from .server import run
 
-    _configure_logging(debug)
+    _configure_logging(debug, log_format or "text")
     path = resolve_config_path(config_path)
     overrides = {
-        k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None
+        k: v for k, v in (("host", host), ("port", port), ("workers", workers),
+                          ("log_format", log_format)) if v is not None
     }
 
     def configured() -> Config:
@@ -98,6 +105,8 @@ def serve(
 
     try:
         config = configured()
+        if config.server.log_format != (log_format or "text"):
+            _configure_logging(debug, config.server.log_format)
         # Build once here so that configuration and plugin errors stop us before
         # any socket is bound. With several workers each builds its own after the fork.
         first: Gateway | None = Gateway(config)

@@ -71,6 +71,8 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # hypercorn's default of 1000 churns HTTP/2 connections.
     keep_alive_max_requests: Annotated[int, msgspec.Meta(ge=1)] = 100_000
     access_log: bool = False
+    # "json": every log line is a JSON object (ts, level, logger, message).
+    log_format: Literal["text", "json"] = "text"
     uvloop: bool = True
     # Providers and plugin lifespans must be up within this; a browser login may need more.
     startup_timeout: Duration = Duration(60)

@@ -1,5 +1,5 @@
 """No secret reaches a log, across the whole stack: a real ``sluiceway serve``
-process at debug level with its access log on, api-keys and jwt auth, limits,
+process at debug level, logging JSON lines, with its access log and request log on, api-keys and jwt auth, limits,
 an upstream that needs its own key and fails in every way it can; then every
 line it wrote is searched for every secret it was given or shown."""
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import jwt
+import msgspec
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
@@ -28,7 +29,7 @@ Processes = Callable[..., list[GatewayProcess]]
 def config_text(upstream: str, keys_file: Path) -> str:
     return f"""
 [gateway]
-plugins = ["openai", "api-keys", "jwt", "limits"]
+plugins = ["openai", "api-keys", "jwt", "limits", "request-log"]
 
 [server]
 access_log = true
@@ -68,7 +69,7 @@ def test_no_secret_in_any_log_line(
     keys.set_enabled(revoked.record.id, False)
     config = tmp_path / "plugins.toml"
     config.write_text(config_text(upstream.url, tmp_path / "keys.toml"), encoding="utf-8")
-    (gateway,) = gateway_processes(config, 1, args=["--debug"])
+    (gateway,) = gateway_processes(config, 1, args=["--debug", "--log-format", "json"])
 
     token = jwt.encode({"sub": "svc", "exp": int(time.time()) + 600}, JWT_SECRET,
                        algorithm="HS256")
@@ -107,8 +108,11 @@ def test_no_secret_in_any_log_line(
                for r in upstream.requests)
     assert gateway.stop() == 0
     log = gateway.log.read_text()
-    assert "DEBUG" in log or "debug" in log  # the debug level really was on
-    assert "/v1/chat/completions" in log  # and the access log
+    lines = [msgspec.json.decode(line) for line in log.splitlines()]  # every one is JSON
+    assert {line["level"] for line in lines} >= {"DEBUG", "INFO"}  # debug really was on
+    assert any("/v1/chat/completions" in line.get("message", "") for line in lines)  # access
+    requests = [line for line in lines if line.get("event") == "request"]  # request-log
+    assert len(requests) >= 10 and {r["status"] for r in requests} >= {200, 401, 429, 502}
     for secret in secrets:
         assert secret not in log
         assert secret[-16:] not in log  # nor a recognisable tail of one

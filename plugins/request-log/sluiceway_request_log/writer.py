@@ -21,6 +21,8 @@ from typing import Protocol
 
 import msgspec
 
+from sluiceway.logformat import JSON_LINE
+
 from .lines import LEVEL_NAMES, Queued, Timestamps, line_for
 
 __all__ = ["FileOutput", "LoggingOutput", "Output", "Writer"]
@@ -63,7 +65,10 @@ class LoggingOutput:
     def write(self, lines: list[tuple[int, bytes]]) -> None:
         log = self.logger.log
         for level, data in lines:
-            log(level, data.decode())
+            text = data.decode()
+            # Under `--log-format json` the core's formatter writes the line as it is,
+            # instead of quoting it inside another object.
+            log(level, text, extra={JSON_LINE: text})
 
     def close(self) -> None:
         pass
