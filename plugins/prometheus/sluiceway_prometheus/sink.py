@@ -36,6 +36,7 @@ from sluiceway.events import (
     FirstToken,
     LimitDecided,
     RequestEnded,
+    SessionLogin,
 )
 
 from .multiprocess import multiprocess_dir, remove_stale_files
@@ -118,6 +119,7 @@ class PrometheusSink:
             FirstToken: self._first_token,
             LimitDecided: self._limit_decided,
             AuthDecided: self._auth_decided,
+            SessionLogin: self._session_login,
         }
         # Gauges: every route name (and "" for paths that match none) always has a series.
         self._routes = sorted({r.item.name for r in gateway.registry.routes} | {""})
@@ -187,6 +189,13 @@ class PrometheusSink:
             ("policy", "limit"), keyed=True)
         self.auth_failures = counter(
             "auth_failures", "Requests the auth chain refused, by error code.", ("code",))
+        self.session_logins = counter(
+            "session_logins", "Logins of web-login providers for their session, by reason"
+            " (absent, expired, refresh, rejected, warm, forced) and outcome (ok, failed).",
+            ("provider", "reason", "outcome"))
+        self.session_login_duration = histogram(
+            "session_login_duration_seconds", "How long a provider's login took.",
+            ("provider", "outcome"), (0.5, 1, 2.5, 5, 10, 30, 60, 120))
         self.in_flight = gauge(
             "requests_in_flight", "Requests in flight (the scrape itself included).", ("route",))
         self.pool_active = gauge(
@@ -267,6 +276,10 @@ class PrometheusSink:
     def _limit_decided(self, event: LimitDecided) -> None:
         if not event.allowed:
             self.limit_refusals(event.policy, event.limit, event.key_id or "").inc()
+
+    def _session_login(self, event: SessionLogin) -> None:
+        self.session_logins(event.provider, event.reason, event.outcome).inc()
+        self.session_login_duration(event.provider, event.outcome).observe(event.duration)
 
     def _auth_decided(self, event: AuthDecided) -> None:
         if not event.allowed:
