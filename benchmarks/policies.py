@@ -1,7 +1,8 @@
-"""The policy stack's cost: the same gateway with auth, limits and the abuse guard
-in front of the route, against bare routing, with counters in memory and in Redis.
+"""The cost of the plugin stacks: the same gateway with auth, limits and the abuse
+guard in front of the route (counters in memory and in Redis), and with the
+observability plugins (metrics, request log, traces, costs), against bare routing.
 
-    python -m benchmarks.policies [--quick] [--no-pin]
+    python -m benchmarks.policies [--quick] [--no-pin] [--stack policies|observability|all]
 
 Every target is ``sluiceway serve`` with the ``openai`` provider pointed at the
 mock upstream (scenario A: the upstream answers at once), pinned to one core;
@@ -28,13 +29,22 @@ from .load import LoadResult, http_load, run
 from .processes import Lab, Proc, cpus, free_port, gateway_config, lab, pin_self
 
 # name, plugins after "openai", [plugin.limits] storage (None: no limits plugin)
-TARGETS: list[tuple[str, list[str], str | None]] = [
-    ("bare routing", [], None),
+Target = tuple[str, list[str], str | None]
+POLICIES: list[Target] = [
     ("+ api-keys", ["api-keys"], None),
     ("+ api-keys, limits (memory://)", ["api-keys", "limits"], "memory://"),
     ("+ guard, api-keys, limits (memory://)", ["guard", "api-keys", "limits"], "memory://"),
     ("+ guard, api-keys, limits (redis://)", ["guard", "api-keys", "limits"], "redis"),
 ]
+OBSERVABILITY: list[Target] = [
+    ("+ prometheus", ["prometheus"], None),
+    ("+ prometheus, request-log (file)", ["prometheus", "request-log"], None),
+    ("+ prometheus, request-log, costs", ["prometheus", "request-log", "costs"], None),
+    ("+ otel (every request sampled, no exporter)", ["otel"], None),
+    ("default stack: api-keys, limits, prometheus, request-log, costs",
+     ["api-keys", "limits", "prometheus", "request-log", "costs"], "memory://"),
+]
+BARE: Target = ("bare routing", [], None)
 
 
 def start_redis(the_lab: Lab, cpu: int | None) -> tuple[subprocess.Popen[bytes], str]:
@@ -64,6 +74,12 @@ def policy_config(base: str, plugins: list[str], storage: str | None, keys_file:
         guard_storage = storage if storage is not None else "memory://"
         # The load is one key at thousands of requests per second: lift the burst cap.
         config += f'\n[plugin.guard]\nstorage = "{guard_storage}"\nburst_rps = 1000000\n'
+    if "request-log" in plugins:
+        config += f'\n[plugin.request-log]\nfile = "{keys_file.parent / "requests.jsonl"}"\n'
+    if "costs" in plugins:  # the mock upstream's model, priced
+        config += '\n[plugin.costs]\nprices = { "mock-model" = { input = 2.5, output = 10.0 } }\n'
+    if "otel" in plugins:
+        config += '\n[plugin.otel]\nexporter = "none"\nsample_ratio = 1.0\n'
     return config
 
 
@@ -78,7 +94,8 @@ def measure(proc: Proc, headers: dict[str, str], concurrency: int,
 
 
 def scenario_policies(the_lab: Lab, upstream: Proc, gateway_cpu: int | None,
-                      other_cpu: int | None, scale: float) -> list[Row]:
+                      other_cpu: int | None, scale: float,
+                      targets: list[Target] | None = None) -> list[Row]:
     from sluiceway_api_keys import KeyStore
 
     keys_file = the_lab.workdir / "keys.toml"
@@ -89,7 +106,7 @@ def scenario_policies(the_lab: Lab, upstream: Proc, gateway_cpu: int | None,
     rows: list[Row] = []
     base_a1 = base_a64 = None
     try:
-        for name, plugins, storage in TARGETS:
+        for name, plugins, storage in [BARE, *(targets or POLICIES)]:
             port = free_port()
             config = the_lab.workdir / f"policies-{len(rows)}.toml"
             base = gateway_config(upstream.url, port)
@@ -122,7 +139,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="the policy stack's cost per request")
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument("--stack", choices=("policies", "observability", "all"),
+                        default="policies")
     args = parser.parse_args()
+    targets = {"policies": POLICIES, "observability": OBSERVABILITY,
+               "all": POLICIES + OBSERVABILITY}[args.stack]
     scale = 0.5 if args.quick else 1.0
     available = cpus()
     pin = not args.no_pin and len(available) >= 2
@@ -130,7 +151,7 @@ def main() -> None:
     pin_self(other_cpu)
     with lab() as the_lab:
         upstream = the_lab.upstream(cpu=other_cpu)
-        rows = scenario_policies(the_lab, upstream, gateway_cpu, other_cpu, scale)
+        rows = scenario_policies(the_lab, upstream, gateway_cpu, other_cpu, scale, targets)
     pinned = (f"gateway on CPU {gateway_cpu}, load+upstream+redis on CPU {other_cpu}"
               if pin else "no")
     print(f"\n{datetime.date.today().isoformat()}, {os.cpu_count()} CPUs, Python "
