@@ -18,7 +18,7 @@ import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["ByteSize", "Duration", "Secret", "validate_options"]
+__all__ = ["ByteSize", "Duration", "Secret", "format_duration", "validate_options"]
 
 T = TypeVar("T")
 
@@ -51,6 +51,26 @@ class Duration(float):
         if isinstance(value, str) and (match := _DURATION.match(value)):
             return cls(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
         raise ValueError(f"expected a duration such as '250ms', '5s' or '12h', got {value!r}")
+
+
+def format_duration(seconds: float) -> str:
+    """OpenAI's style for durations in headers such as ``x-ratelimit-reset-*``:
+    ``20ms``, ``1s``, ``1.5s``, ``6m0s``, ``23h5m0s`` (rounded up to the millisecond;
+    ``0s`` for anything not positive)."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        return "0s"
+    millis = math.ceil(seconds * 1000)
+    if millis < 1000:
+        return f"{millis}ms"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, fraction = divmod(rest, 1000)
+    secs = f"{whole}.{fraction:03d}".rstrip("0") if fraction else str(whole)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
 
 
 class ByteSize(int):

@@ -33,6 +33,7 @@ from sluiceway.config import validate_options
 from sluiceway.errors import MAX_RETRY_AFTER_SECONDS
 from sluiceway.events import LimitDecided
 from sluiceway.redis_store import check_storage_url
+from sluiceway.values import format_duration
 
 from .prices import (
     Price,
@@ -121,24 +122,6 @@ def format_dollars(dollars: float) -> str:
     """``0.000123``, ``2.5``, ``0``: plain decimal, at most ten places."""
     text = f"{dollars:.10f}".rstrip("0").rstrip(".")
     return text if text not in ("", "-0") else "0"
-
-
-def format_duration(seconds: float) -> str:
-    """OpenAI's style for reset times: ``20ms``, ``1s``, ``1.5s``, ``6m0s``, ``23h5m0s``."""
-    if not math.isfinite(seconds) or seconds <= 0:
-        return "0s"
-    millis = math.ceil(seconds * 1000)
-    if millis < 1000:
-        return f"{millis}ms"
-    hours, rest = divmod(millis, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    whole, fraction = divmod(rest, 1000)
-    secs = f"{whole}.{fraction:03d}".rstrip("0") if fraction else str(whole)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
 
 
 def _budget_attribute(principal: Principal | None) -> float | None:

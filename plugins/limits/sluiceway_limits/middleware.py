@@ -29,6 +29,7 @@ from sluiceway import (
 from sluiceway.config import validate_options
 from sluiceway.events import LimitDecided
 from sluiceway.redis_store import check_storage_url
+from sluiceway.values import format_duration
 
 from .ledger import Admission, Ledger, LimiterLedger
 from .limiter import (
@@ -126,24 +127,6 @@ def _text_length(content: object) -> int:
             if isinstance(part, Mapping) and isinstance(part.get("text"), str)
         )
     return 0
-
-
-def format_duration(seconds: float) -> str:
-    """OpenAI's style for ``x-ratelimit-reset-*``: ``20ms``, ``1s``, ``1.5s``, ``6m0s``."""
-    if not math.isfinite(seconds) or seconds <= 0:
-        return "0s"
-    millis = math.ceil(seconds * 1000)
-    if millis < 1000:
-        return f"{millis}ms"
-    hours, rest = divmod(millis, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    whole, fraction = divmod(rest, 1000)
-    secs = f"{whole}.{fraction:03d}".rstrip("0") if fraction else str(whole)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
 
 
 def _limit(attributes: Mapping[str, Any], name: str, default: int | None) -> int | None:
