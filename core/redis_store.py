@@ -125,6 +125,9 @@ def connect(url: str, timeout: float) -> tuple[aredis.Redis, list[aredis.Redis]]
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in hosts],
             password=password, socket_timeout=timeout, socket_connect_timeout=timeout,
+            # The scripts count: a command re-sent after an error that struck once it
+            # ran would count twice. A failure goes to the owner's open/closed policy.
+            retry=Retry(NoBackoff(), 0),
         )
         return cluster, []  # type: ignore[return-value]  # the same commands and scripts
     return aredis.Redis.from_url(url, **options), []
@@ -167,6 +170,7 @@ class RedisConnection:
         self._scripts: dict[str, Any] = {}
         self._down_until = 0.0
         self._warned_at = -math.inf
+        self._ready: asyncio.Lock | None = None
 
     def client(self) -> aredis.Redis:
         """The client, created on first use (in the serving event loop)."""
@@ -186,8 +190,19 @@ class RedisConnection:
 
     async def script(self, name: str, keys: list[str], args: list[int | str]) -> Any:
         """Run a registered script (``EVALSHA``, loaded again if Redis forgot it)."""
-        self.client()
+        client = self.client()
+        if isinstance(client, RedisCluster) and client._initialize:
+            await self._learn_slots(client)
         return await self._scripts[name](keys=keys, args=args)
+
+    async def _learn_slots(self, cluster: RedisCluster) -> None:
+        # A new cluster client learns the slots on its first command; many first
+        # commands at once race inside the library. One learns, the others wait.
+        if self._ready is None:
+            self._ready = asyncio.Lock()
+        async with self._ready:
+            if cluster._initialize:
+                await cluster.initialize()
 
     def key(self, key: str) -> str:
         """``<key_prefix>{<key>}``: the braces are the Redis Cluster hash tag."""
