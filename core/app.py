@@ -50,7 +50,7 @@ class Gateway:
         self.plugins: PluginSet = load_plugins(
             config.gateway.plugins, source=config.source, extra=plugins
         )
-        self.registry = Registry.collect(self.plugins)
+        self.registry = Registry.collect(self.plugins, config)
         self.routes = RouteTable(self.registry.routes)
         self.router = ModelRouter()
         self.access = ModelAccess()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from .app import Gateway
     from .components import AuthStrategyType, Middleware, ProviderType, Route
+    from .config import Config
     from .events import EventSinkType
 
 __all__ = ["HOOK_API_VERSION", "hookimpl", "hookspec"]
@@ -60,7 +61,7 @@ def register_provider_types(register: Callable[[ProviderType], None]) -> None:
 
 
 @hookspec
-def register_routes(register: Callable[[Route], None]) -> None:
+def register_routes(register: Callable[[Route], None], config: Config) -> None:
     """Register extra HTTP routes, such as ``/metrics`` or a login callback.
 
     Called once per gateway build, per plugin in plugins.toml order. A path is
@@ -69,6 +70,8 @@ def register_routes(register: Callable[[Route], None]) -> None:
     taken (by the core or another plugin) is a startup error naming both owners.
 
     :param register: call with a :class:`~sluiceway.Route` for each route.
+    :param config: the gateway's configuration, for routes that depend on the
+        plugin's options (take the argument only if you need it).
     :returns: nothing.
 
     Used by plugins that expose endpoints of their own.

@@ -22,7 +22,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 
 __all__ = ["LoadedPlugin", "PluginSet", "installed_plugins", "load_plugins"]
 
@@ -118,6 +118,8 @@ class PluginSet:
             return True, result
         except PluginError as exc:
             raise PluginError(f"plugin {plugin.name!r} {exc}") from None
+        except ConfigError:
+            raise  # it names the file and key already, which is what the operator needs
         except Exception as exc:
             log.debug("hook %s of plugin %r failed", hook_name, plugin.name, exc_info=True)
             raise PluginError(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .components import AuthStrategyType, Middleware, ProviderType, Route
+from .config import Config
 from .errors import PluginError
 from .events import EventSinkType
 from .plugins import PluginSet
@@ -40,7 +41,7 @@ class Registry:
     event_sinks: dict[str, Registered[EventSinkType]] = field(default_factory=dict)
 
     @classmethod
-    def collect(cls, plugins: PluginSet) -> Registry:
+    def collect(cls, plugins: PluginSet, config: Config) -> Registry:
         """Run every assembly hook once, per plugin, and gather what they register."""
         registry = cls()
         current = {"plugin": ""}
@@ -113,7 +114,7 @@ class Registry:
         for hook_name, register in hooks:
             for plugin in plugins.loaded:
                 current["plugin"] = plugin.name
-                plugins.call_for(plugin, hook_name, register=register)
+                plugins.call_for(plugin, hook_name, register=register, config=config)
         return registry
 
 

@@ -180,6 +180,19 @@ def test_hook_register_routes(gateway_factory: Factory) -> None:
         assert refused.headers["allow"] == "GET"
         assert refused.json()["error"]["code"] == "method_not_allowed"
 
+    # A plugin that takes `config` gets the gateway's, and may route by its options.
+    class Configured:
+        @sluiceway.hookimpl
+        def register_routes(self, register: Callable[[sluiceway.Route], None],
+                            config: sluiceway.Config) -> None:
+            path = config.plugin_options("configured").get("path", "/default")
+            register(sluiceway.Route(path, hello, public=True))
+
+    gateway = sluiceway.create_app({"plugin": {"configured": {"path": "/chosen"}}},
+                                   plugins=[("configured", Configured())])
+    assert [r.item.path for r in gateway.registry.routes if r.plugin == "configured"] == [
+        "/chosen"]
+
     # A path and method the core already serves: create_app refuses, naming both owners.
     with pytest.raises(sluiceway.PluginError) as clash:
         sluiceway.create_app({}, plugins=[("clash", ClashPlugin())])

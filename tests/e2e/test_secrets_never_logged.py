@@ -1,7 +1,8 @@
 """No secret reaches a log, across the whole stack: a real ``sluiceway serve``
-process at debug level, logging JSON lines, with its access log and request log on, api-keys and jwt auth, limits,
-an upstream that needs its own key and fails in every way it can; then every
-line it wrote is searched for every secret it was given or shown."""
+process at debug level, logging JSON lines, with its access log and request log
+on, api-keys and jwt auth, limits, an upstream that needs its own key and fails
+in every way it can; then every line it wrote is searched for every secret it
+was given or shown."""
 
 from __future__ import annotations
 

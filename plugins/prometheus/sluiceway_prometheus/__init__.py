@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sluiceway import EventSinkType, Middleware, Route, hookimpl
+from sluiceway import Config, EventSinkType, Route, hookimpl
 
-from .endpoint import PublicMetrics, create_public_metrics, metrics, sink_of, wants_json
+from .endpoint import metrics, sink_of, wants_json
 from .multiprocess import ENV, multiprocess_dir, remove_stale_files
 from .options import LATENCY_BUCKETS, OVERHEAD_BUCKETS, PrometheusOptions
-from .sink import PLUGIN, PrometheusSink, breaker_state, create_sink
+from .sink import PLUGIN, PrometheusSink, breaker_state, create_sink, load_options
 
 __all__ = [
     "ENV",
@@ -37,14 +37,12 @@ __all__ = [
     "PLUGIN",
     "PrometheusOptions",
     "PrometheusSink",
-    "PublicMetrics",
     "breaker_state",
-    "create_public_metrics",
     "create_sink",
+    "load_options",
     "metrics",
     "multiprocess_dir",
     "register_event_sinks",
-    "register_middleware",
     "register_routes",
     "remove_stale_files",
     "sink_of",
@@ -58,10 +56,6 @@ def register_event_sinks(register: Callable[[EventSinkType], None]) -> None:
 
 
 @hookimpl
-def register_routes(register: Callable[[Route], None]) -> None:
-    register(Route("/metrics", metrics, ("GET",), name="metrics"))
-
-
-@hookimpl
-def register_middleware(register: Callable[[Middleware], None]) -> None:
-    register(Middleware("prometheus:public", create_public_metrics, slot="before_auth"))
+def register_routes(register: Callable[[Route], None], config: Config) -> None:
+    public = load_options(config).public  # scrapers without credentials
+    register(Route("/metrics", metrics, ("GET",), name="metrics", public=public))

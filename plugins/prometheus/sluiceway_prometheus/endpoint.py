@@ -1,9 +1,7 @@
 """``GET /metrics``: the Prometheus text format, or the JSON stats on ``Accept: application/json``.
 
-The route is registered before the configuration is known (``register_routes``
-takes no options), so it is registered like any other route, behind the auth
-chain. ``public = true`` adds a ``before_auth`` middleware that answers
-``/metrics`` itself, before the chain runs.
+The route is behind the auth chain unless ``public = true``, which registers
+it as a public route (no credentials, like the health checks).
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from sluiceway.responses import send_bytes
 
 from .sink import PLUGIN, PrometheusSink
 
-__all__ = ["PublicMetrics", "create_public_metrics", "metrics", "sink_of", "wants_json"]
+__all__ = ["metrics", "sink_of", "wants_json"]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -95,37 +93,3 @@ async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
     body = await asyncio.to_thread(encoder, sink.exposed)
     await send_bytes(send, 200, body, content_type=content_type.encode("latin-1"),
                      headers=_NO_STORE)
-
-
-class PublicMetrics:
-    """``public = true``: answers ``/metrics`` before the auth chain runs."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            route = scope[CONTEXT_KEY].route
-            if route is not None and route.endpoint is metrics:
-                await metrics(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class _PassThrough:
-    """``public = false``: nothing to do (the route is behind the auth chain)."""
-
-    __slots__ = ("app",)
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-
-
-def create_public_metrics(app: ASGIApp, gateway: Gateway) -> ASGIApp:
-    """The ``factory(app, gateway)`` of the ``before_auth`` middleware."""
-    if sink_of(gateway).options.public:
-        return PublicMetrics(app)
-    return _PassThrough(app)

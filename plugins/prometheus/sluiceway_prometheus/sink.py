@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from sluiceway import Gateway
+from sluiceway import Config, Gateway
 from sluiceway.config import validate_options
 from sluiceway.events import (
     AttemptEnded,
@@ -358,15 +358,18 @@ def breaker_state(health: Any, now: float) -> str:
     return state
 
 
+def load_options(config: Config) -> PrometheusOptions:
+    """``[plugin.prometheus]``, validated; a ``ConfigError`` names a bad key."""
+    return validate_options(config.plugin_options(PLUGIN), PrometheusOptions,
+                            source=config.source, key=f"plugin.{PLUGIN}")
+
+
 def create_sink(gateway: Gateway) -> PrometheusSink:
     """The ``factory(gateway)`` of the registered event sink: validates
     ``[plugin.prometheus]`` and checks multiprocess mode (a ``StartupError`` when
     several workers would each count alone)."""
     config = gateway.config
-    options = validate_options(
-        config.plugin_options(PLUGIN), PrometheusOptions, source=config.source,
-        key=f"plugin.{PLUGIN}",
-    )
+    options = load_options(config)
     directory = multiprocess_dir(config.server.workers)
     if directory is not None:
         removed = remove_stale_files(directory)
