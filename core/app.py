@@ -21,7 +21,13 @@ from .components import ASGIApp, AuthStrategy, Provider, Receive, Scope, Send
 from .config import Config, load_config, parse_config, validate_options
 from .context import RequestContext
 from .dispatch import Dispatcher, RetryBudget
-from .errors import ConfigError, PluginError, ServiceUnavailable, StartupError
+from .errors import (
+    ConfigError,
+    PermissionDenied,
+    PluginError,
+    ServiceUnavailable,
+    StartupError,
+)
 from .events import Events, EventSink
 from .middleware import AuthMiddleware, RequestContextMiddleware
 from .plugins import PluginSet, load_plugins
@@ -204,6 +210,20 @@ class Gateway:
                 self._owned_lifespans.append((registered.plugin, sink))
             sinks.append((name, sink))
         return Events(sinks)
+
+    def require_operator(self, ctx: RequestContext) -> None:
+        """Refuse (403 ``operator_only``) a caller whose key is not one of
+        ``[gateway] operator_keys``: for routes that show every caller's data.
+        With authentication off, everyone is an operator."""
+        if not self._auth_chain:
+            return
+        principal = ctx.principal
+        if principal is None or principal.key_id not in self.config.gateway.operator_keys:
+            raise PermissionDenied(
+                "This endpoint shows every caller's data: only the keys listed in "
+                "[gateway] operator_keys may read it.",
+                code="operator_only",
+            )
 
     # -- lifecycle ---------------------------------------------------------
 

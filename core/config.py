@@ -97,6 +97,10 @@ class GatewaySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retry_budget_min: Annotated[int, msgspec.Meta(ge=0)] = 3
     # Trust a caller's x-request-id only if it looks like an id, not a payload.
     request_id_header: Annotated[str, msgspec.Meta(pattern=_HTTP_TOKEN)] = "x-request-id"
+    # Key ids (of any auth strategy) that may read what the gateway knows about
+    # every caller: GET /info, and metrics labelled by key. Empty: nobody, while
+    # authentication is on (with it off, everyone).
+    operator_keys: list[str] = msgspec.field(default_factory=list)
 
 
 class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

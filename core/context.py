@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .app import Gateway
     from .components import Principal, Receive, Route, Scope
 
-__all__ = ["CONTEXT_KEY", "RequestContext"]
+__all__ = ["CONTEXT_KEY", "RequestContext", "absorb_cancel"]
 
 CONTEXT_KEY = "sluiceway.context"
 
@@ -23,6 +23,15 @@ _decode = msgspec.json.Decoder().decode
 # Reasons the handler's own timers interrupt a request for; they are absorbed
 # by the handler, while outside reasons end the request.
 _TIMER_REASONS = frozenset({"deadline", "body_timeout"})
+
+
+def absorb_cancel() -> bool:
+    """Undo our own cancellation of this task; False if it was cancelled from
+    outside as well (then that cancellation must go on)."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.uncancel()
+    return task.cancelling() == 0
 
 
 class RequestContext:
@@ -136,8 +145,8 @@ class RequestContext:
         next request into a connection the server is closing."""
         if self._body is not None:
             return True
-        if self._body_started:
-            return False
+        if self._body_started or self.gateway.draining:
+            return False  # shutting down: answer now; the connection closes anyway
         declared = self.header(b"content-length")
         if declared is None and self.header(b"transfer-encoding") is None:
             return True  # no body at all
@@ -157,6 +166,12 @@ class RequestContext:
                     if not message.get("more_body", False):
                         return True
         except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            # Our own interruption (shutdown, a hang-up) while draining: give up on
+            # the connection, but still send the answer.
+            if self.interrupted is None or not absorb_cancel():
+                raise
             return False
 
     async def json(self) -> Any:

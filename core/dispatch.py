@@ -277,11 +277,7 @@ class Dispatcher:
                     retries += 1
                     tried.discard(id(deployment))
                     delay = self._backoff(retries, error.retry_after)
-                    # This very failure may have opened the breaker: then the loop
-                    # goes on elsewhere, or nowhere.
-                    step = ("retry" if health.available() else
-                            "fallback" if _any_available(order, tried)
-                            else "give_up")
+                    step = "retry"
                 else:
                     step = "give_up"
                 if step != "give_up" and budget is None:
@@ -292,7 +288,12 @@ class Dispatcher:
                 if delay and clock() + delay >= deadline:
                     step = "give_up"
                 if emit is not None:
-                    emit(_ended(ctx, deployment, attempts, latency, error, step))
+                    label = step
+                    if step == "retry" and not health.available(clock() + delay):
+                        # This very failure opened the breaker for longer than the
+                        # backoff: the loop will go on elsewhere, or nowhere.
+                        label = "fallback" if _any_available(order, tried) else "give_up"
+                    emit(_ended(ctx, deployment, attempts, latency, error, label))
                 if step == "give_up":
                     raise error
                 if delay:

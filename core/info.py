@@ -13,12 +13,18 @@ from .values import ByteSize, Duration, Secret
 if TYPE_CHECKING:
     from .app import Gateway
 
-__all__ = ["builtin", "describe", "public_options"]
+__all__ = ["builtin", "describe", "public_options", "redact_text"]
 
 # Plugin tables are free-form: a value under a name like these is shown only by
 # reference (``env:NAME``, ``file:...``), never literally.
-_SECRET_NAME = re.compile(r"secret|password|passwd|token|api_?key|credential", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"secret|password|passwd|token|api_?key|credential|private|authorization|cookie|headers",
+    re.IGNORECASE,
+)
 _REFERENCE = ("env:", "file:")
+# scheme://user:password@host or scheme://:password@host: keep the host, hide the rest.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+_QUERY_SECRET = re.compile(r"([?&](?:password|token|key|secret)=)[^&\s]*", re.IGNORECASE)
 
 
 def builtin(value: Any) -> Any:
@@ -32,23 +38,36 @@ def builtin(value: Any) -> Any:
     raise NotImplementedError(type(value))
 
 
+def redact_text(text: str) -> str:
+    """Credentials written into a URL (``redis://:pw@host``, ``?password=``) hidden."""
+    text = _URL_PASSWORD.sub(r"\g<scheme>***@", text)
+    return _QUERY_SECRET.sub(r"\1***", text)
+
+
 def public_options(options: Any) -> Any:
-    """A validated options struct (or a raw table) as JSON-ready data, secrets hidden."""
+    """A validated options struct (or a raw table) as JSON-ready data, secrets hidden:
+    ``Secret`` values by reference, values under secret-looking names entirely,
+    and credentials inside URLs, at any depth (tables and lists)."""
     if options is None:
         return {}
-    if isinstance(options, dict):
-        return {key: _public_value(key, value) for key, value in options.items()}
-    return msgspec.to_builtins(options, enc_hook=builtin)
+    if not isinstance(options, dict):
+        options = msgspec.to_builtins(options, enc_hook=builtin)
+        if not isinstance(options, dict):
+            return _public_value("", options)
+    return {key: _public_value(key, value) for key, value in options.items()}
 
 
 def _public_value(name: str, value: Any) -> Any:
-    if isinstance(value, dict):
-        return public_options(value)
     if _SECRET_NAME.search(name) and not (
         isinstance(value, str) and value.startswith(_REFERENCE)
     ):
         return "***"
-    return msgspec.to_builtins(value, enc_hook=builtin)
+    if isinstance(value, dict):
+        return public_options(value)
+    if isinstance(value, list | tuple):
+        return [_public_value(name, item) for item in value]
+    value = msgspec.to_builtins(value, enc_hook=builtin)
+    return redact_text(value) if isinstance(value, str) else value
 
 
 def describe(gateway: Gateway) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .errors import ServiceUnavailable
@@ -108,7 +109,11 @@ def connect(url: str, timeout: float) -> tuple[aredis.Redis, list[aredis.Redis]]
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 1),  # once: a pooled connection may be stale
+        # Never re-send: the scripts count, and one re-sent after it ran (a reply
+        # lost to a timeout) would count twice. A failure goes to the owner's
+        # open/closed policy instead; idle pooled connections are checked first.
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 30,
     }
     scheme, _, rest = url.partition("://")
     if scheme == "redis+sentinel":
@@ -125,9 +130,7 @@ def connect(url: str, timeout: float) -> tuple[aredis.Redis, list[aredis.Redis]]
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in hosts],
             password=password, socket_timeout=timeout, socket_connect_timeout=timeout,
-            # The scripts count: a command re-sent after an error that struck once it
-            # ran would count twice. A failure goes to the owner's open/closed policy.
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 0),  # as above: never re-send a counting script
         )
         return cluster, []  # type: ignore[return-value]  # the same commands and scripts
     return aredis.Redis.from_url(url, **options), []
@@ -201,6 +204,9 @@ class RedisConnection:
         if self._ready is None:
             self._ready = asyncio.Lock()
         async with self._ready:
+            if time.monotonic() < self._down_until:
+                # The one before us failed just now: fail fast, do not queue up.
+                raise RedisConnectionError("the cluster could not be reached just now")
             if cluster._initialize:
                 await cluster.initialize()
 
@@ -241,6 +247,7 @@ class RedisConnection:
         client, self._client = self._client, None
         side, self._side_clients = self._side_clients, []
         self._scripts = {}
+        self._ready = None
         for closing in [*([client] if client is not None else []), *side]:
             with contextlib.suppress(*REDIS_ERRORS):
                 await closing.aclose()

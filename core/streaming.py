@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from .context import absorb_cancel
 from .errors import GatewayError, ServiceUnavailable, UpstreamError
 from .events import FirstToken
 from .wire import openai
@@ -83,15 +84,6 @@ class DisconnectWatch:
             self._handle.cancel()
         if self._task is not None:
             self._task.cancel()
-
-
-def absorb_cancel() -> bool:
-    """Undo our own cancellation of this task; False if it was cancelled from
-    outside as well (then that cancellation must go on)."""
-    task = asyncio.current_task()
-    assert task is not None
-    task.uncancel()
-    return task.cancelling() == 0
 
 
 def shutdown_error() -> ServiceUnavailable:

@@ -17,5 +17,7 @@ __all__ = ["info"]
 async def info(scope: Scope, receive: Receive, send: Send) -> None:
     """Version, plugins, providers, models, routes and limits, as JSON; plus the
     live request statistics under ``stats``."""
-    gateway = scope[CONTEXT_KEY].gateway
+    ctx = scope[CONTEXT_KEY]
+    gateway = ctx.gateway
+    gateway.require_operator(ctx)
     await send_json(send, 200, {**describe(gateway), "stats": gateway.stats.snapshot(gateway)})

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import CONTEXT_KEY
 from ..dispatch import first_and_rest
-from ..errors import UpstreamError
+from ..errors import InvalidRequest, UpstreamError
 from ..responses import send_json
 from ..streaming import until_disconnect
 from ..streaming_anthropic import (
@@ -41,6 +41,18 @@ __all__ = ["count_tokens", "messages"]
 Header = tuple[bytes, bytes]
 
 
+def _translated(request: MessagesRequest) -> ChatRequest:
+    """The canonical request; a body the schema let through but that cannot be
+    translated (a text block whose ``text`` is not a string...) is the client's
+    400, not the gateway's 500."""
+    try:
+        return chat_request(request)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise InvalidRequest(
+            f"The request's content cannot be read: {type(exc).__name__}: {exc}"
+        ) from None
+
+
 class _Canonical:
     """The request in the canonical shape, translated at most once, when a
     provider that does not speak Anthropic is first tried."""
@@ -53,7 +65,7 @@ class _Canonical:
 
     def get(self) -> ChatRequest:
         if self._chat is None:
-            self._chat = chat_request(self.request)
+            self._chat = _translated(self.request)
         self._chat.upstream_model = self.request.upstream_model
         return self._chat
 
@@ -150,7 +162,7 @@ async def count_tokens(scope: Scope, receive: Receive, send: Send) -> None:
     if native is not None:
         tokens = await until_disconnect(ctx, native(request))
     elif counter is not None:
-        tokens = await until_disconnect(ctx, counter(chat_request(request)))
+        tokens = await until_disconnect(ctx, counter(_translated(request)))
     else:
         tokens = estimate_input_tokens(request.body)
     headers = [

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import time
@@ -307,7 +308,14 @@ class ProviderSessions:
             flight = self._start(reason, request_id)
         # Shielded: a waiter that is cancelled (its client left) leaves the login
         # running for the others.
-        return await asyncio.shield(flight)
+        try:
+            return await asyncio.shield(flight)
+        except GatewayError as error:
+            # Every waiter gets its own copy: the layers above add headers to the
+            # error they raise, and must not write into one shared by other requests.
+            own = copy.copy(error)
+            own.headers = dict(error.headers)
+            raise own from None
 
     async def _obtain(self, reason: str, request_id: str) -> Session:
         manager = self.manager
@@ -347,7 +355,7 @@ class ProviderSessions:
             if previous is not None and not previous.expired() and reason == "refresh":
                 # A failed renewal never throws away a session that still works.
                 return previous
-            raise error from exc
+            raise error from (None if error is exc else exc)
         duration = time.monotonic() - started
         now = time.time()
         fresh.provider = self.name

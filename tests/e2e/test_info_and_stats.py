@@ -23,7 +23,13 @@ def config(fake_url: str) -> dict[str, Any]:
             {"name": "up", "type": "openai", "base_url": fake_url, "api_key": LITERAL,
              "models": [{"name": "gpt-up", "upstream": "fake-model"}]},
         ],
-        "plugin": {"mock": {"note": "x", "webhook_token": "literal-token-value"}},
+        "plugin": {"mock": {
+            "note": "x", "webhook_token": "literal-token-value",
+            "storage": "redis://:hunter2@redis.internal:6379/0",
+            "upstreams": [{"url": "https://user:pa55word@example.test/v1?token=t0ken"}],
+            "headers": {"x-custom": "Bearer h3ader"},
+            "private_key": "-----BEGIN KEY-----",
+        }},
     }
 
 
@@ -39,7 +45,14 @@ def test_info_describes_the_gateway_without_secrets(
     assert info["models"] == ["gpt-up", "mock-gpt"]
     assert "GET /info (sluiceway.core)" in info["routes"]
     assert info["limits"]["gateway"]["max_concurrent_requests"] == 50
-    assert info["limits"]["plugins"]["mock"] == {"note": "x", "webhook_token": "***"}
+    assert info["limits"]["plugins"]["mock"] == {
+        "note": "x", "webhook_token": "***",
+        "storage": "redis://***@redis.internal:6379/0",
+        "upstreams": [{"url": "https://***@example.test/v1?token=***"}],
+        "headers": "***", "private_key": "***",
+    }
+    for secret in ("hunter2", "pa55word", "t0ken", "h3ader", "BEGIN KEY"):
+        assert secret not in response.text
     up = next(p for p in info["providers"] if p["name"] == "up")
     assert up["options"]["api_key"] == "***"
     assert LITERAL not in response.text and "literal-token-value" not in response.text

@@ -219,3 +219,19 @@ def test_wrong_method_is_405_in_anthropic_shape(gateway_factory: Start) -> None:
     assert response.headers["allow"] == "POST"
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert response.headers["request-id"] == response.headers["x-request-id"]
+
+
+def test_untranslatable_content_is_a_400_not_a_500(start: Start, store: KeyStore) -> None:
+    created = store.create("crm")
+    server = start()
+    for content in ([{"type": "text", "text": 1}], [{"type": "text", "text": None}]):
+        for path in ("/v1/messages", "/v1/messages/count_tokens"):
+            response = httpx.post(
+                server.url + path,
+                headers={"x-api-key": created.secret, "anthropic-version": "2023-06-01"},
+                json={"model": "mock-gpt", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": content}]},
+            )
+            assert response.status_code == 400, response.text
+            error = response.json()
+            assert (error["type"], error["error"]["type"]) == ("error", "invalid_request_error")

@@ -81,6 +81,9 @@ async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
     """The endpoint of ``GET /metrics``."""
     ctx = scope[CONTEXT_KEY]
     gateway: Gateway = ctx.gateway
+    if not ctx.route.public:
+        # Every caller's key ids and traffic: operators only ([gateway] operator_keys).
+        gateway.require_operator(ctx)
     accept = ctx.header(b"accept")
     if wants_json(accept):
         body = _encode(gateway.stats.snapshot(gateway))

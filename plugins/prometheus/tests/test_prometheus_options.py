@@ -39,6 +39,8 @@ def config(prometheus: dict[str, Any] | None = None, keys_path: Path | None = No
     if keys_path is not None:
         plugins.insert(1, "api-keys")
         result["auth"] = {"chain": ["api-keys"], "api-keys": {"keys_file": str(keys_path)}}
+        # Every key created so far may read the metrics (not those created later).
+        result["gateway"]["operator_keys"] = [r.id for r in KeyStore(keys_path).read()]
     if server:
         result["server"] = server
     return result
@@ -229,3 +231,21 @@ def test_an_open_breaker_past_its_cooldown_is_reported_half_open() -> None:
         health.record_failure(now=now)
     assert breaker_state(health, now) == "open"
     assert breaker_state(health, now + health.settings.cooldown + 1) == "half_open"
+
+
+def test_metrics_behind_auth_need_an_operator_key(
+    gateway_factory: Factory, keys: KeyStore, keys_path: Path,
+) -> None:
+    server = gateway_factory(config({}, keys_path))
+    tenant = keys.create("tenant")  # after the config: not an operator
+    for _ in range(100):  # the keys file is read again within its reload interval
+        refused = httpx.get(server.url + "/metrics",
+                            headers={"authorization": f"Bearer {tenant.secret}"})
+        if refused.status_code != 401:
+            break
+        time.sleep(0.05)
+    # Other callers' key ids and traffic are not a tenant's to read.
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "operator_only"
+    info = httpx.get(server.url + "/info", headers={"authorization": f"Bearer {tenant.secret}"})
+    assert info.status_code == 403

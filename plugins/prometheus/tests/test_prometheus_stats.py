@@ -20,13 +20,16 @@ BURST = 4
 
 
 def config(keys_path: Path) -> dict[str, Any]:
-    return {
+    result: dict[str, Any] = {
         "gateway": {"plugins": ["mock", "api-keys", "prometheus"],
                     "max_concurrent_requests": 50},
         "providers": [{"name": "mock", "type": "mock", "models": ["mock-gpt"], "ttft": "600ms",
                        "concurrency": 3}],
         "auth": {"chain": ["api-keys"], "api-keys": {"keys_file": str(keys_path)}},
     }
+    # The keys created so far may read every caller's stats.
+    result["gateway"]["operator_keys"] = [r.id for r in KeyStore(keys_path).read()]
+    return result
 
 
 def gauges(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

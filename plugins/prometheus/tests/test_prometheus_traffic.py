@@ -56,7 +56,7 @@ class PricerPlugin:
 
 def config(keys_path: Path, up: FakeOpenAI, backup: FakeOpenAI,
            flaky: FakeOpenAI) -> dict[str, Any]:
-    return {
+    result: dict[str, Any] = {
         "gateway": {"plugins": ["mock", "openai", "api-keys", "limits", "prometheus"]},
         "providers": [
             {"name": "mock", "type": "mock", "models": ["mock-gpt"]},
@@ -73,6 +73,9 @@ def config(keys_path: Path, up: FakeOpenAI, backup: FakeOpenAI,
         "auth": {"chain": ["api-keys"], "api-keys": {"keys_file": str(keys_path)}},
         "plugin": {"limits": {}, "prometheus": {}},
     }
+    # The keys created so far may read every caller's metrics.
+    result["gateway"]["operator_keys"] = [r.id for r in KeyStore(keys_path).read()]
+    return result
 
 
 class Client:

@@ -187,5 +187,5 @@ def test_a_misspelt_browser_table_stops_startup(tmp_path: Path) -> None:
         "gateway": {"plugins": ["webchat"]},
         "plugin": {"webchat": {"executable": "/usr/bin/chromium"}},
     })
-    with pytest.raises(sluiceway.PluginError, match=r"plugin\.webchat\.executable: unknown key"):
+    with pytest.raises(sluiceway.ConfigError, match=r"plugin\.webchat\.executable: unknown key"):
         asyncio.run(gateway.startup())
