@@ -211,13 +211,16 @@ class Dispatcher:
                     health.finish()
                     deployment.pool.release()
                     if not ctx.resume("deadline"):
+                        if emit is not None:  # a hang-up or shutdown: the attempt ends too
+                            emit(_ended(ctx, deployment, attempts, clock() - sent,
+                                        "give_up", status=499, kind="cancelled"))
                         raise
                     # Out of time: not this deployment's fault, and nothing to retry.
                     attempts.upstream_seconds += clock() - sent
                     timed_out = _deadline_error(group)
                     if emit is not None:
-                        emit(_ended(ctx, deployment, attempts, clock() - sent, timed_out,
-                                    "give_up"))
+                        emit(_ended(ctx, deployment, attempts, clock() - sent, "give_up",
+                                    error=timed_out))
                     raise timed_out from None
                 except GatewayError as exc:
                     error = exc
@@ -226,6 +229,9 @@ class Dispatcher:
                     health.record_neutral()
                     health.finish()
                     deployment.pool.release()
+                    if emit is not None:
+                        emit(_ended(ctx, deployment, attempts, clock() - sent,
+                                    "give_up", status=500, kind="server"))
                     raise
                 else:
                     timer.cancel()
@@ -233,7 +239,7 @@ class Dispatcher:
                     attempts.upstream_seconds += answered
                     health.record_success(answered)
                     if emit is not None:
-                        emit(_ended(ctx, deployment, attempts, answered, None, "done"))
+                        emit(_ended(ctx, deployment, attempts, answered, "done"))
                     if not hold:
                         health.finish()
                         deployment.pool.release()
@@ -262,7 +268,7 @@ class Dispatcher:
                     alternates += 1
                     tried.discard(id(deployment))
                     if emit is not None:
-                        emit(_ended(ctx, deployment, attempts, latency, error, "retry"))
+                        emit(_ended(ctx, deployment, attempts, latency, "retry", error=error))
                     continue
                 delay = 0.0
                 if kind in group.fallback_on and _any_available(order, tried):
@@ -293,7 +299,7 @@ class Dispatcher:
                         # This very failure opened the breaker for longer than the
                         # backoff: the loop will go on elsewhere, or nowhere.
                         label = "fallback" if _any_available(order, tried) else "give_up"
-                    emit(_ended(ctx, deployment, attempts, latency, error, label))
+                    emit(_ended(ctx, deployment, attempts, latency, label, error=error))
                 if step == "give_up":
                     raise error
                 if delay:
@@ -334,13 +340,16 @@ def _caller(ctx: RequestContext) -> str | None:
 
 def _ended(
     ctx: RequestContext, deployment: Deployment, attempts: Attempts, latency: float,
-    error: GatewayError | None, step: str,
+    step: str, *, error: GatewayError | None = None, status: int | None = None,
+    kind: str | None = None,
 ) -> AttemptEnded:
+    if error is not None:
+        status, kind = error.status, error.kind
     return AttemptEnded(
         request_id=ctx.request_id, provider=deployment.provider_name,
         deployment=_name(deployment), model=deployment.upstream_model, key_id=_caller(ctx),
-        attempt=attempts.count, status=200 if error is None else error.status,
-        latency=latency, error=None if error is None else error.kind, next=step,
+        attempt=attempts.count, status=200 if status is None else status,
+        latency=latency, error=kind, next=step,
     )
 
 
