@@ -35,4 +35,13 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return _encode(line).decode()
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        try:
+            return _encode(line).decode()
+        except UnicodeEncodeError:
+            # A lone surrogate (bytes decoded with surrogateescape) is not Unicode:
+            # written as its escape in plain text, so the line is kept and parses.
+            clean = {key: value.encode("utf-8", "backslashreplace").decode("utf-8")
+                     for key, value in line.items()}
+            return _encode(clean).decode()

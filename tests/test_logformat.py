@@ -34,3 +34,9 @@ def test_log_lines_are_json_objects() -> None:
     assert "ValueError: boom" in with_traceback["exception"]
     ready = '{"event": "request", "status": 200}'
     assert formatter.format(record(ready, **{JSON_LINE: ready})) == ready
+
+
+def test_a_message_msgspec_cannot_encode_is_still_a_line() -> None:
+    odd = "bytes from a socket: \udcff"
+    line = msgspec.json.decode(JsonFormatter().format(record(odd)))
+    assert line["message"].startswith("bytes from a socket")
