@@ -191,7 +191,7 @@ class RedisConnection:
         if self._client is not None:
             self._scripts[name] = self._client.register_script(source)
 
-    async def script(self, name: str, keys: list[str], args: list[int | str]) -> Any:
+    async def script(self, name: str, keys: list[str], args: list[int | str | bytes]) -> Any:
         """Run a registered script (``EVALSHA``, loaded again if Redis forgot it)."""
         client = self.client()
         if isinstance(client, RedisCluster) and client._initialize:

@@ -236,7 +236,14 @@ async def test_the_redis_store_keeps_and_locks(redis_server: RedisServer) -> Non
         store = await two.store()
         assert [e.provider for e in await store.entries()] == ["p"]
         assert await store.delete("p", only_id="someone-else") is False
+        assert await store.delete("p", only_id=made.id) is True  # compare-and-delete
+        assert await store.load("p") is None
+        await store.save(made)
         assert await store.delete("p") is True
         assert await store.load("p") is None
+        redis_server.kill()
+        # Down: the listing says so, instead of "nothing stored".
+        with pytest.raises(sluiceway.ServiceUnavailable):
+            await store.entries()
 
 

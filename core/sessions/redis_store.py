@@ -39,6 +39,13 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# KEYS: the hash. ARGV: the field, the sealed value it must still hold.
+_DELETE_IF = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
 
 
 class RedisSessionStore:
@@ -50,6 +57,7 @@ class RedisSessionStore:
             url, what="sessions", logger=log, key_prefix="sluiceway:sessions:", timeout=2.0
         )
         self.redis.add_script("release", _RELEASE)
+        self.redis.add_script("delete_if", _DELETE_IF)
         self._hash = self.redis.key("all")
 
     def _open(self, data: bytes | str | None, provider: str) -> Session | None:
@@ -81,16 +89,24 @@ class RedisSessionStore:
 
     async def delete(self, provider: str, *, only_id: str | None = None) -> bool:
         client = self.redis.client()
-        if only_id is not None:
-            current = await self.load(provider)
-            if current is not None and current.id != only_id:
-                return False
-        removed = await self.redis.call(lambda: client.hdel(self._hash, provider))
+        if only_id is None:
+            removed = await self.redis.call(lambda: client.hdel(self._hash, provider))
+            return bool(removed)
+        raw = await self.redis.call(lambda: client.hget(self._hash, provider))
+        current = self._open(raw, provider)
+        if raw is None or (current is not None and current.id != only_id):
+            return False
+        # Deleted only if it is still the very value read: a session another
+        # instance saved in between is kept.
+        removed = await self.redis.call(lambda: self.redis.script(
+            "delete_if", [self._hash], [provider, _bytes(raw)]))
         return bool(removed)
 
     async def entries(self) -> list[StoredSession]:
         client = self.redis.client()
-        raw = await self.redis.call(lambda: client.hgetall(self._hash)) or {}
+        raw = await self.redis.call(lambda: client.hgetall(self._hash))
+        if raw is None:  # down: say so, rather than "no sessions stored"
+            raise self.redis.unavailable()
         found = []
         for name, data in sorted(raw.items()):
             provider = name.decode() if isinstance(name, bytes) else str(name)
@@ -102,7 +118,9 @@ class RedisSessionStore:
 
     async def rotate(self, keys: KeyRing) -> int:
         client = self.redis.client()
-        raw = await self.redis.call(lambda: client.hgetall(self._hash)) or {}
+        raw = await self.redis.call(lambda: client.hgetall(self._hash))
+        if raw is None:
+            raise self.redis.unavailable()
         count = 0
         for name, data in raw.items():
             try:
