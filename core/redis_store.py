@@ -22,7 +22,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote
 
@@ -191,12 +191,14 @@ class RedisConnection:
         if self._client is not None:
             self._scripts[name] = self._client.register_script(source)
 
-    async def script(self, name: str, keys: list[str], args: list[int | str | bytes]) -> Any:
+    async def script(
+        self, name: str, keys: Sequence[str], args: Sequence[int | str | bytes]
+    ) -> Any:
         """Run a registered script (``EVALSHA``, loaded again if Redis forgot it)."""
         client = self.client()
         if isinstance(client, RedisCluster) and client._initialize:
             await self._learn_slots(client)
-        return await self._scripts[name](keys=keys, args=args)
+        return await self._scripts[name](keys=list(keys), args=list(args))
 
     async def _learn_slots(self, cluster: RedisCluster) -> None:
         # A new cluster client learns the slots on its first command; many first
