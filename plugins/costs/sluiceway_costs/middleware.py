@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -29,6 +28,7 @@ from sluiceway import (
     RateLimited,
     RequestContext,
 )
+from sluiceway.components import ASGIApp, Message, Receive, Scope, Send
 from sluiceway.config import validate_options
 from sluiceway.errors import MAX_RETRY_AFTER_SECONDS
 from sluiceway.events import LimitDecided
@@ -55,11 +55,6 @@ __all__ = [
     "parse_options",
 ]
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PLUGIN = "costs"
 ANONYMOUS = "anonymous"

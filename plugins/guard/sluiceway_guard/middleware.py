@@ -15,9 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 from sluiceway import (
     CONTEXT_KEY,
@@ -29,6 +28,7 @@ from sluiceway import (
     RequestContext,
     send_error,
 )
+from sluiceway.components import ASGIApp, Message, Receive, Scope, Send
 from sluiceway.config import validate_options
 from sluiceway.events import LimitDecided
 
@@ -46,11 +46,6 @@ __all__ = [
     "load_options",
 ]
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PLUGIN = "guard"
 # The OpenAI SDK does not retry at all past a Retry-After of 120 s (and the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any, Literal
 
@@ -26,6 +26,7 @@ from sluiceway import (
     RequestContext,
     ServiceUnavailable,
 )
+from sluiceway.components import ASGIApp, Message, Receive, Scope, Send
 from sluiceway.config import validate_options
 from sluiceway.events import LimitDecided
 from sluiceway.redis_store import check_storage_url
@@ -51,11 +52,6 @@ __all__ = [
     "format_duration",
 ]
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PLUGIN = "limits"
 ANONYMOUS = "anonymous"

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 from sluiceway import GatewayError, send_error
+from sluiceway.components import Receive, Scope, Send
 
 from .limiter import Limiter, SlidingWindowCounter
 from .middleware import _Headers, _refusal, format_duration
@@ -21,9 +22,6 @@ from .redis_store import RedisLimiter, RedisStore
 
 __all__ = ["RateLimit", "client_address"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
 
 
 def client_address(scope: Scope) -> str:

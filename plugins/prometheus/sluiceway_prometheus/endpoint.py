@@ -7,24 +7,18 @@ it as a public route (no credentials, like the health checks).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import msgspec
 from prometheus_client.exposition import choose_encoder
 
 from sluiceway import CONTEXT_KEY, Gateway, PluginError
+from sluiceway.components import Receive, Scope, Send
 from sluiceway.responses import send_bytes
 
 from .sink import PLUGIN, PrometheusSink
 
 __all__ = ["metrics", "sink_of", "wants_json"]
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _NO_STORE = [(b"cache-control", b"no-store")]
 _encode = msgspec.json.Encoder().encode
