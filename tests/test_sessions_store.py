@@ -17,6 +17,7 @@ import sluiceway
 from sluiceway.config import SessionSettings, parse_config
 from sluiceway.sessions import FileSessionStore, KeyRing, Session, UnreadableSession
 from sluiceway.sessions.keys import read_key_file
+from sluiceway.testing import RedisServer
 
 COOKIE = "cookie-value-7d1f0c"
 TOKEN = "bearer-token-9a4e21"
@@ -182,3 +183,32 @@ def test_every_sessions_key_is_documented() -> None:
     missing = [f.name for f in msgspec.structs.fields(SessionSettings)
                if f"| `{f.name}` |" not in section]
     assert not missing, f"docs/configuration.md [sessions] does not document {missing}"
+
+
+async def test_rotating_the_key_in_redis_keeps_every_session_and_a_newer_login(
+    tmp_path: Path, redis_server: RedisServer,
+) -> None:
+    from sluiceway.sessions.redis_store import RedisSessionStore
+
+    ring = _ring(tmp_path)
+    store = RedisSessionStore(redis_server.url, ring)
+    try:
+        await store.save(_session("a"))
+        await store.save(_session("b"))
+        rotated = ring.rotated(Fernet.generate_key())
+        assert await store.rotate(rotated) == 2
+        alone = RedisSessionStore(redis_server.url, KeyRing(rotated.keys[:1], "new"))
+        try:
+            assert (await alone.load("a")) is not None and (await alone.load("b")) is not None
+        finally:
+            await alone.redis.aclose()
+        # A session saved after the listing is not overwritten by the re-sealed old one.
+        client = store.redis.client()
+        before = await client.hget(store._hash, "a")
+        fresh = _session("a")
+        await store.save(fresh)
+        assert await store.redis.script("replace_if", [store._hash], ["a", before, b"old"]) == 0
+        loaded = await store.load("a")
+        assert loaded is not None and loaded.id == fresh.id
+    finally:
+        await store.redis.aclose()

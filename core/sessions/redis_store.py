@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -39,6 +40,14 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# KEYS: the hash. ARGV: the field, the sealed value it must still hold, the new one.
+_REPLACE_IF = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"""
 # KEYS: the hash. ARGV: the field, the sealed value it must still hold.
 _DELETE_IF = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -58,6 +67,7 @@ class RedisSessionStore:
         )
         self.redis.add_script("release", _RELEASE)
         self.redis.add_script("delete_if", _DELETE_IF)
+        self.redis.add_script("replace_if", _REPLACE_IF)
         self._hash = self.redis.key("all")
 
     def _open(self, data: bytes | str | None, provider: str) -> Session | None:
@@ -128,8 +138,13 @@ class RedisSessionStore:
             except Exception as exc:
                 log.warning("session of %r not re-encrypted: %s", name, type(exc).__name__)
                 continue
-            await self._put(name, sealed)
-            count += 1
+            # Replaced only if it still holds what was read: a login that saved a
+            # new session meanwhile (sealed with a key this ring also opens) wins.
+            args: list[int | str | bytes] = [
+                name if isinstance(name, (str, bytes)) else str(name), _bytes(data), sealed]
+            replaced = await self.redis.call(
+                functools.partial(self.redis.script, "replace_if", [self._hash], args))
+            count += 1 if replaced else 0
         self.keys = keys
         return count
 
