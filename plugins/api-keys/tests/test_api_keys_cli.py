@@ -41,8 +41,9 @@ def test_api_keys_cli_create_list_revoke_rotate_delete(
     assert (record.rpm, record.tpm, record.max_concurrent) == (100, 50000, 5)
     assert record.models == ["gpt-*", "mock-*", "o1"]
     assert record.prefix == secret[:8] and record.hash == hash_secret(secret)
-    assert record.expires_at is not None
-    assert record.expires_at - datetime.now(UTC) > timedelta(days=29)
+    assert record.expires_at is not None and record.created_at is not None
+    # --expires 30d: thirty days after the key was made, exactly.
+    assert record.expires_at == record.created_at + timedelta(days=30)
 
     code, output = invoke(config_file, "keys", "list")
     assert code == 0, output

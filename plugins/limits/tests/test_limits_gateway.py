@@ -31,10 +31,11 @@ def async_sdk(server: RunningServer, key: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(api_key=key, base_url=server.base_url, max_retries=0)
 
 
-def seconds(duration: str) -> float:
+def seconds(text: str) -> float:
     """Parse OpenAI's ``x-ratelimit-reset-*`` format (``20ms``, ``1.5s``, ``6m0s``)."""
-    match = DURATION.match(duration)
-    assert match is not None and duration, duration
+    match = DURATION.match(text)
+    if not text or match is None:
+        raise ValueError(f"not an OpenAI reset value: {text!r}")
     hours, minutes, secs, millis = (float(group or 0) for group in match.groups())
     return hours * 3600 + minutes * 60 + secs + millis / 1000
 

@@ -11,7 +11,6 @@ from sluiceway_limits import (
     Limiter,
     SlidingWindowCounter,
     estimate_tokens,
-    format_duration,
 )
 
 
@@ -123,11 +122,6 @@ async def test_limits_concurrency_acquire_and_release() -> None:
     assert slots.in_flight("k") == 0
 
 
-def test_limits_format_duration_is_openai_style() -> None:
-    cases = {0: "0s", -1: "0s", 0.02: "20ms", 0.0001: "1ms", 1: "1s", 1.5: "1.5s",
-             59.25: "59.25s", 60: "1m0s", 360: "6m0s", 90.5: "1m30.5s", 3600: "1h0m0s"}
-    assert {seconds: format_duration(seconds) for seconds in cases} == cases
-    assert format_duration(math.inf) == "0s"
 
 
 def test_limits_estimate_tokens() -> None:
