@@ -35,6 +35,7 @@ import msgspec
 
 from .errors import ConfigError, GatewayError, PermissionDenied, RateLimited
 from .values import Secret
+from .wire.headers import retry_after_seconds
 
 __all__ = [
     "ApiKey",
@@ -282,8 +283,6 @@ class Credentials:
     ) -> None:
         """Rest ``key`` as the upstream's answer (``error`` and its ``headers``) warrants."""
         if key is not None and self.ring is not None:
-            from .upstream import retry_after_seconds
-
             self.ring.blame(
                 key, error, model, cooldown=self.cooldown,
                 retry_after=retry_after_seconds(headers),

@@ -27,6 +27,7 @@ import msgspec
 from .errors import UpstreamError, UpstreamTimeout
 from .keys import KeyOptions, check_key_options
 from .values import Duration, Secret
+from .wire.headers import retry_after_seconds
 
 log = logging.getLogger("sluiceway.upstream")
 
@@ -117,21 +118,6 @@ class HttpOptions(msgspec.Struct, kw_only=True):
             pool_timeout=float(self.pool_timeout),
             backend=self.backend,
         )
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The wait an upstream asked for: ``retry-after-ms`` (preferred, as the SDKs
-    do) or ``retry-after`` in seconds; ``None`` if absent or an HTTP date."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                seconds = float(value) * scale
-            except ValueError:
-                continue  # an HTTP date: rare from APIs, not worth parsing here
-            if seconds >= 0 and seconds == seconds:  # not NaN
-                return seconds
-    return None
 
 
 def create_upstream_client(limits: UpstreamLimits | None = None) -> UpstreamClient:

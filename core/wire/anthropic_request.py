@@ -9,7 +9,6 @@ style (``max_tokens: Field required``).
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -20,7 +19,7 @@ from ..components import ChatRequest, MessagesRequest
 from ..errors import InvalidRequest
 from .translate_ingress import openai_request
 
-__all__ = ["chat_request", "estimate_input_tokens", "parse_messages_request"]
+__all__ = ["chat_request", "parse_messages_request"]
 
 
 class _Message(msgspec.Struct):
@@ -117,60 +116,4 @@ def chat_request(request: MessagesRequest) -> ChatRequest:
         stream=request.stream,
         upstream_model=request.upstream_model,
         request_id=request.request_id,
-    )
-
-
-# -- count_tokens without a provider that counts ---------------------------------
-
-# The same rough rule as the limits plugin's estimate: 4 characters a token,
-# a few tokens of framing per message. Images and documents are counted at
-# about what Anthropic charges for a mid-sized image.
-_CHARS_PER_TOKEN = 4
-_TOKENS_PER_MESSAGE = 3
-_TOKENS_PER_ATTACHMENT = 1600
-_encode = msgspec.json.Encoder().encode
-
-
-def _chars(content: Any) -> tuple[int, int]:
-    """(characters of text, attachments) in a content value, blocks included."""
-    if isinstance(content, str):
-        return len(content), 0
-    chars = attachments = 0
-    if isinstance(content, list):
-        for block in content:
-            if not isinstance(block, dict):
-                continue
-            kind = block.get("type")
-            if kind in ("image", "document"):
-                attachments += 1
-            elif kind == "tool_use":
-                chars += len(str(block.get("name", ""))) + len(_encode(block.get("input") or {}))
-            elif kind == "tool_result":
-                more, files = _chars(block.get("content"))
-                chars, attachments = chars + more, attachments + files
-            else:
-                for key in ("text", "thinking"):
-                    value = block.get(key)
-                    if isinstance(value, str):
-                        chars += len(value)
-    return chars, attachments
-
-
-def estimate_input_tokens(body: dict[str, Any]) -> int:
-    """A rough count of a Messages request's input tokens: its text (system,
-    messages, tool definitions) at 4 characters a token, 3 tokens per message,
-    and 1600 per image or document."""
-    chars, attachments = _chars(body.get("system"))
-    messages = body.get("messages") or []
-    for message in messages:
-        if isinstance(message, dict):
-            more, files = _chars(message.get("content"))
-            chars, attachments = chars + more, attachments + files
-    tools = body.get("tools")
-    if tools:
-        chars += len(_encode(tools))
-    return (
-        math.ceil(chars / _CHARS_PER_TOKEN)
-        + _TOKENS_PER_MESSAGE * len(messages)
-        + _TOKENS_PER_ATTACHMENT * attachments
     )

@@ -43,6 +43,7 @@ from typing import Any
 import msgspec
 
 from ..errors import InvalidRequest
+from .usage import Usage
 
 __all__ = [
     "EFFORT_BUDGETS",
@@ -83,21 +84,7 @@ def finish_reason(stop_reason: str | None) -> str | None:
 
 def openai_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     """OpenAI ``usage`` from Anthropic's: prompt tokens count cache reads and writes."""
-    usage = usage or {}
-    fresh = usage.get("input_tokens") or 0
-    cache_read = usage.get("cache_read_input_tokens") or 0
-    cache_write = usage.get("cache_creation_input_tokens") or 0
-    prompt = fresh + cache_read + cache_write
-    completion = usage.get("output_tokens") or 0
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {
-            "cached_tokens": cache_read,
-            "cache_creation_tokens": cache_write,
-        },
-    }
+    return (Usage.from_anthropic(usage) or Usage()).to_openai()
 
 
 # -- request: OpenAI -> Anthropic ----------------------------------------------
