@@ -1,13 +1,16 @@
 """sluiceway: an LLM API gateway built as a plugin-based ASGI stack.
 
-This module is the public API for embedding the gateway and writing plugins;
-everything a bundled plugin uses is here. ``__all__`` is pinned by a test.
+This module is the public API for embedding the gateway and the names most
+plugins need; :mod:`sluiceway.api` is the whole plugin API, and the only module
+the bundled plugins import from. ``__all__`` is pinned by a test.
 """
 
 from .app import Gateway, create_app
+from .calls import CallPolicy, ModelCall, Settle
 from .components import (
     AuthStrategy,
     AuthStrategyType,
+    CallPolicyType,
     ChatRequest,
     MessagesRequest,
     Middleware,
@@ -41,6 +44,7 @@ from .events import EventSinkType
 from .hookspecs import HOOK_API_VERSION, hookimpl
 from .middleware.request_context import render_error as send_error
 from .upstream import UpstreamClient, UpstreamLimits, UpstreamResponse
+from .wire.usage import Usage
 
 __version__ = "0.1.0"
 
@@ -51,6 +55,8 @@ __all__ = [
     "AuthStrategyType",
     "AuthenticationFailed",
     "ByteSize",
+    "CallPolicy",
+    "CallPolicyType",
     "ChatRequest",
     "Config",
     "ConfigError",
@@ -62,6 +68,7 @@ __all__ = [
     "MessagesRequest",
     "MethodNotAllowed",
     "Middleware",
+    "ModelCall",
     "ModelEntry",
     "ModelInfo",
     "NotFound",
@@ -77,6 +84,7 @@ __all__ = [
     "Route",
     "Secret",
     "ServiceUnavailable",
+    "Settle",
     "SluicewayError",
     "StartupError",
     "UpstreamClient",
@@ -84,6 +92,7 @@ __all__ = [
     "UpstreamLimits",
     "UpstreamResponse",
     "UpstreamTimeout",
+    "Usage",
     "__version__",
     "create_app",
     "hookimpl",

@@ -17,18 +17,23 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from .components import ASGIApp, AuthStrategy, Provider, Receive, Scope, Send
-from .config import Config, load_config, parse_config, validate_options
+from .assembly import (
+    OwnedLifespans,
+    build_auth_chain,
+    build_call_policies,
+    build_events,
+    built_by,
+    plan_provider,
+)
+from .calls import CallRunner, Dispatcher, RetryBudget
+from .components import ASGIApp, Provider, Receive, Scope, Send
+from .config import Config, load_config, parse_config
 from .context import RequestContext
-from .dispatch import Dispatcher, RetryBudget
 from .errors import (
-    ConfigError,
     PermissionDenied,
-    PluginError,
     ServiceUnavailable,
     StartupError,
 )
-from .events import Events, EventSink
 from .middleware import AuthMiddleware, RequestContextMiddleware
 from .plugins import PluginSet, load_plugins
 from .pools import Pool
@@ -37,7 +42,7 @@ from .router import ModelAccess, ModelRouter
 from .routes import RouteTable
 from .sessions import SessionManager
 from .stats import RequestStats
-from .topology import ProviderPlan, build_router, check_routing, open_providers
+from .topology import build_router, check_routing, open_providers
 
 __all__ = ["Gateway", "create_app"]
 
@@ -72,7 +77,7 @@ class Gateway:
         self._lazy_start: asyncio.Task[None] | None = None
         self._lazy_retry_at = 0.0
         self._exit_stack: contextlib.AsyncExitStack | None = None
-        self._provider_plans = [self._plan_provider(p) for p in config.providers]
+        self._provider_plans = [plan_provider(self.registry, config, p) for p in config.providers]
         check_routing(config)
         gateway_settings = config.gateway
         self.dispatcher = Dispatcher(
@@ -90,86 +95,23 @@ class Gateway:
             if gateway_settings.max_concurrent_requests
             else None
         )
-        # Built middleware and sinks that own resources (a ``lifespan()`` method).
-        self._owned_lifespans: list[tuple[str, Any]] = []
-        self.events = self._build_events()
+        # Built middleware, sinks and policies that own resources (a ``lifespan()`` method).
+        self._owned_lifespans: OwnedLifespans = []
+        self.events = build_events(self.registry, self, self._owned_lifespans)
+        # Every model call goes through this: capacity, policies, dispatch, settlement.
+        self.calls = CallRunner(
+            self.dispatcher, self.capacity,
+            build_call_policies(self.registry, self, self._owned_lifespans),
+            router=lambda: self.router, access=self.access,
+        )
         # Logins of providers whose credentials expire (browser sessions, tokens).
         self.sessions = SessionManager(
             config.sessions, base_dir=config.base_dir, source=config.source, events=self.events
         )
-        self._auth_chain = self._build_auth_chain()
+        self._auth_chain = build_auth_chain(self.registry, config, self)
         self._app: ASGIApp = self._build_stack()
 
     # -- build -------------------------------------------------------------
-
-    def _plan_provider(self, settings: Any) -> ProviderPlan:
-        key = f"providers[{settings.index}]"
-        registered = self.registry.provider_types.get(settings.type)
-        if registered is None:
-            known = ", ".join(sorted(self.registry.provider_types)) or "none"
-            raise ConfigError(
-                f"unknown provider type {settings.type!r} (known types: {known}); "
-                f"is the plugin that provides it listed in gateway.plugins?",
-                source=self.config.source,
-                key=f"{key}.type",
-            )
-        model = registered.item.config_model
-        options: Any
-        if model is not None:
-            options = validate_options(settings.options, model, source=self.config.source, key=key)
-        elif settings.options:
-            extra = sorted(settings.options)[0]
-            raise ConfigError(
-                f"unknown key (provider type {settings.type!r} takes no options)",
-                source=self.config.source,
-                key=f"{key}.{extra}",
-            )
-        else:
-            options = None
-        return ProviderPlan(settings, registered.item, options)
-
-    def _build_auth_chain(self) -> list[AuthStrategy]:
-        for name in self.config.auth.options:
-            if name not in self.config.auth.chain:
-                raise ConfigError(
-                    f"configures auth strategy {name!r}, which is not in auth.chain",
-                    source=self.config.source,
-                    key=f"auth.{name}",
-                )
-        chain: list[AuthStrategy] = []
-        for index, name in enumerate(self.config.auth.chain):
-            registered = self.registry.auth_types.get(name)
-            if registered is None:
-                known = ", ".join(sorted(self.registry.auth_types)) or "none"
-                raise ConfigError(
-                    f"unknown auth strategy {name!r} (known strategies: {known})",
-                    source=self.config.source,
-                    key=f"auth.chain[{index}]",
-                )
-            raw = self.config.auth.options.get(name, {})
-            model = registered.item.config_model
-            options: Any
-            if model is not None:
-                options = validate_options(
-                    raw, model, source=self.config.source, key=f"auth.{name}"
-                )
-            elif raw:
-                raise ConfigError(
-                    f"unknown key (auth strategy {name!r} takes no options)",
-                    source=self.config.source,
-                    key=f"auth.{name}.{sorted(raw)[0]}",
-                )
-            else:
-                options = None
-            factory = registered.item.factory
-            chain.append(
-                _built_by(
-                    registered.plugin,
-                    f"auth strategy {name!r}",
-                    lambda factory=factory, options=options: factory(options, self),
-                )
-            )
-        return chain
 
     def _build_stack(self) -> ASGIApp:
         app: ASGIApp = self.routes
@@ -187,7 +129,7 @@ class Gateway:
 
     def _wrap(self, registered: Any, app: ASGIApp) -> ASGIApp:
         middleware = registered.item
-        built = _built_by(
+        built = built_by(
             registered.plugin,
             f"middleware {middleware.name!r}",
             lambda: middleware.factory(app, self),
@@ -195,21 +137,6 @@ class Gateway:
         if callable(getattr(built, "lifespan", None)):
             self._owned_lifespans.append((registered.plugin, built))
         return built  # type: ignore[no-any-return]
-
-    def _build_events(self) -> Events:
-        sinks: list[tuple[str, EventSink]] = []
-        for name, registered in self.registry.event_sinks.items():
-            factory = registered.item.factory
-            sink = _built_by(registered.plugin, f"event sink {name!r}",
-                             lambda factory=factory: factory(self))
-            if not callable(getattr(sink, "handle", None)):
-                raise PluginError(
-                    f"plugin {registered.plugin!r}: event sink {name!r} has no handle(event)"
-                )
-            if callable(getattr(sink, "lifespan", None)):
-                self._owned_lifespans.append((registered.plugin, sink))
-            sinks.append((name, sink))
-        return Events(sinks)
 
     def require_operator(self, ctx: RequestContext) -> None:
         """Refuse (403 ``operator_only``) a caller whose key is not one of
@@ -402,19 +329,6 @@ class Gateway:
                     return
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def _built_by(plugin: str, what: str, build: Any) -> Any:
-    """Run a plugin's factory at build time; a failure is a startup error naming it."""
-    try:
-        return build()
-    except StartupError:
-        raise
-    except Exception as exc:
-        log.debug("%s of plugin %r failed to build", what, plugin, exc_info=True)
-        raise PluginError(
-            f"plugin {plugin!r}: {what} failed to build: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def create_app(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .app import Gateway
+    from .calls.call import CallPolicy
     from .config import ModelEntry
     from .context import RequestContext
     from .upstream import UpstreamClient, UpstreamLimits
@@ -21,6 +22,7 @@ __all__ = [
     "ASGIApp",
     "AuthStrategy",
     "AuthStrategyType",
+    "CallPolicyType",
     "ChatRequest",
     "MessagesRequest",
     "Middleware",
@@ -28,6 +30,7 @@ __all__ = [
     "ModelInfo",
     "Principal",
     "Provider",
+    "ProviderCapabilities",
     "ProviderContext",
     "ProviderType",
     "Route",
@@ -158,8 +161,9 @@ class Provider(Protocol):
     of :class:`~sluiceway.ModelEntry`): the models it serves when its
     ``[[providers]]`` table lists none.
 
-    Optional methods, found with ``getattr`` on each request (so they are not
-    part of this protocol's ``isinstance`` check):
+    Optional methods, found once when the stack is built (see
+    :class:`ProviderCapabilities`; they are not part of this protocol's
+    ``isinstance`` check):
 
     * ``async count_tokens(request: ChatRequest) -> int``: the input tokens of a
       request, for ``/v1/messages/count_tokens`` (without it the core estimates).
@@ -177,6 +181,35 @@ class Provider(Protocol):
     def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any] | bytes]: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCapabilities:
+    """The optional methods a provider has, looked up once per provider when the
+    stack is built rather than with ``getattr`` on every request."""
+
+    count_tokens: Callable[[ChatRequest], Awaitable[int]] | None = None
+    anthropic_messages: Callable[[MessagesRequest], Awaitable[Any]] | None = None
+    anthropic_messages_stream: Callable[[MessagesRequest], AsyncIterator[Any]] | None = None
+    anthropic_count_tokens: Callable[[MessagesRequest], Awaitable[int]] | None = None
+
+    @classmethod
+    def of(cls, provider: object) -> ProviderCapabilities:
+        """What ``provider`` offers beyond chat and stream."""
+        return cls(**{name: _method(provider, name) for name in _OPTIONAL_METHODS})
+
+    def endpoints(self) -> list[str]:
+        """The optional endpoints served natively, for ``sluiceway check``."""
+        return [name for name in _OPTIONAL_METHODS if getattr(self, name) is not None]
+
+
+_OPTIONAL_METHODS = ("count_tokens", "anthropic_messages", "anthropic_messages_stream",
+                     "anthropic_count_tokens")
+
+
+def _method(provider: object, name: str) -> Any:
+    found = getattr(provider, name, None)
+    return found if callable(found) else None
 
 
 @dataclass(slots=True)
@@ -241,6 +274,22 @@ class Route:
     public: bool = False
     dialect: Literal["openai", "anthropic"] = "openai"
     calls_model: bool = False
+
+
+CallPolicyFactory = Callable[["Gateway"], "CallPolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallPolicyType:
+    """A call policy a plugin offers: ``factory(gateway)`` builds it once, while
+    the gateway is built (raise :class:`~sluiceway.ConfigError` for bad options).
+    The built object is a :class:`~sluiceway.CallPolicy`; its ``name`` is this
+    registration's name. Policies admit calls in plugins.toml order, and within
+    one plugin in the order they were registered."""
+
+    name: str
+    factory: CallPolicyFactory
+    description: str = ""
 
 
 MiddlewareFactory = Callable[[ASGIApp, "Gateway"], ASGIApp]

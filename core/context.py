@@ -12,6 +12,7 @@ from .errors import ClientDisconnected, InvalidRequest, PayloadTooLarge, Request
 
 if TYPE_CHECKING:
     from .app import Gateway
+    from .calls import ModelCall
     from .components import Principal, Receive, Route, Scope
 
 __all__ = ["CONTEXT_KEY", "RequestContext", "absorb_cancel"]
@@ -39,14 +40,17 @@ class RequestContext:
 
     Found at ``scope["sluiceway.context"]`` by every middleware and endpoint.
     The body is read and parsed at most once (:meth:`body`, :meth:`json`), so
-    later stages reuse it. ``state`` is free for plugins; namespace keys by
-    plugin name.
+    later stages reuse it. ``call`` is the request's
+    :class:`~sluiceway.ModelCall` on routes that call a model (``None`` until
+    the call is prepared, and on other routes). ``state`` is free for plugins;
+    namespace keys by plugin name.
     """
 
     __slots__ = (
         "_body",
         "_body_started",
         "_json",
+        "call",
         "gateway",
         "interrupted",
         "pending_interrupt",
@@ -69,6 +73,8 @@ class RequestContext:
         self.started = time.perf_counter()
         self.route: Route | None = None
         self.principal: Principal | None = None
+        # The request's model call, once its body is parsed and its model resolved.
+        self.call: ModelCall | None = None
         self.state: dict[str, Any] = {}
         self.task: asyncio.Task[Any] | None = None
         # Why the request task was cancelled from outside: "client_disconnected"

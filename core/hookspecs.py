@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import click
 
     from .app import Gateway
-    from .components import AuthStrategyType, Middleware, ProviderType, Route
+    from .components import AuthStrategyType, CallPolicyType, Middleware, ProviderType, Route
     from .config import Config
     from .events import EventSinkType
 
@@ -92,6 +92,33 @@ def register_middleware(register: Callable[[Middleware], None]) -> None:
 
     Used by policy plugins (rate limits, abuse guards) and by anything that must
     see every request.
+    """
+
+
+@hookspec
+def register_call_policies(register: Callable[[CallPolicyType], None], config: Config) -> None:
+    """Register policies that admit and settle every model call.
+
+    Called once per gateway build, per plugin in plugins.toml order. Each
+    :class:`~sluiceway.CallPolicyType`'s ``factory(gateway)`` is called once
+    while the gateway is built and returns a :class:`~sluiceway.CallPolicy`.
+    For each model call of a kind in the policy's ``kinds``, the
+    :class:`~sluiceway.calls.CallRunner` awaits ``admit(call)`` (in
+    registration order) after the request is parsed and its model resolved and
+    before any upstream is tried; a policy refuses by raising a
+    :class:`~sluiceway.GatewayError`. What ``admit`` returns (an async
+    ``settle(call)``, or ``None``) is awaited exactly once when the call ends:
+    on success, on error, or when the client hangs up. Policies read the typed
+    :class:`~sluiceway.ModelCall` (principal, model, parsed request, estimate,
+    deployment, usage, cost, status) and never re-parse the body.
+
+    :param register: call with a :class:`~sluiceway.CallPolicyType`; a name
+        already registered is a startup error naming both plugins.
+    :param config: the gateway's configuration (take it only if you need it).
+    :returns: nothing.
+
+    Used by policy plugins: ``limits`` (rpm, tpm, concurrency), ``costs``
+    (prices and budgets), ``guard`` (per-key bursts).
     """
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from .components import AuthStrategyType, Middleware, ProviderType, Route
+from .components import AuthStrategyType, CallPolicyType, Middleware, ProviderType, Route
 from .config import Config
 from .errors import PluginError
 from .events import EventSinkType
@@ -39,6 +39,7 @@ class Registry:
     routes: list[Registered[Route]] = field(default_factory=list)
     middleware: list[Registered[Middleware]] = field(default_factory=list)
     event_sinks: dict[str, Registered[EventSinkType]] = field(default_factory=dict)
+    call_policies: dict[str, Registered[CallPolicyType]] = field(default_factory=dict)
 
     @classmethod
     def collect(cls, plugins: PluginSet, config: Config) -> Registry:
@@ -110,6 +111,8 @@ class Registry:
             ("register_routes", register_route),
             ("register_middleware", register_middleware),
             ("register_event_sinks", keyed("event sink", EventSinkType, registry.event_sinks)),
+            ("register_call_policies",
+             keyed("call policy", CallPolicyType, registry.call_policies)),
         ]
         for hook_name, register in hooks:
             for plugin in plugins.loaded:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .components import ModelInfo
+from .components import ModelInfo, ProviderCapabilities
 from .errors import NotFound, PermissionDenied
 
 if TYPE_CHECKING:
@@ -47,6 +47,12 @@ class Deployment:
     pool: Pool
     health: DeploymentHealth
     weight: float = 1.0
+    # Resolved from the provider when the deployment is built.
+    capabilities: ProviderCapabilities = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.capabilities is None:
+            object.__setattr__(self, "capabilities", ProviderCapabilities.of(self.provider))
 
 
 @dataclass(slots=True, eq=False)

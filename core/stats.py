@@ -42,7 +42,7 @@ class RequestStats:
             {
                 "id": ctx.request_id,
                 "route": ctx.route.name if ctx.route is not None else None,
-                "model": ctx.state.get("model"),
+                "model": ctx.call.group.name if ctx.call is not None else None,
                 "key_id": ctx.principal.key_id if ctx.principal is not None else None,
                 "duration_s": round(ctx.elapsed, 6),
             }

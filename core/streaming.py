@@ -21,15 +21,19 @@ from .errors import GatewayError, ServiceUnavailable, UpstreamError
 from .events import FirstToken
 from .wire import openai
 from .wire.sse import DONE, data_frame
+from .wire.usage import Usage
 
 if TYPE_CHECKING:
-    from .components import ChatRequest, Send
+    from .calls.call import ModelCall
+    from .components import Send
     from .context import RequestContext
 
 __all__ = [
     "SSE_HEADERS",
     "DisconnectWatch",
     "absorb_cancel",
+    "end_with_error",
+    "first_token",
     "relay_openai_stream",
     "shutdown_error",
     "until_disconnect",
@@ -127,31 +131,32 @@ def _error_frame(error: GatewayError) -> bytes:
 StreamOpener = Callable[
     [], Awaitable[tuple[Chunk, AsyncIterator[Chunk], list[tuple[bytes, bytes]]]]
 ]
+Finish = Callable[[], Awaitable[None]]
 
 
-def first_token(ctx: RequestContext) -> None:
+def first_token(call: ModelCall) -> None:
     """The first chunk reached the client: record the time to first token."""
-    ctx.state["ttft"] = ttft = ctx.elapsed
-    events = ctx.gateway.events
-    if events.enabled:
-        attempts = ctx.state.get("attempts")
-        deployment = attempts.deployment if attempts is not None else None
-        events.emit(FirstToken(
-            request_id=ctx.request_id,
+    call.ttft = ttft = call.context.elapsed
+    if call.events_enabled:
+        deployment = call.deployment
+        call.emit(FirstToken(
+            request_id=call.request_id,
             provider=deployment.provider_name if deployment is not None else "",
-            model=ctx.state.get("model") or "", ttft=ttft,
+            model=call.group.name, ttft=ttft,
         ))
 
 
 async def relay_openai_stream(
-    ctx: RequestContext, send: Send, request: ChatRequest, open_stream: StreamOpener
+    call: ModelCall, send: Send, open_stream: StreamOpener, finish: Finish,
+    *, include_usage: bool,
 ) -> None:
     """Open a stream (its first chunk, the rest, and response headers) and send it
-    as OpenAI server-sent events ending in ``data: [DONE]``. The client's hang-up
-    is watched from the start, so it also cancels the wait for the first chunk."""
+    as OpenAI server-sent events ending in ``data: [DONE]``; ``finish()`` runs
+    just before the last frame (the call's settlement). The client's hang-up is
+    watched from the start, so it also cancels the wait for the first chunk."""
+    ctx = call.context
     watcher = DisconnectWatch(ctx)
     committed = False
-    include_usage = request.include_usage
     chunks: AsyncIterator[Chunk] | None = None
 
     async def write(chunk: Chunk) -> None:
@@ -163,13 +168,13 @@ async def relay_openai_stream(
             if (_USAGE_OBJECT in chunk or _USAGE_OBJECT_SPACED in chunk) and (
                 decoded := _usage_chunk(chunk)
             ) is not None:
-                ctx.state["usage"] = decoded["usage"]
+                call.usage = Usage.from_openai(decoded["usage"])
                 if not decoded.get("choices") and not include_usage:
                     return
             payload = chunk
         else:
             if chunk.get("usage") is not None:
-                ctx.state["usage"] = chunk["usage"]
+                call.usage = Usage.from_openai(chunk["usage"])
                 if not chunk.get("choices"):
                     if not include_usage:
                         return
@@ -189,28 +194,30 @@ async def relay_openai_stream(
         )
         committed = True
         await write(first)
-        first_token(ctx)
+        first_token(call)
         async for chunk in chunks:
             await write(chunk)
+        await finish()
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
     except asyncio.CancelledError:
         if ctx.interrupted != "shutdown" or not absorb_cancel():
             raise
         if not committed:
             raise shutdown_error() from None
-        await _end_with_error(ctx, send, shutdown_error())
+        await end_with_error(call, send, shutdown_error(), finish, _error_frame)
     except GatewayError as error:
         if not committed:
             raise
         log.warning("request %s: stream failed after it started: %s", ctx.request_id, error)
-        await _end_with_error(ctx, send, error)
+        await end_with_error(call, send, error, finish, _error_frame)
     except Exception:
         if not committed:
             raise
         log.exception("request %s: stream failed after it started", ctx.request_id)
-        await _end_with_error(ctx,
-            send,
+        await end_with_error(
+            call, send,
             UpstreamError(f"The stream failed on the gateway (request id {ctx.request_id})."),
+            finish, _error_frame,
         )
     finally:
         watcher.stop()
@@ -219,7 +226,12 @@ async def relay_openai_stream(
             await aclose()
 
 
-async def _end_with_error(ctx: RequestContext, send: Send, error: GatewayError) -> None:
-    # The status stays 200 (it was sent); the request's end still says it failed.
-    ctx.state["stream_error"] = error
-    await send({"type": "http.response.body", "body": _error_frame(error), "more_body": False})
+async def end_with_error(
+    call: ModelCall, send: Send, error: GatewayError, finish: Finish,
+    frame: Callable[[GatewayError], bytes],
+) -> None:
+    """End a committed stream with ``error`` as its last frame, settling first.
+    The status stays 200 (it was sent); the call still records the failure."""
+    call.error = error
+    await finish()
+    await send({"type": "http.response.body", "body": frame(error), "more_body": False})

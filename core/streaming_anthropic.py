@@ -26,19 +26,20 @@ from .errors import GatewayError, UpstreamError
 from .streaming import (
     SSE_HEADERS,
     DisconnectWatch,
+    Finish,
     absorb_cancel,
+    end_with_error,
     first_token,
     shutdown_error,
 )
 from .wire.anthropic import error_event
 from .wire.anthropic_stream import AnthropicEventStream
 from .wire.sse import event_frame
-from .wire.translate import openai_usage
+from .wire.usage import Usage
 
 if TYPE_CHECKING:
+    from .calls import HeldStream, ModelCall
     from .components import Send
-    from .context import RequestContext
-    from .dispatch import HeldStream
 
 __all__ = ["EventSource", "NativeEvents", "TranslatedEvents", "relay_anthropic_stream"]
 
@@ -53,11 +54,11 @@ class EventSource:
     """An opened stream: its first item, the rest (holding the deployment's pool
     slot), and how each item becomes SSE bytes. Closed exactly once by the relay."""
 
-    __slots__ = ("ctx", "first", "provider", "rest")
+    __slots__ = ("call", "first", "provider", "rest")
 
-    def __init__(self, ctx: RequestContext, first: Any, rest: HeldStream[Any],
+    def __init__(self, call: ModelCall, first: Any, rest: HeldStream[Any],
                  provider: str) -> None:
-        self.ctx = ctx
+        self.call = call
         self.first = first
         self.rest = rest
         self.provider = provider
@@ -80,9 +81,9 @@ class TranslatedEvents(EventSource):
 
     __slots__ = ("translator",)
 
-    def __init__(self, ctx: RequestContext, first: Any, rest: HeldStream[Any],
+    def __init__(self, call: ModelCall, first: Any, rest: HeldStream[Any],
                  provider: str, *, model: str) -> None:
-        super().__init__(ctx, first, rest, provider)
+        super().__init__(call, first, rest, provider)
         self.translator = AnthropicEventStream(model=model)
 
     def render(self, item: Any) -> bytes:
@@ -99,9 +100,9 @@ class TranslatedEvents(EventSource):
             )
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            # Recorded before the closing frames go out: the limits plugin settles
-            # on the last frame, and metrics read it after.
-            self.ctx.state["usage"] = usage
+            # Recorded before the closing frames go out: the call is settled
+            # just before the last frame, and metrics read it after.
+            self.call.usage = Usage.from_openai(usage)
         return _frames(self.translator.feed(chunk))
 
     def tail(self) -> bytes:
@@ -113,9 +114,9 @@ class NativeEvents(EventSource):
 
     __slots__ = ("done", "usage")
 
-    def __init__(self, ctx: RequestContext, first: Any, rest: HeldStream[Any],
+    def __init__(self, call: ModelCall, first: Any, rest: HeldStream[Any],
                  provider: str) -> None:
-        super().__init__(ctx, first, rest, provider)
+        super().__init__(call, first, rest, provider)
         self.usage: dict[str, Any] = {}
         self.done = False
 
@@ -142,7 +143,7 @@ class NativeEvents(EventSource):
         if isinstance(usage, dict):
             # message_delta's counts are cumulative: they replace message_start's.
             self.usage.update((k, v) for k, v in usage.items() if v is not None)
-            self.ctx.state["usage"] = openai_usage(self.usage)
+            self.call.usage = Usage.from_anthropic(self.usage)
 
     def tail(self) -> bytes:
         if not self.done:
@@ -162,11 +163,13 @@ StreamOpener = Callable[[], Awaitable[tuple[EventSource, list[Header]]]]
 
 
 async def relay_anthropic_stream(
-    ctx: RequestContext, send: Send, open_stream: StreamOpener
+    call: ModelCall, send: Send, open_stream: StreamOpener, finish: Finish
 ) -> None:
     """Open a stream (an :class:`EventSource` and the response headers) and send
-    it as Anthropic server-sent events. The client's hang-up is watched from the
+    it as Anthropic server-sent events; ``finish()`` runs just before the last
+    frame (the call's settlement). The client's hang-up is watched from the
     start, so it also cancels the wait for the first chunk."""
+    ctx = call.context
     watcher = DisconnectWatch(ctx)
     committed = False
     source: EventSource | None = None
@@ -177,38 +180,36 @@ async def relay_anthropic_stream(
         committed = True
         await send({"type": "http.response.body", "body": source.render(source.first),
                     "more_body": True})
-        first_token(ctx)
+        first_token(call)
         async for item in source.rest:
             frames = source.render(item)
             if frames:
                 await send({"type": "http.response.body", "body": frames, "more_body": True})
-        await send({"type": "http.response.body", "body": source.tail(), "more_body": False})
+        tail = source.tail()
+        await finish()
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
     except asyncio.CancelledError:
         if ctx.interrupted != "shutdown" or not absorb_cancel():
             raise
         if not committed:
             raise shutdown_error() from None
-        await _end_with_error(ctx, send, shutdown_error())
+        await end_with_error(call, send, shutdown_error(), finish, error_event)
     except GatewayError as error:
         if not committed:
             raise
         log.warning("request %s: stream failed after it started: %s", ctx.request_id, error)
-        await _end_with_error(ctx, send, error)
+        await end_with_error(call, send, error, finish, error_event)
     except Exception:
         if not committed:
             raise
         log.exception("request %s: stream failed after it started", ctx.request_id)
-        await _end_with_error(ctx,
-            send,
+        await end_with_error(
+            call, send,
             UpstreamError(f"The stream failed on the gateway (request id {ctx.request_id})."),
+            finish, error_event,
         )
     finally:
         watcher.stop()
         if source is not None:
             await source.aclose()
 
-
-async def _end_with_error(ctx: RequestContext, send: Send, error: GatewayError) -> None:
-    # The status stays 200 (it was sent); the request's end still says it failed.
-    ctx.state["stream_error"] = error
-    await send({"type": "http.response.body", "body": error_event(error), "more_body": False})

@@ -588,6 +588,146 @@ def test_hook_register_event_sinks(gateway_factory: Factory) -> None:
 
 
 # --------------------------------------------------------------------------
+# register_call_policies
+# --------------------------------------------------------------------------
+
+# [docs:register_call_policies]
+class CallQuota:
+    """Allows each key a number of model calls, refuses the rest with 429, and
+    tallies the tokens of every call once it is settled."""
+
+    kinds = frozenset({"chat", "messages"})
+
+    def __init__(self, name: str, calls: int) -> None:
+        self.name = name
+        self.calls = calls
+        self.used: dict[str, int] = {}
+        self.tokens: dict[str, int] = {}
+        self.settled: list[tuple[str, int, str | None]] = []
+
+    async def admit(self, call: sluiceway.ModelCall) -> sluiceway.Settle | None:
+        key = call.key_id or "anonymous"
+        used = self.used.get(key, 0)
+        if used >= self.calls:
+            raise sluiceway.RateLimited(f"{key} has used its {self.calls} calls.",
+                                        code="quota_exceeded", retry_after=60)
+        self.used[key] = used + 1
+        # Sent with the answer (a stream's start), or with the error.
+        call.headers["x-calls-left"] = str(self.calls - used - 1)
+
+        async def settle(call: sluiceway.ModelCall) -> None:
+            # Exactly once per admitted call: answered, failed, or hung up on.
+            if call.usage is not None:
+                self.tokens[key] = self.tokens.get(key, 0) + call.usage.total_tokens
+            error = call.error.code if call.error is not None else None
+            self.settled.append((call.model, call.status, error))
+
+        return settle
+
+
+class QuotaPlugin:
+    def __init__(self, quota: CallQuota) -> None:
+        self.quota = quota
+
+    @sluiceway.hookimpl
+    def register_call_policies(
+        self, register: Callable[[sluiceway.CallPolicyType], None]
+    ) -> None:
+        register(sluiceway.CallPolicyType(self.quota.name, lambda gateway: self.quota))
+# [/docs:register_call_policies]
+
+
+class NoAliasPlugin:
+    """Refuses calls for the model ``alias``, after the quota admitted them."""
+
+    @sluiceway.hookimpl
+    def register_call_policies(
+        self, register: Callable[[sluiceway.CallPolicyType], None]
+    ) -> None:
+        class NoAlias:
+            name = "no-alias"
+            kinds = frozenset({"chat"})
+
+            async def admit(self, call: sluiceway.ModelCall) -> None:
+                if call.model == "alias":
+                    raise sluiceway.PermissionDenied("Not that one.", code="no_alias")
+
+        register(sluiceway.CallPolicyType("no-alias", lambda gateway: NoAlias()))
+
+
+class FailingSettlePlugin:
+    """A policy whose settlement raises: logged, and the answer is unchanged."""
+
+    @sluiceway.hookimpl
+    def register_call_policies(
+        self, register: Callable[[sluiceway.CallPolicyType], None]
+    ) -> None:
+        class Failing:
+            name = "failing"
+            kinds = frozenset({"chat"})
+
+            async def admit(self, call: sluiceway.ModelCall) -> sluiceway.Settle:
+                async def settle(call: sluiceway.ModelCall) -> None:
+                    raise RuntimeError("the ledger is gone")
+
+                return settle
+
+        register(sluiceway.CallPolicyType("failing", lambda gateway: Failing()))
+
+
+def test_hook_register_call_policies(
+    gateway_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    quota = CallQuota("quota", calls=3)
+    server = gateway_factory(REVERSE_CONFIG, plugins=[
+        ("reverse", ReversePlugin()), ("quota", QuotaPlugin(quota)),
+        ("no-alias", NoAliasPlugin()), ("failing", FailingSettlePlugin()),
+    ])
+    with openai.OpenAI(api_key="unused", base_url=server.base_url, max_retries=0) as client:
+        plain = client.chat.completions.with_raw_response.create(model="backwards",
+                                                                 messages=USER)
+        # An unknown model is no model call: never admitted, never counted.
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="forwards", messages=USER)
+        # Refused by the policy after the quota: the quota's call is settled as a 403.
+        with pytest.raises(openai.PermissionDeniedError) as denied:
+            client.chat.completions.create(model="alias", messages=USER)
+        streamed = client.chat.completions.with_raw_response.create(
+            model="backwards", messages=USER, stream=True)
+        chunks = list(streamed.parse())
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="backwards", messages=USER)
+    assert plain.http_response.headers["x-calls-left"] == "2"
+    assert denied.value.response.headers["x-calls-left"] == "1"
+    assert streamed.http_response.headers["x-calls-left"] == "0" and chunks
+    assert (refused.value.code, refused.value.response.headers["retry-after"]) == (
+        "quota_exceeded", "60")
+    assert quota.settled == [("backwards", 200, None), ("alias", 403, "no_alias"),
+                             ("backwards", 200, None)]
+    # The plain answer's usage (the stream's reverse provider reports none).
+    assert quota.tokens == {"anonymous": 2}
+    failures = [r.getMessage() for r in caplog.records if r.name == "sluiceway.calls"]
+    assert failures == ["call policy 'failing' failed to settle a call: RuntimeError: "
+                        "the ledger is gone"]
+
+
+def test_a_call_policy_must_have_admit_and_kinds() -> None:
+    class Bad:
+        name = "bad"
+
+    class BadPlugin:
+        @sluiceway.hookimpl
+        def register_call_policies(
+            self, register: Callable[[sluiceway.CallPolicyType], None]
+        ) -> None:
+            register(sluiceway.CallPolicyType("bad", lambda gateway: Bad()))
+
+    with pytest.raises(sluiceway.PluginError, match="call policy 'bad' needs an async admit"):
+        sluiceway.create_app(REVERSE_CONFIG, plugins=[("reverse", ReversePlugin()),
+                                                      ("bad", BadPlugin())])
+
+
+# --------------------------------------------------------------------------
 # lifespan
 # --------------------------------------------------------------------------
 
@@ -693,7 +833,7 @@ def test_middleware_lifespan_is_entered_with_the_gateway(gateway_factory: Factor
     assert events[2:] == ["close pool", "close a"]
 
 
-def test_middleware_sees_usage_and_provider_after_the_endpoint(
+def test_middleware_sees_the_model_call_after_the_endpoint(
     gateway_factory: Callable[..., RunningServer],
 ) -> None:
     seen: list[dict[str, object]] = []
@@ -702,8 +842,9 @@ def test_middleware_sees_usage_and_provider_after_the_endpoint(
         async def middleware(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await app(scope, receive, send)
             if scope["type"] == "http":
-                state = scope[sluiceway.CONTEXT_KEY].state
-                seen.append({k: state.get(k) for k in ("provider", "usage")})
+                call = scope[sluiceway.CONTEXT_KEY].call
+                seen.append({"provider": call.deployment.provider_name,
+                             "usage": call.usage.to_openai() if call.usage else None})
 
         return middleware
 
@@ -725,7 +866,10 @@ def test_middleware_sees_usage_and_provider_after_the_endpoint(
             model="mock-gpt", messages=[{"role": "user", "content": "hi"}], stream=True
         ))
     assert plain.usage is not None
-    assert seen[0] == {"provider": "mock", "usage": plain.usage.model_dump(exclude_none=True)}
+    usage = seen[0]["usage"]
+    assert isinstance(usage, dict) and seen[0]["provider"] == "mock"
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (
+        plain.usage.prompt_tokens, plain.usage.completion_tokens, plain.usage.total_tokens)
     # The client did not ask for the usage chunk, but middleware still sees the usage.
     assert seen[1]["provider"] == "mock" and seen[1]["usage"] == seen[0]["usage"]
 

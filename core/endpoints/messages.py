@@ -12,29 +12,29 @@ reaches a native provider whole.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
+from ..calls import first_and_rest
 from ..context import CONTEXT_KEY
-from ..dispatch import first_and_rest
 from ..errors import InvalidRequest, UpstreamError
 from ..responses import send_json
-from ..streaming import until_disconnect
 from ..streaming_anthropic import (
     EventSource,
     NativeEvents,
     TranslatedEvents,
     relay_anthropic_stream,
 )
-from ..wire.anthropic_request import chat_request, estimate_input_tokens, parse_messages_request
-from ..wire.translate import openai_usage
+from ..wire.anthropic_request import chat_request, parse_messages_request
+from ..wire.estimate import estimate_input_tokens
 from ..wire.translate_ingress import anthropic_message
-from .chat import served_headers
+from ..wire.usage import Usage
+from .chat import call_headers
 
 if TYPE_CHECKING:
+    from ..calls import ModelCall, Settlements
     from ..components import ChatRequest, MessagesRequest, Receive, Scope, Send
     from ..context import RequestContext
-    from ..router import Deployment, ModelGroup
+    from ..router import Deployment
 
 __all__ = ["count_tokens", "messages"]
 
@@ -70,10 +70,8 @@ class _Canonical:
         return self._chat
 
 
-async def _parse(
-    ctx: RequestContext, *, count_only: bool
-) -> tuple[MessagesRequest, ModelGroup]:
-    """The validated request and its model group, once the caller may use it."""
+async def _prepare(ctx: RequestContext, *, count_only: bool) -> ModelCall:
+    """The validated request's model call, once the caller may use its model."""
     request = parse_messages_request(
         await ctx.json(),
         request_id=ctx.request_id,
@@ -82,89 +80,79 @@ async def _parse(
         beta=ctx.header(b"anthropic-beta"),
         version=ctx.header(b"anthropic-version"),
     )
-    group = ctx.gateway.router.resolve(request.model)
-    ctx.gateway.access.check(ctx.principal, request.model)
-    return request, group
+    return ctx.gateway.calls.prepare(
+        "count_tokens" if count_only else "messages", ctx, request, stream=request.stream
+    )
 
 
 async def messages(scope: Scope, receive: Receive, send: Send) -> None:
     """Validate, route, and answer with an Anthropic message or event stream."""
     ctx: RequestContext = scope[CONTEXT_KEY]
-    gateway = ctx.gateway
-    request, group = await _parse(ctx, count_only=False)
+    calls = ctx.gateway.calls
+    call = await _prepare(ctx, count_only=False)
+    request: MessagesRequest = call.request  # type: ignore[assignment]
     canonical = _Canonical(request)
-    dispatcher = gateway.dispatcher
-    capacity = gateway.capacity
-    if capacity is not None:
-        await until_disconnect(ctx, capacity.acquire(group.timeout - ctx.elapsed))
-    try:
-        if request.stream:
+    if request.stream:
 
-            async def open_events(deployment: Deployment) -> EventSource:
-                provider = deployment.provider
-                name = deployment.provider_name
-                native = getattr(provider, "anthropic_messages_stream", None)
-                if native is not None:
-                    first, rest = await first_and_rest(deployment, native(request))
-                    return NativeEvents(ctx, first, rest, name)
-                first, rest = await first_and_rest(deployment, provider.stream(canonical.get()))
-                return TranslatedEvents(ctx, first, rest, name, model=request.model)
-
-            async def open_stream() -> tuple[EventSource, list[Header]]:
-                source, attempts = await dispatcher.run(
-                    ctx, group, request, open_events, hold=True
-                )
-                return source, served_headers(ctx, attempts)
-
-            await relay_anthropic_stream(ctx, send, open_stream)
-            return
-
-        async def answer(deployment: Deployment) -> tuple[dict[str, Any], Any]:
+        async def open_events(deployment: Deployment) -> EventSource:
             provider = deployment.provider
-            native = getattr(provider, "anthropic_messages", None)
+            name = deployment.provider_name
+            native = deployment.capabilities.anthropic_messages_stream
             if native is not None:
-                message = await native(request)
-                if not isinstance(message, dict):
-                    raise UpstreamError(
-                        f"Provider {deployment.provider_name!r} answered with something "
-                        "that is not an Anthropic message.",
-                        code="upstream_invalid_response",
-                    )
-                return message, openai_usage(message.get("usage"))
-            completion = await provider.chat(canonical.get())
-            return anthropic_message(completion, model=request.model), completion.get("usage")
+                first, rest = await first_and_rest(deployment, native(request))
+                return NativeEvents(call, first, rest, name)
+            first, rest = await first_and_rest(deployment, provider.stream(canonical.get()))
+            return TranslatedEvents(call, first, rest, name, model=request.model)
 
-        (message, usage), attempts = await until_disconnect(
-            ctx, dispatcher.run(ctx, group, request, answer, hold=False)
-        )
-        # Streams record it as they go; middleware (limits, metrics) reads it after.
-        ctx.state["usage"] = usage
-        await send_json(send, 200, message, headers=served_headers(ctx, attempts))
-    finally:
-        if capacity is not None:
-            capacity.release()
+        async def relay(open_attempts: Any, settle: Settlements) -> None:
+            async def open_stream() -> tuple[EventSource, list[Header]]:
+                return await open_attempts(), call_headers(call)
+
+            await relay_anthropic_stream(call, send, open_stream, settle)
+
+        await calls.stream(call, relay, open_events)
+        return
+
+    async def answer(deployment: Deployment) -> dict[str, Any]:
+        native = deployment.capabilities.anthropic_messages
+        if native is not None:
+            message = await native(request)
+            if not isinstance(message, dict):
+                raise UpstreamError(
+                    f"Provider {deployment.provider_name!r} answered with something "
+                    "that is not an Anthropic message.",
+                    code="upstream_invalid_response",
+                )
+            call.usage = Usage.from_anthropic(message.get("usage"))
+            return message
+        completion = await deployment.provider.chat(canonical.get())
+        call.usage = Usage.from_openai(completion.get("usage"))
+        return anthropic_message(completion, model=request.model)
+
+    message = await calls.whole(call, answer)
+    await send_json(send, 200, message, headers=call_headers(call))
 
 
 async def count_tokens(scope: Scope, receive: Receive, send: Send) -> None:
     """``{"input_tokens": n}`` for a Messages body, from the provider that would
-    serve it. Not a model call: no retries, no pool slot, not counted against
-    the deployment's health or the caller's limits."""
+    serve it. Not counted as a model call: no retries, no pool slot, nothing
+    against the deployment's health, and only the call policies that ask for
+    ``count_tokens`` calls see it (the bundled limits and budgets do not)."""
     ctx: RequestContext = scope[CONTEXT_KEY]
-    request, group = await _parse(ctx, count_only=True)
-    order = group.order(request)
-    now = time.monotonic()
-    deployment = next((d for d in order if d.health.available(now)), order[0])
-    request.upstream_model = deployment.upstream_model
-    provider = deployment.provider
-    ctx.state["provider"] = deployment.provider_name
-    native = getattr(provider, "anthropic_count_tokens", None)
-    counter = getattr(provider, "count_tokens", None)
-    if native is not None:
-        tokens = await until_disconnect(ctx, native(request))
-    elif counter is not None:
-        tokens = await until_disconnect(ctx, counter(_translated(request)))
-    else:
-        tokens = estimate_input_tokens(request.body)
+    call = await _prepare(ctx, count_only=True)
+    request: MessagesRequest = call.request  # type: ignore[assignment]
+
+    async def count(deployment: Deployment) -> int:
+        capabilities = deployment.capabilities
+        if capabilities.anthropic_count_tokens is not None:
+            return await capabilities.anthropic_count_tokens(request)
+        if capabilities.count_tokens is not None:
+            return await capabilities.count_tokens(_translated(request))
+        return estimate_input_tokens(request.body)
+
+    tokens = await ctx.gateway.calls.single(call, count)
+    deployment = call.deployment
+    assert deployment is not None
     headers = [
         (b"x-sluiceway-provider", deployment.provider_name.encode("latin-1", "replace")),
         (b"x-sluiceway-model", deployment.upstream_model.encode("latin-1", "replace")),

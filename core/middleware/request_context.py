@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..context import CONTEXT_KEY, RequestContext
 from ..errors import ClientDisconnected, GatewayError, ServiceUnavailable
@@ -72,19 +72,31 @@ async def _close_unless_drained(ctx: RequestContext, error: GatewayError) -> Non
 def request_ended(
     ctx: RequestContext, status: int, failure: GatewayError | None
 ) -> RequestEnded:
-    """The :class:`~sluiceway.events.RequestEnded` of a request, from what the
-    layers recorded on its context."""
-    scope, state = ctx.scope, ctx.state
-    attempts = state.get("attempts")
-    deployment = attempts.deployment if attempts is not None else None
+    """The :class:`~sluiceway.events.RequestEnded` of a request, from its context
+    and, on a model-calling route, its :class:`~sluiceway.ModelCall`."""
+    scope = ctx.scope
+    call = ctx.call
     duration = ctx.elapsed
-    upstream = None
-    if attempts is not None and attempts.count:
-        upstream = attempts.upstream_seconds + attempts.backoff_seconds
-    usage = state.get("usage")
     principal = ctx.principal
-    if failure is None:  # a stream that failed after its 200 went out
-        failure = state.get("stream_error")
+    if call is None:
+        return RequestEnded(
+            request_id=ctx.request_id, method=scope["method"], path=scope["path"],
+            route=ctx.route.name if ctx.route is not None else None,
+            status=status or (failure.status if failure is not None else 0),
+            duration=duration,
+            key_id=principal.key_id if principal is not None else None,
+            error_type=failure.error_type if failure is not None else None,
+            error_code=failure.code if failure is not None else None,
+            disconnected=ctx.interrupted == "client_disconnected" or "disconnected" in ctx.state,
+        )
+    attempts = call.attempts
+    deployment = attempts.deployment
+    upstream = None
+    if attempts.count:
+        upstream = attempts.upstream_seconds + attempts.backoff_seconds
+    if failure is None and status == 200:  # a stream that failed after its 200 went out
+        failure = call.error
+    usage = call.usage
     return RequestEnded(
         request_id=ctx.request_id,
         method=scope["method"], path=scope["path"],
@@ -92,34 +104,19 @@ def request_ended(
         status=status or (failure.status if failure is not None else 0),
         duration=duration,
         key_id=principal.key_id if principal is not None else None,
-        model=state.get("model"),
+        model=call.group.name,
         provider=deployment.provider_name if deployment is not None else None,
-        stream=bool(state.get("stream")),
+        stream=call.stream,
         error_type=failure.error_type if failure is not None else None,
         error_code=failure.code if failure is not None else None,
-        usage=token_counts(usage) if isinstance(usage, dict) else None,
-        cost=state.get("cost"),
+        usage=usage.counts() if usage is not None else None,
+        cost=call.cost,
         upstream=upstream,
         overhead=max(duration - upstream, 0.0) if upstream is not None else None,
-        attempts=attempts.count if attempts is not None else 0,
-        disconnected=ctx.interrupted == "client_disconnected" or "disconnected" in state,
+        attempts=attempts.count,
+        disconnected=(call.disconnected or ctx.interrupted == "client_disconnected"
+                      or "disconnected" in ctx.state),
     )
-
-
-def token_counts(usage: dict[str, Any]) -> dict[str, int]:
-    """OpenAI-shaped usage as flat counts: prompt, completion, cached, reasoning."""
-    counts: dict[str, int] = {}
-    for name in ("prompt_tokens", "completion_tokens"):
-        value = usage.get(name)
-        if isinstance(value, int):
-            counts[name] = value
-    for details, name, field in (("prompt_tokens_details", "cached_tokens", "cached_tokens"),
-                                 ("completion_tokens_details", "reasoning_tokens",
-                                  "reasoning_tokens")):
-        inner = usage.get(details)
-        if isinstance(inner, dict) and isinstance(inner.get(field), int):
-            counts[name] = inner[field]
-    return counts
 
 
 class RequestContextMiddleware:

@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 import sluiceway
+import sluiceway.api
 from sluiceway.testing import RunningServer
 
 WEATHER_SCHEMA: dict[str, Any] = {
@@ -39,32 +40,32 @@ MULTI_TURN: list[Any] = [
 
 
 class StateRecorder:
-    """A test plugin: middleware that records what the core left in ``ctx.state``
-    for middleware after the endpoint (the provider, the usage)."""
+    """A test plugin: a call policy that records what each settled call says
+    (the provider that served it, its usage)."""
 
     def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
 
     @sluiceway.hookimpl
-    def register_middleware(self, register: Callable[[sluiceway.Middleware], None]) -> None:
-        def factory(app: Any, gateway: sluiceway.Gateway) -> Any:
-            async def record(scope: Any, receive: Any, send: Any) -> None:
-                ctx = scope[sluiceway.CONTEXT_KEY]
+    def register_call_policies(
+        self, register: Callable[[sluiceway.api.CallPolicyType], None]
+    ) -> None:
+        recorder = self
 
-                async def send_and_record(message: Any) -> None:
-                    # Before the last frame leaves, as the limits plugin settles:
-                    # the client cannot see the end before this is recorded.
-                    if message["type"] == "http.response.body" and not message.get("more_body"):
-                        self.seen.append({"path": scope["path"],
-                                          "provider": ctx.state.get("provider"),
-                                          "usage": ctx.state.get("usage")})
-                    await send(message)
+        class Record:
+            name = "state-recorder"
+            kinds = frozenset({"messages", "count_tokens"})
 
-                await app(scope, receive, send_and_record)
+            async def admit(self, call: sluiceway.api.ModelCall) -> Any:
+                async def settle(call: sluiceway.api.ModelCall) -> None:
+                    deployment = call.deployment
+                    recorder.seen.append({
+                        "path": call.context.scope["path"],
+                        "provider": deployment.provider_name if deployment else None,
+                        "usage": call.usage})
+                return settle
 
-            return record
-
-        register(sluiceway.Middleware("state-recorder", factory))
+        register(sluiceway.api.CallPolicyType("state-recorder", lambda gateway: Record()))
 
 
 def mock_config(**options: Any) -> dict[str, Any]:
@@ -266,7 +267,7 @@ def test_headers_request_id_and_anthropic_headers_accepted(client: anthropic.Ant
     assert caught.value.request_id == caught.value.response.headers["x-request-id"]
 
 
-def test_usage_and_provider_are_recorded_for_middleware(
+def test_usage_and_provider_are_recorded_for_call_policies(
     client: anthropic.Anthropic, recorder: StateRecorder
 ) -> None:
     message = create(client)
@@ -276,9 +277,9 @@ def test_usage_and_provider_are_recorded_for_middleware(
     for seen, answer in ((plain, message), (stream, streamed)):
         assert seen["provider"] == "mock"
         usage = seen["usage"]
-        assert usage["prompt_tokens"] == answer.usage.input_tokens
-        assert usage["completion_tokens"] == answer.usage.output_tokens
-        assert usage["total_tokens"] == answer.usage.input_tokens + answer.usage.output_tokens
+        assert usage.prompt_tokens == answer.usage.input_tokens
+        assert usage.completion_tokens == answer.usage.output_tokens
+        assert usage.total_tokens == answer.usage.input_tokens + answer.usage.output_tokens
     assert count == {"path": "/v1/messages/count_tokens", "provider": "mock", "usage": None}
 
 

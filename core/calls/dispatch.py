@@ -27,19 +27,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .errors import (
+from ..errors import (
     GatewayError,
     RateLimited,
     ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
 )
-from .events import AttemptEnded, AttemptStarted
+from ..events import AttemptEnded, AttemptStarted
 
 if TYPE_CHECKING:
-    from .components import ChatRequest
-    from .context import RequestContext
-    from .router import Deployment, ModelGroup, Routable
+    from ..router import Deployment, ModelGroup
+    from .call import ModelCall
 
 __all__ = ["Attempts", "Dispatcher", "HeldStream", "RetryBudget", "first_and_rest"]
 
@@ -110,54 +109,29 @@ class Dispatcher:
         self.max_retry_after = max_retry_after
         self.rng = rng or random.Random()
 
-    async def chat(
-        self, ctx: RequestContext, group: ModelGroup, request: ChatRequest
-    ) -> tuple[dict[str, Any], Attempts]:
-        """A whole completion."""
-
-        async def call(deployment: Deployment) -> dict[str, Any]:
-            return await deployment.provider.chat(request)
-
-        return await self.run(ctx, group, request, call, hold=False)
-
-    async def stream(
-        self, ctx: RequestContext, group: ModelGroup, request: ChatRequest
-    ) -> tuple[dict[str, Any] | bytes, HeldStream[dict[str, Any] | bytes], Attempts]:
-        """A stream's first chunk, and the rest. The deployment's pool slot is held
-        by the returned :class:`HeldStream` until it is exhausted or closed."""
-
-        async def call(
-            deployment: Deployment,
-        ) -> tuple[dict[str, Any] | bytes, HeldStream[dict[str, Any] | bytes]]:
-            return await first_and_rest(deployment, deployment.provider.stream(request))
-
-        (first, rest), attempts = await self.run(ctx, group, request, call, hold=True)
-        return first, rest, attempts
-
     async def run(
         self,
-        ctx: RequestContext,
-        group: ModelGroup,
-        request: Routable,
+        model_call: ModelCall,
         call: Callable[[Deployment], Awaitable[T]],
         *,
         hold: bool,
-    ) -> tuple[T, Attempts]:
+    ) -> T:
         """The loop itself, for any kind of call: ``call(deployment)`` makes one
         attempt (``request.upstream_model`` is already the deployment's id) and
-        raises a ``GatewayError`` on failure. With ``hold``, a successful call
-        keeps the deployment's pool slot: its result must hand it on (as
+        raises a ``GatewayError`` on failure. What the loop does is recorded in
+        ``model_call.attempts``. With ``hold``, a successful call keeps the
+        deployment's pool slot: its result must hand it on (as
         :func:`first_and_rest` does) to be released later."""
         clock = time.monotonic
         loop = asyncio.get_running_loop()
+        ctx = model_call.context
+        group = model_call.group
+        request = model_call.request
+        key_id = model_call.key_id
         # The deadline counts from the request's arrival: reading the body and
         # waiting for the gateway's capacity are part of it.
         deadline = clock() + group.timeout - ctx.elapsed
-        attempts = Attempts()
-        # For the request's end: what the loop did, and for which model.
-        ctx.state["attempts"] = attempts
-        ctx.state["model"] = group.name
-        ctx.state["stream"] = hold
+        attempts = model_call.attempts
         events = ctx.gateway.events
         emit = events.emit if events.enabled else None
         order = group.order(request)
@@ -197,7 +171,7 @@ class Dispatcher:
                     emit(AttemptStarted(
                         request_id=ctx.request_id, provider=deployment.provider_name,
                         deployment=_name(deployment), model=deployment.upstream_model,
-                        key_id=_caller(ctx), attempt=attempts.count, stream=hold,
+                        key_id=key_id, attempt=attempts.count, stream=hold,
                     ))
                 health.claim()
                 # Cheaper than asyncio.timeout per attempt: a timer that interrupts
@@ -212,14 +186,14 @@ class Dispatcher:
                     deployment.pool.release()
                     if not ctx.resume("deadline"):
                         if emit is not None:  # a hang-up or shutdown: the attempt ends too
-                            emit(_ended(ctx, deployment, attempts, clock() - sent,
+                            emit(_ended(model_call, deployment, attempts, clock() - sent,
                                         "give_up", status=499, kind="cancelled"))
                         raise
                     # Out of time: not this deployment's fault, and nothing to retry.
                     attempts.upstream_seconds += clock() - sent
                     timed_out = _deadline_error(group)
                     if emit is not None:
-                        emit(_ended(ctx, deployment, attempts, clock() - sent, "give_up",
+                        emit(_ended(model_call, deployment, attempts, clock() - sent, "give_up",
                                     error=timed_out))
                     raise timed_out from None
                 except GatewayError as exc:
@@ -230,7 +204,7 @@ class Dispatcher:
                     health.finish()
                     deployment.pool.release()
                     if emit is not None:
-                        emit(_ended(ctx, deployment, attempts, clock() - sent,
+                        emit(_ended(model_call, deployment, attempts, clock() - sent,
                                     "give_up", status=500, kind="server"))
                     raise
                 else:
@@ -239,11 +213,11 @@ class Dispatcher:
                     attempts.upstream_seconds += answered
                     health.record_success(answered)
                     if emit is not None:
-                        emit(_ended(ctx, deployment, attempts, answered, "done"))
+                        emit(_ended(model_call, deployment, attempts, answered, "done"))
                     if not hold:
                         health.finish()
                         deployment.pool.release()
-                    return result, attempts
+                    return result
                 # -- the attempt failed ----------------------------------------
                 timer.cancel()
                 health.finish()
@@ -268,7 +242,8 @@ class Dispatcher:
                     alternates += 1
                     tried.discard(id(deployment))
                     if emit is not None:
-                        emit(_ended(ctx, deployment, attempts, latency, "retry", error=error))
+                        emit(_ended(model_call, deployment, attempts, latency, "retry",
+                                    error=error))
                     continue
                 delay = 0.0
                 if kind in group.fallback_on and _any_available(order, tried):
@@ -299,7 +274,7 @@ class Dispatcher:
                         # This very failure opened the breaker for longer than the
                         # backoff: the loop will go on elsewhere, or nowhere.
                         label = "fallback" if _any_available(order, tried) else "give_up"
-                    emit(_ended(ctx, deployment, attempts, latency, label, error=error))
+                    emit(_ended(model_call, deployment, attempts, latency, label, error=error))
                 if step == "give_up":
                     raise error
                 if delay:
@@ -334,20 +309,16 @@ def _name(deployment: Deployment) -> str:
     return f"{deployment.provider_name}/{deployment.upstream_model}"
 
 
-def _caller(ctx: RequestContext) -> str | None:
-    return ctx.principal.key_id if ctx.principal is not None else None
-
-
 def _ended(
-    ctx: RequestContext, deployment: Deployment, attempts: Attempts, latency: float,
+    call: ModelCall, deployment: Deployment, attempts: Attempts, latency: float,
     step: str, *, error: GatewayError | None = None, status: int | None = None,
     kind: str | None = None,
 ) -> AttemptEnded:
     if error is not None:
         status, kind = error.status, error.kind
     return AttemptEnded(
-        request_id=ctx.request_id, provider=deployment.provider_name,
-        deployment=_name(deployment), model=deployment.upstream_model, key_id=_caller(ctx),
+        request_id=call.request_id, provider=deployment.provider_name,
+        deployment=_name(deployment), model=deployment.upstream_model, key_id=call.key_id,
         attempt=attempts.count, status=200 if status is None else status,
         latency=latency, error=kind, next=step,
     )

@@ -1,0 +1,176 @@
+"""One model call, typed: what a request asks of a model and what became of it.
+
+A :class:`ModelCall` is created once per model-calling request, right after the
+body is parsed and the model resolved, and handed to the
+:class:`~sluiceway.calls.CallRunner`, which fills in the rest as the call goes:
+the deployment that served it, its usage, its cost, its status. Call policies
+(limits, budgets, guards, caches) read and annotate it; event sinks and the
+request's end read it. Nothing about a call lives in untyped ``ctx.state`` keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from ..wire.estimate import estimate_input_tokens, max_output_tokens
+
+if TYPE_CHECKING:
+    from ..components import ChatRequest, MessagesRequest, Principal
+    from ..context import RequestContext
+    from ..errors import GatewayError
+    from ..events import Event
+    from ..router import Deployment, ModelGroup
+    from ..wire.usage import Usage
+    from .dispatch import Attempts
+
+__all__ = ["CallKind", "CallPolicy", "ModelCall", "Settle"]
+
+CallKind = Literal["chat", "messages", "count_tokens", "responses", "embeddings"]
+
+# A call's settlement: runs once, whatever way the call ended.
+Settle = Callable[["ModelCall"], Awaitable[None]]
+
+
+class ModelCall:
+    """A request to a model, from admission to settlement.
+
+    Set when the call is created: ``kind`` (``"chat"``, ``"messages"``,
+    ``"count_tokens"``...), ``context`` (the HTTP request's
+    :class:`~sluiceway.RequestContext`), ``model`` (the name the client asked
+    for), ``request`` (the parsed, validated request), ``stream`` and ``group``
+    (the model group the name resolved to).
+
+    Filled in by the runner: ``attempts`` (what the retry loop did, with the
+    ``deployment`` that answered), ``usage`` (a :class:`~sluiceway.Usage`, once
+    the upstream reported it), ``status`` (the HTTP status the client got, 499
+    when it hung up), ``error`` (the failure, if any), ``ttft`` (seconds from the
+    request's arrival to the first streamed chunk) and ``disconnected``.
+
+    Filled in by policies: ``cost`` (US dollars, by the costs policy) and
+    ``headers`` (response headers to add: on a whole answer and on an error
+    they go out with the response; on a stream, those set by ``admit`` go out
+    with its start). ``state`` is free for policies; key it by policy name.
+    """
+
+    __slots__ = (
+        "_estimate",
+        "attempts",
+        "context",
+        "cost",
+        "disconnected",
+        "error",
+        "group",
+        "headers",
+        "kind",
+        "model",
+        "request",
+        "state",
+        "status",
+        "stream",
+        "ttft",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        kind: CallKind,
+        context: RequestContext,
+        request: ChatRequest | MessagesRequest,
+        group: ModelGroup,
+        *,
+        stream: bool = False,
+    ) -> None:
+        from .dispatch import Attempts
+
+        self.kind: CallKind = kind
+        self.context = context
+        self.request = request
+        self.model: str = request.model
+        self.group = group
+        self.stream = stream
+        self.attempts: Attempts = Attempts()
+        self.usage: Usage | None = None
+        self.cost: float | None = None
+        self.status = 0
+        self.error: GatewayError | None = None
+        self.ttft: float | None = None
+        self.disconnected = False
+        self.headers: dict[str, str] = {}
+        self.state: dict[str, Any] = {}
+        self._estimate: int | None = None
+
+    @property
+    def principal(self) -> Principal | None:
+        """Who is calling (``None`` with authentication off)."""
+        return self.context.principal
+
+    @property
+    def key_id(self) -> str | None:
+        """The caller's key id, or ``None`` with authentication off."""
+        principal = self.context.principal
+        return principal.key_id if principal is not None else None
+
+    @property
+    def request_id(self) -> str:
+        return self.context.request_id
+
+    @property
+    def deployment(self) -> Deployment | None:
+        """The deployment of the latest attempt (the one that answered, on success)."""
+        return self.attempts.deployment
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The client's JSON body as parsed, in the dialect of its route."""
+        return self.request.body
+
+    @property
+    def estimated_input_tokens(self) -> int:
+        """A cheap upper-bound guess of the prompt's tokens (computed once, on
+        first use): see :mod:`sluiceway.wire.estimate`."""
+        if self._estimate is None:
+            self._estimate = estimate_input_tokens(self.request.body)
+        return self._estimate
+
+    @property
+    def max_output_tokens(self) -> int | None:
+        """The output cap the request sets for itself, if any."""
+        return max_output_tokens(self.request.body)
+
+    def emit(self, event: Event) -> None:
+        """Send ``event`` to the event sinks (nothing is done when there are none)."""
+        events = self.context.gateway.events
+        if events.enabled:
+            events.emit(event)
+
+    @property
+    def events_enabled(self) -> bool:
+        """Whether any event sink listens: build events only when this is true."""
+        return self.context.gateway.events.enabled
+
+
+@runtime_checkable
+class CallPolicy(Protocol):
+    """Something that admits model calls and settles them: a rate limit, a
+    budget, a cache, a guardrail.
+
+    The runner calls, for every call of a kind in ``kinds``, each policy's
+    ``admit`` in plugins.toml order before any upstream is tried. ``admit``
+    refuses by raising a :class:`~sluiceway.GatewayError` (``RateLimited``,
+    ``PermissionDenied``...); the policies admitted before it are then settled
+    and later ones are never asked. Otherwise it returns ``None`` or a
+    *settlement*: an async callable ``settle(call)`` that the runner awaits
+    exactly once when the call ends, whether it succeeded, failed, or the client
+    hung up; ``call.usage``, ``call.status`` and ``call.error`` say which. A
+    whole answer is settled before its response starts (so headers a settlement
+    sets go out with it); a stream before its last frame.
+
+    A policy may own resources: give it a ``lifespan()`` method returning an
+    async context manager and the gateway enters it at startup.
+    """
+
+    name: str
+    kinds: frozenset[str]
+
+    async def admit(self, call: ModelCall) -> Settle | None: ...

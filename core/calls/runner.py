@@ -1,0 +1,245 @@
+"""The one place a model call is run.
+
+Every model-calling endpoint (chat completions, messages, count_tokens, and
+whatever comes next) parses its request, then hands a :class:`ModelCall` to the
+:class:`CallRunner`, which does, in this order:
+
+1. **capacity**: a slot of the gateway-wide in-flight cap, if one is set;
+2. **admit**: each call policy for the call's kind, in plugins.toml order
+   (a refusal settles the policies already admitted and is raised);
+3. **route + pool + provider**: the retry loop (:mod:`sluiceway.calls.dispatch`)
+   picks a deployment, takes its pool slot and calls the provider, falling
+   over and retrying as the model group allows;
+4. **settle**: each admitted policy's settlement, exactly once, on success,
+   on error and when the client hangs up; a whole answer is settled before
+   its response starts, a stream before its last frame.
+
+The endpoint keeps what is truly its own: the wire shape of its answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
+
+from ..errors import ClientDisconnected, GatewayError
+from ..streaming import until_disconnect
+from .call import CallKind, CallPolicy, ModelCall, Settle
+
+if TYPE_CHECKING:
+    from ..components import ChatRequest, MessagesRequest
+    from ..context import RequestContext
+    from ..pools import Pool
+    from ..router import Deployment, ModelAccess, ModelRouter
+    from .dispatch import Dispatcher
+
+__all__ = ["CallRunner", "Settlements"]
+
+log = logging.getLogger("sluiceway.calls")
+
+T = TypeVar("T")
+
+# Status of a call whose client hung up (nginx's convention).
+CLIENT_CLOSED = 499
+# A failing settlement is logged at most this often per policy.
+_LOG_EVERY = 60.0
+
+
+class Settlements:
+    """The settlements of one call's admitted policies, run exactly once."""
+
+    __slots__ = ("_call", "_done", "_pending", "_runner")
+
+    def __init__(self, runner: CallRunner, call: ModelCall) -> None:
+        self._runner = runner
+        self._call = call
+        self._pending: list[tuple[str, Settle]] = []
+        self._done = False
+
+    def add(self, policy: str, settle: Settle) -> None:
+        self._pending.append((policy, settle))
+
+    async def __call__(self) -> None:
+        """Settle every admitted policy, once; later calls do nothing. A
+        settlement that fails is logged and never changes the answer."""
+        if self._done:
+            return
+        self._done = True
+        call = self._call
+        for policy, settle in self._pending:
+            try:
+                await settle(call)
+            except Exception as exc:
+                self._runner.settlement_failed(policy, exc)
+
+
+class CallRunner:
+    """Runs model calls: capacity, admission, dispatch and settlement.
+
+    Built once with the gateway; ``policies`` are the registered call policies
+    in plugins.toml order, resolved per call kind here so that a call pays only
+    for the policies that apply to it.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        capacity: Pool | None,
+        policies: Sequence[CallPolicy],
+        router: Callable[[], ModelRouter],
+        access: ModelAccess,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.capacity = capacity
+        self.policies = tuple(policies)
+        self._router = router
+        self._access = access
+        self._by_kind: dict[str, tuple[CallPolicy, ...]] = {
+            kind: tuple(p for p in self.policies if kind in p.kinds)
+            for kind in get_args(CallKind)
+        }
+        self._failed_logged: dict[str, float] = {}
+
+    # -- building a call ---------------------------------------------------
+
+    def prepare(
+        self, kind: CallKind, ctx: RequestContext, request: ChatRequest | MessagesRequest,
+        *, stream: bool = False,
+    ) -> ModelCall:
+        """The call for a parsed request: its model resolved (404 for an unknown
+        one) and the caller's access to it checked (403), before anything is
+        admitted or counted."""
+        group = self._router().resolve(request.model)
+        self._access.check(ctx.principal, request.model)
+        call = ModelCall(kind, ctx, request, group, stream=stream)
+        ctx.call = call
+        return call
+
+    # -- running it --------------------------------------------------------
+
+    async def whole(
+        self, call: ModelCall, attempt: Callable[[Deployment], Awaitable[T]],
+    ) -> T:
+        """A whole answer: ``attempt(deployment)`` makes one try and returns the
+        answer; it records ``call.usage``. Settled before this returns, so the
+        headers policies set (``call.headers``) go out with the response."""
+        ctx = call.context
+        capacity = self.capacity
+        if capacity is not None:
+            await until_disconnect(ctx, capacity.acquire(call.group.timeout - ctx.elapsed))
+        try:
+            settle = await self._admit(call)
+            try:
+                result = await until_disconnect(
+                    ctx, self.dispatcher.run(call, attempt, hold=False))
+            except BaseException as exc:
+                self._failed(call, exc)
+                await settle()
+                raise
+            call.status = 200
+            await settle()
+            return result
+        finally:
+            if capacity is not None:
+                capacity.release()
+
+    async def stream(
+        self,
+        call: ModelCall,
+        relay: Callable[[Callable[[], Awaitable[Any]], Settlements], Awaitable[None]],
+        attempt: Callable[[Deployment], Awaitable[Any]],
+    ) -> None:
+        """A streamed answer: ``relay(open_stream, settle)`` sends it, where
+        ``open_stream()`` runs the retry loop with ``attempt`` (which returns the
+        stream's first item and the rest, holding the deployment's pool slot)
+        and ``settle()`` must be awaited before the stream's last frame."""
+        ctx = call.context
+        capacity = self.capacity
+        if capacity is not None:
+            await until_disconnect(ctx, capacity.acquire(call.group.timeout - ctx.elapsed))
+        try:
+            settle = await self._admit(call)
+
+            async def open_stream() -> Any:
+                opened = await self.dispatcher.run(call, attempt, hold=True)
+                call.status = 200
+                return opened
+
+            try:
+                await relay(open_stream, settle)
+            except BaseException as exc:
+                self._failed(call, exc)
+                raise
+            finally:
+                await settle()
+        finally:
+            if capacity is not None:
+                capacity.release()
+
+    async def single(
+        self, call: ModelCall, attempt: Callable[[Deployment], Awaitable[T]],
+    ) -> T:
+        """One try on the first available deployment, with no pool slot, retry or
+        health accounting: for calls that ask a provider something cheap (count
+        tokens). Policies for the call's kind still admit and settle it."""
+        ctx = call.context
+        settle = await self._admit(call)
+        try:
+            order = call.group.order(call.request)
+            now = time.monotonic()
+            deployment = next((d for d in order if d.health.available(now)), order[0])
+            call.request.upstream_model = deployment.upstream_model
+            call.attempts.deployment = deployment
+            result = await until_disconnect(ctx, attempt(deployment))
+        except BaseException as exc:
+            self._failed(call, exc)
+            await settle()
+            raise
+        call.status = 200
+        await settle()
+        return result
+
+    # -- the parts ---------------------------------------------------------
+
+    async def _admit(self, call: ModelCall) -> Settlements:
+        settlements = Settlements(self, call)
+        try:
+            for policy in self._by_kind[call.kind]:
+                settle = await policy.admit(call)
+                if settle is not None:
+                    settlements.add(policy.name, settle)
+        except BaseException as exc:
+            self._failed(call, exc)
+            await settlements()
+            raise
+        return settlements
+
+    @staticmethod
+    def _failed(call: ModelCall, exc: BaseException) -> None:
+        """Record how the call ended, for its settlements and the request's end."""
+        if isinstance(exc, GatewayError):
+            call.error = exc
+            if call.status == 0:
+                call.status = exc.status
+            for name, value in call.headers.items():
+                exc.headers.setdefault(name, value)
+        elif isinstance(exc, ClientDisconnected) or call.context.interrupted == (
+            "client_disconnected"
+        ):
+            call.disconnected = True
+            if call.status == 0:
+                call.status = CLIENT_CLOSED
+        elif call.status == 0:
+            # Shutting down: the edge answers 503; anything else is the gateway's fault.
+            call.status = 503 if call.context.interrupted == "shutdown" else 500
+
+    def settlement_failed(self, policy: str, exc: Exception) -> None:
+        """Log a failed settlement, at most once a minute per policy."""
+        now = time.monotonic()
+        if now - self._failed_logged.get(policy, -_LOG_EVERY) >= _LOG_EVERY:
+            self._failed_logged[policy] = now
+            log.warning("call policy %r failed to settle a call: %s: %s",
+                        policy, type(exc).__name__, exc)
+
