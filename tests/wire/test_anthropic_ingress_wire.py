@@ -23,12 +23,9 @@ from sluiceway import (
 )
 from sluiceway.errors import RequestTimeout
 from sluiceway.wire.anthropic import error_event, error_headers, error_status, error_type
-from sluiceway.wire.anthropic_request import (
-    chat_request,
-    estimate_input_tokens,
-    parse_messages_request,
-)
+from sluiceway.wire.anthropic_request import chat_request, parse_messages_request
 from sluiceway.wire.anthropic_stream import AnthropicEventStream
+from sluiceway.wire.estimate import estimate_input_tokens
 from sluiceway.wire.translate_ingress import anthropic_message
 
 HI: list[Any] = [{"role": "user", "content": "hi"}]
