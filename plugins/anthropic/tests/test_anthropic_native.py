@@ -38,27 +38,29 @@ RICH: dict[str, Any] = {
 
 
 class UsageRecorder:
-    """A test plugin: middleware that records the usage the core left in
-    ``ctx.state`` (what the limits plugin settles with, and metrics read)."""
+    """A test plugin: a call policy that records each settled call's usage
+    (what the limits plugin settles with, and metrics read)."""
 
     def __init__(self) -> None:
         self.usage: list[Any] = []
 
     @sluiceway.hookimpl
-    def register_middleware(self, register: Callable[[sluiceway.Middleware], None]) -> None:
-        def factory(app: Any, gateway: sluiceway.Gateway) -> Any:
-            async def record(scope: Any, receive: Any, send: Any) -> None:
-                async def send_and_record(message: Any) -> None:
-                    # Before the last frame leaves, as the limits plugin settles.
-                    if message["type"] == "http.response.body" and not message.get("more_body"):
-                        self.usage.append(scope[sluiceway.CONTEXT_KEY].state.get("usage"))
-                    await send(message)
+    def register_call_policies(
+        self, register: Callable[[sluiceway.CallPolicyType], None]
+    ) -> None:
+        recorder = self
 
-                await app(scope, receive, send_and_record)
+        class Record:
+            name = "usage-recorder"
+            kinds = frozenset({"messages"})
 
-            return record
+            async def admit(self, call: sluiceway.ModelCall) -> sluiceway.Settle:
+                async def settle(call: sluiceway.ModelCall) -> None:
+                    recorder.usage.append(call.usage)
 
-        register(sluiceway.Middleware("usage-recorder", factory))
+                return settle
+
+        register(sluiceway.CallPolicyType("usage-recorder", lambda gateway: Record()))
 
 
 @pytest.fixture
@@ -216,7 +218,7 @@ def test_usage_is_recorded_for_limits_and_metrics(
     client.messages.create(model="claude-x", max_tokens=10, messages=hi)
     with client.messages.stream(model="claude-x", max_tokens=10, messages=hi) as stream:
         stream.until_done()
-    # input 11 + cache reads 4, output 9: the OpenAI usage every policy reads.
-    expected = {"prompt_tokens": 15, "completion_tokens": 9, "total_tokens": 24,
-                "prompt_tokens_details": {"cached_tokens": 4, "cache_creation_tokens": 0}}
+    # input 11 + cache reads 4, output 9: the usage every policy reads.
+    expected = sluiceway.Usage(prompt_tokens=15, completion_tokens=9, cached_tokens=4)
     assert recorder.usage == [expected, expected]
+    assert expected.total_tokens == 24

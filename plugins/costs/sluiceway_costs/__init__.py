@@ -1,4 +1,4 @@
-"""sluiceway middleware ``costs``: the cost of each request from a price table,
+"""sluiceway call policy ``costs``: the cost of each request from a price table,
 and spend budgets per API key.
 
 Enable it after the auth plugin (and before ``limits``, so that a key over its
@@ -14,8 +14,8 @@ budget is refused before it takes a rate-limit slot)::
     budget_period = "1d"
     storage = "redis://127.0.0.1:6379/0"   # shared between processes
 
-Each answer's cost goes to ``ctx.state["cost"]`` (so to events, metrics and
-logs) and, for whole answers, to an ``x-sluiceway-cost`` header. See README.md.
+Each answer's cost goes to ``call.cost`` (so to events, metrics and logs)
+and, for whole answers, to an ``x-sluiceway-cost`` header. See README.md.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sluiceway import Middleware, hookimpl
+from sluiceway.api import CallPolicyType, hookimpl
 
-from .middleware import (
-    CostsMiddleware,
+from .policy import (
     CostsOptions,
+    CostsPolicy,
     build_price_table,
-    create_middleware,
+    create_policy,
     format_dollars,
     format_duration,
     parse_options,
@@ -39,7 +39,6 @@ from .prices import (
     Price,
     PricesFile,
     PriceTable,
-    TokenUsage,
     bundled_prices,
     load_prices_file,
     name_candidates,
@@ -49,8 +48,8 @@ from .spend import UNITS_PER_DOLLAR, MemorySpend, RedisSpend, Spend, SpendStore,
 __all__ = [
     "PER_TOKENS",
     "UNITS_PER_DOLLAR",
-    "CostsMiddleware",
     "CostsOptions",
+    "CostsPolicy",
     "MemorySpend",
     "Price",
     "PriceTable",
@@ -58,17 +57,16 @@ __all__ = [
     "RedisSpend",
     "Spend",
     "SpendStore",
-    "TokenUsage",
     "build_price_table",
     "bundled_prices",
-    "create_middleware",
+    "create_policy",
     "format_dollars",
     "format_duration",
     "load_prices_file",
     "name_candidates",
     "parse_options",
+    "register_call_policies",
     "register_commands",
-    "register_middleware",
     "to_units",
 ]
 
@@ -78,8 +76,8 @@ if TYPE_CHECKING:
 
 
 @hookimpl
-def register_middleware(register: Callable[[Middleware], None]) -> None:
-    register(Middleware("costs", create_middleware, slot="after_auth"))
+def register_call_policies(register: Callable[[CallPolicyType], None]) -> None:
+    register(CallPolicyType("costs", create_policy, description="prices and budgets"))
 
 
 @hookimpl

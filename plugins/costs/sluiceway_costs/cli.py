@@ -14,11 +14,18 @@ from typing import Any, TypeVar
 
 import click
 
-from sluiceway import Config, ConfigError, ServiceUnavailable, load_config
-from sluiceway.cli import CONFIG_ENV, DEFAULT_CONFIG, resolve_config_path
-from sluiceway.redis_store import redact_url
+from sluiceway.api import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    ServiceUnavailable,
+    load_config,
+    redact_url,
+    resolve_config_path,
+)
 
-from .middleware import (
+from .policy import (
     PLUGIN,
     CostsOptions,
     build_price_table,

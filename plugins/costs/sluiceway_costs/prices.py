@@ -12,22 +12,19 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 
-from sluiceway import ConfigError
-from sluiceway.config import validate_options
+from sluiceway.api import ConfigError, Usage, validate_options
 
 __all__ = [
     "PER_TOKENS",
     "Price",
     "PriceTable",
     "PricesFile",
-    "TokenUsage",
     "bundled_prices",
     "check_prices",
     "load_prices_file",
@@ -54,6 +51,19 @@ class Price(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     # Prompt tokens written to the cache (Anthropic); None: priced as input.
     cache_write: _Dollars | None = None
 
+    def cost_of(self, usage: Usage) -> float:
+        """US dollars for ``usage``: uncached prompt tokens at ``input``, cache
+        reads at ``cached_input``, cache writes at ``cache_write``, completion
+        tokens (reasoning included) at ``output``."""
+        prompt = usage.prompt_tokens
+        cached = min(usage.cached_tokens, prompt)
+        written = min(usage.cache_write_tokens, prompt - cached)
+        fresh = prompt - cached - written
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        write_price = self.input if self.cache_write is None else self.cache_write
+        return (fresh * self.input + cached * cached_price + written * write_price
+                + usage.completion_tokens * self.output) / PER_TOKENS
+
 
 class PricesFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A prices file: the bundled one, or a ``prices_file``."""
@@ -61,52 +71,6 @@ class PricesFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     prices: dict[str, Price] = msgspec.field(default_factory=dict)
     # When the prices were last checked (free text, for humans).
     checked: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """The token counts of an OpenAI-shaped ``usage`` object that a price applies
-    to. ``cached`` and ``cache_write`` are part of ``prompt``; reasoning tokens
-    are part of ``completion``."""
-
-    prompt: int = 0
-    completion: int = 0
-    cached: int = 0
-    cache_write: int = 0
-
-    @classmethod
-    def from_usage(cls, usage: object) -> TokenUsage | None:
-        """From ``ctx.state["usage"]``; ``None`` when it holds no token counts."""
-        if not isinstance(usage, Mapping):
-            return None
-        prompt, completion = _count(usage.get("prompt_tokens")), _count(
-            usage.get("completion_tokens"))
-        if prompt is None and completion is None:
-            return None
-        details = usage.get("prompt_tokens_details")
-        cached = cache_write = None
-        if isinstance(details, Mapping):
-            cached = _count(details.get("cached_tokens"))
-            cache_write = _count(details.get("cache_creation_tokens"))
-        return cls(prompt or 0, completion or 0, cached or 0, cache_write or 0)
-
-    def cost(self, price: Price) -> float:
-        """US dollars: uncached prompt tokens at ``input``, cache reads at
-        ``cached_input``, cache writes at ``cache_write``, completion tokens
-        (reasoning included) at ``output``."""
-        cached = min(self.cached, self.prompt)
-        written = min(self.cache_write, self.prompt - cached)
-        fresh = self.prompt - cached - written
-        cached_price = price.input if price.cached_input is None else price.cached_input
-        write_price = price.input if price.cache_write is None else price.cache_write
-        return (fresh * price.input + cached * cached_price + written * write_price
-                + self.completion * price.output) / PER_TOKENS
-
-
-def _count(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
 
 
 def name_candidates(name: str) -> Iterator[str]:

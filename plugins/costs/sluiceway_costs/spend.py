@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from sluiceway.redis_store import OnStorageError, RedisConnection
+from sluiceway.api import OnStorageError, RedisConnection
 
 __all__ = [
     "UNITS_PER_DOLLAR",

@@ -345,13 +345,23 @@ def test_costs_budget_stops_a_key_at_the_right_request(start: Start, store: KeyS
 
 def test_costs_budget_headers_ride_on_errors_inside(start: Start, store: KeyStore) -> None:
     capped = store.create("capped")
-    server = start(costs={"prices": PRICES, "budgets": {capped.record.id: 1.0}}, mock=MOCK)
+    server = start(costs={"prices": PRICES, "budgets": {capped.record.id: 1.0}},
+                   mock={**MOCK, "allow_request_faults": True})
+    auth = {"authorization": f"Bearer {capped.secret}"}
+    # Refused by the provider after the budget admitted it: the headers ride along.
     response = httpx.post(server.base_url + "/chat/completions",
-                          json={"model": "no-such-model", "messages": USER},
-                          headers={"authorization": f"Bearer {capped.secret}"}, timeout=30)
-    assert (response.status_code, error_code(response)) == (404, "model_not_found")
+                          json={"model": "mock-gpt", "messages": USER,
+                                "metadata": {"mock_fault": "no-such-fault"}},
+                          headers=auth, timeout=30)
+    assert response.status_code == 400
     assert response.headers["x-sluiceway-budget"] == "1"
     assert response.headers["x-sluiceway-spend"] == "0"
+    # An unknown model is no model call: nothing is read or charged for it.
+    response = httpx.post(server.base_url + "/chat/completions",
+                          json={"model": "no-such-model", "messages": USER},
+                          headers=auth, timeout=30)
+    assert (response.status_code, error_code(response)) == (404, "model_not_found")
+    assert "x-sluiceway-budget" not in response.headers
 
 
 def test_costs_streams_are_charged_before_they_end(start: Start) -> None:

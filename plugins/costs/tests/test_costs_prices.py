@@ -12,7 +12,6 @@ from sluiceway_costs import (
     CostsOptions,
     Price,
     PriceTable,
-    TokenUsage,
     build_price_table,
     bundled_prices,
     format_dollars,
@@ -21,6 +20,7 @@ from sluiceway_costs import (
 )
 
 from sluiceway import ConfigError
+from sluiceway.api import Usage
 
 
 def options(**raw: Any) -> CostsOptions:
@@ -112,39 +112,33 @@ def test_costs_lookup_prefers_upstream_then_exact_then_undated() -> None:
 
 def test_costs_formula_prices_each_kind_of_token() -> None:
     price = Price(input=2.0, output=8.0, cached_input=0.5, cache_write=2.5)
-    plain = TokenUsage(prompt=1000, completion=500)
-    assert plain.cost(price) == pytest.approx((1000 * 2.0 + 500 * 8.0) / 1e6)
+    plain = Usage(prompt_tokens=1000, completion_tokens=500)
+    assert price.cost_of(plain) == pytest.approx((1000 * 2.0 + 500 * 8.0) / 1e6)
     # Cached tokens are part of the prompt: priced at cached_input instead of input.
-    cached = TokenUsage(prompt=1000, completion=500, cached=600)
-    assert cached.cost(price) == pytest.approx((400 * 2.0 + 600 * 0.5 + 500 * 8.0) / 1e6)
+    cached = Usage(prompt_tokens=1000, completion_tokens=500, cached_tokens=600)
+    assert price.cost_of(cached) == pytest.approx((400 * 2.0 + 600 * 0.5 + 500 * 8.0) / 1e6)
     # Cache writes (Anthropic) likewise, at cache_write.
-    written = TokenUsage(prompt=1000, completion=0, cached=100, cache_write=300)
-    assert written.cost(price) == pytest.approx((600 * 2.0 + 100 * 0.5 + 300 * 2.5) / 1e6)
+    written = Usage(prompt_tokens=1000, cached_tokens=100, cache_write_tokens=300)
+    assert price.cost_of(written) == pytest.approx((600 * 2.0 + 100 * 0.5 + 300 * 2.5) / 1e6)
     # Without those prices, cached and written tokens cost as input.
     bare = Price(input=2.0, output=8.0)
-    assert written.cost(bare) == pytest.approx(1000 * 2.0 / 1e6)
+    assert bare.cost_of(written) == pytest.approx(1000 * 2.0 / 1e6)
     # Counts that do not add up never make a negative share.
-    odd = TokenUsage(prompt=10, completion=0, cached=50, cache_write=50)
-    assert odd.cost(price) == pytest.approx(10 * 0.5 / 1e6)
+    odd = Usage(prompt_tokens=10, cached_tokens=50, cache_write_tokens=50)
+    assert price.cost_of(odd) == pytest.approx(10 * 0.5 / 1e6)
 
 
-def test_costs_usage_is_read_from_the_openai_shape() -> None:
-    usage = {
+def test_costs_usage_from_the_openai_shape_prices_reasoning_as_output() -> None:
+    usage = Usage.from_openai({
         "prompt_tokens": 120, "completion_tokens": 80, "total_tokens": 200,
         "prompt_tokens_details": {"cached_tokens": 100, "cache_creation_tokens": 20},
         # Reasoning tokens are part of completion_tokens: not counted again.
         "completion_tokens_details": {"reasoning_tokens": 60},
-    }
-    assert TokenUsage.from_usage(usage) == TokenUsage(120, 80, 100, 20)
-    assert TokenUsage.from_usage({"prompt_tokens": 5}) == TokenUsage(5, 0, 0, 0)
-    assert TokenUsage.from_usage({"prompt_tokens_details": None, "completion_tokens": 3}) == (
-        TokenUsage(0, 3, 0, 0))
-    for nothing in (None, {}, {"total_tokens": 9}, {"prompt_tokens": "7"}, [1, 2]):
-        assert TokenUsage.from_usage(nothing) is None
+    })
+    assert usage is not None
     price = Price(input=1.0, output=4.0, cached_input=0.25)
-    with_reasoning = TokenUsage.from_usage(usage)
-    assert with_reasoning is not None
-    assert with_reasoning.cost(price) == pytest.approx((20 * 1.0 + 100 * 0.25 + 80 * 4.0) / 1e6)
+    # 20 cache writes at the input price (no cache_write price), 100 reads at cached_input.
+    assert price.cost_of(usage) == pytest.approx((20 * 1.0 + 100 * 0.25 + 80 * 4.0) / 1e6)
 
 
 def test_costs_format_dollars_is_plain_decimal() -> None:

@@ -1,10 +1,10 @@
-"""sluiceway middleware ``guard``: the abuse guard.
+"""sluiceway plugin ``guard``: the abuse guard.
 
 * An address that fails authentication ``max_failed_auth`` times within
   ``failed_auth_window`` is banned for ``ban_for``: every request from it gets
   403 ``ip_banned`` before auth runs (health routes excepted).
-* A key that sends more than ``burst_rps`` requests per second is blocked for
-  ``block_for``: 429 ``burst_limit_exceeded``.
+* A key that sends more than ``burst_rps`` model calls per second is blocked
+  for ``block_for``: 429 ``burst_limit_exceeded`` (a call policy).
 
 Enable it after the auth plugin (and before ``limits``) in plugins.toml::
 
@@ -28,13 +28,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sluiceway import Middleware, hookimpl
+from sluiceway.api import CallPolicyType, Middleware, hookimpl
 
+from .burst import BurstPolicy, create_burst_policy
 from .client_ip import ClientAddress, parse_address
 from .middleware import (
     AbuseGuard,
-    BurstGuard,
-    create_burst_guard,
     create_ip_guard,
     create_store,
     load_options,
@@ -46,17 +45,18 @@ from .store import Burst, GuardStore, MemoryGuardStore
 __all__ = [
     "AbuseGuard",
     "Burst",
-    "BurstGuard",
+    "BurstPolicy",
     "ClientAddress",
     "GuardOptions",
     "GuardStore",
     "MemoryGuardStore",
     "RedisGuardStore",
-    "create_burst_guard",
+    "create_burst_policy",
     "create_ip_guard",
     "create_store",
     "load_options",
     "parse_address",
+    "register_call_policies",
     "register_middleware",
 ]
 
@@ -64,4 +64,9 @@ __all__ = [
 @hookimpl
 def register_middleware(register: Callable[[Middleware], None]) -> None:
     register(Middleware("guard:ip", create_ip_guard, slot="before_auth"))
-    register(Middleware("guard:burst", create_burst_guard, slot="after_auth"))
+
+
+@hookimpl
+def register_call_policies(register: Callable[[CallPolicyType], None]) -> None:
+    register(CallPolicyType("guard:burst", create_burst_policy,
+                            description="blocks a key that sends bursts of calls"))

@@ -1,13 +1,11 @@
-"""The two middlewares of the abuse guard.
+"""The abuse guard's middleware: IP bans, which are truly HTTP.
 
-* :class:`AbuseGuard` (slot ``before_auth``): refuses every request from a banned
-  address with 403 ``ip_banned`` before auth runs, and counts the failed
-  authentications that pass back through it, banning an address at
-  ``max_failed_auth`` within ``failed_auth_window``. Around an app that is not a
-  sluiceway gateway it counts 401 responses instead and answers bans itself.
-* :class:`BurstGuard` (slot ``after_auth``): counts each key's requests and
-  blocks a key that sends more than ``burst_rps`` for ``block_for`` (429
-  ``burst_limit_exceeded``).
+:class:`AbuseGuard` (slot ``before_auth``) refuses every request from a banned
+address with 403 ``ip_banned`` before auth runs, and counts the failed
+authentications that pass back through it, banning an address at
+``max_failed_auth`` within ``failed_auth_window``. Around an app that is not a
+sluiceway gateway it counts 401 responses instead and answers bans itself.
+Key bursts are a call policy (:mod:`.burst`).
 """
 
 from __future__ import annotations
@@ -18,19 +16,22 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 
-from sluiceway import (
+from sluiceway.api import (
     CONTEXT_KEY,
+    ASGIApp,
     AuthenticationFailed,
     Gateway,
     GatewayError,
+    LimitDecided,
+    Message,
     PermissionDenied,
-    RateLimited,
+    Receive,
     RequestContext,
+    Scope,
+    Send,
     send_error,
+    validate_options,
 )
-from sluiceway.components import ASGIApp, Message, Receive, Scope, Send
-from sluiceway.config import validate_options
-from sluiceway.events import LimitDecided
 
 from .client_ip import ClientAddress
 from .options import GuardOptions
@@ -39,8 +40,7 @@ from .store import GuardStore, MemoryGuardStore
 
 __all__ = [
     "AbuseGuard",
-    "BurstGuard",
-    "create_burst_guard",
+    "Owner",
     "create_ip_guard",
     "create_store",
     "load_options",
@@ -48,9 +48,6 @@ __all__ = [
 
 
 PLUGIN = "guard"
-# The OpenAI SDK does not retry at all past a Retry-After of 120 s (and the
-# gateway never advertises more): a longer block also says x-should-retry: false.
-RETRY_AFTER_CAP = 120.0
 
 log = logging.getLogger("sluiceway.guard")
 
@@ -62,11 +59,11 @@ def create_store(options: GuardOptions) -> GuardStore:
     return RedisGuardStore(options)
 
 
-def _seconds(value: float) -> str:
+def seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-class _Owner:
+class Owner:
     """A middleware that owns a store and closes it with its ``lifespan``."""
 
     store: GuardStore
@@ -87,7 +84,7 @@ class _Owner:
         await self.store.aclose()
 
 
-class AbuseGuard(_Owner):
+class AbuseGuard(Owner):
     """Bans client addresses after repeated failed authentication.
 
     In a gateway (slot ``before_auth``) a banned address gets
@@ -168,8 +165,8 @@ class AbuseGuard(_Owner):
             options = self.options
             log.warning(
                 "guard: banned %s for %s after %d failed authentications within %s",
-                address, _seconds(banned), options.max_failed_auth,
-                _seconds(options.failed_auth_window),
+                address, seconds(banned), options.max_failed_auth,
+                seconds(options.failed_auth_window),
             )
 
     async def _guard_app(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -209,56 +206,6 @@ class AbuseGuard(_Owner):
         return closing
 
 
-class BurstGuard(_Owner):
-    """Blocks a key that sends more than ``burst_rps`` requests per second
-    (counted over ``burst_window``) for ``block_for``: 429
-    ``burst_limit_exceeded`` with ``Retry-After`` (at most 120 s; beyond that,
-    ``x-should-retry: false`` too). Runs after auth; requests without a
-    principal (auth off, public routes, an app that is not a gateway) pass."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        options: GuardOptions | None = None,
-        *,
-        store: GuardStore | None = None,
-    ) -> None:
-        self.app = app
-        self.options = options if options is not None else GuardOptions()
-        self.store = store if store is not None else create_store(self.options)
-        self.enabled = self.options.bursts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.enabled:
-            await self.app(scope, receive, send)
-            return
-        ctx: RequestContext | None = scope.get(CONTEXT_KEY)
-        principal = ctx.principal if ctx is not None else None
-        if principal is None:
-            await self.app(scope, receive, send)
-            return
-        key = principal.key_id
-        burst = await self.store.hit(key)
-        if burst.blocked_for > 0:
-            options = self.options
-            if burst.new:
-                log.warning(
-                    "guard: blocked key %s for %s: more than %d requests within %s",
-                    key, _seconds(burst.blocked_for), options.burst_limit,
-                    _seconds(options.burst_window),
-                )
-            left = burst.blocked_for
-            _decided(ctx, "burst", allowed=False, key_id=key)
-            headers = {"x-should-retry": "false"} if left > RETRY_AFTER_CAP else {}
-            raise RateLimited(
-                f"Key {key} sent more than {options.burst_limit} requests within "
-                f"{_seconds(options.burst_window)}: it is blocked for {math.ceil(left)} "
-                "more seconds.",
-                code="burst_limit_exceeded", retry_after=left, headers=headers,
-            )
-        await self.app(scope, receive, send)
-
-
 async def _send_error(send: Send, error: GatewayError) -> None:
     """``error`` as a complete OpenAI-shaped response (around an app of one's own)."""
     await send_error(send, error, "openai", "")
@@ -284,6 +231,3 @@ def create_ip_guard(app: ASGIApp, gateway: Gateway) -> AbuseGuard:
     return AbuseGuard(app, load_options(gateway))
 
 
-def create_burst_guard(app: ASGIApp, gateway: Gateway) -> BurstGuard:
-    """The ``factory(app, gateway)`` of the ``after_auth`` middleware."""
-    return BurstGuard(app, load_options(gateway))

@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from sluiceway import Duration
-from sluiceway.redis_store import check_storage_url
+from sluiceway.api import Duration, check_storage_url
 
 __all__ = ["GuardOptions"]
 

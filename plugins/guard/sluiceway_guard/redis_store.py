@@ -27,7 +27,7 @@ import math
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from sluiceway.redis_store import RedisConnection
+from sluiceway.api import RedisConnection
 
 from .options import GuardOptions
 from .store import Burst, MemoryGuardStore

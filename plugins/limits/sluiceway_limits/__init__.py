@@ -1,4 +1,4 @@
-"""sluiceway middleware ``limits``: requests and tokens per minute, and requests in
+"""sluiceway call policy ``limits``: requests and tokens per minute, and requests in
 flight, per API key.
 
 Enable it after the auth plugin in plugins.toml::
@@ -13,8 +13,8 @@ Enable it after the auth plugin in plugins.toml::
     window = "60s"
 
 Each key's ``rpm``, ``tpm`` and ``max_concurrent`` (set with ``sluiceway keys
-create --rpm ...``) take precedence over the defaults. Only
-``POST /v1/chat/completions`` is limited. Limits live in this process's memory,
+create --rpm ...``) take precedence over the defaults. Every model call is
+limited (chat completions, messages); counting tokens is not. Limits live in this process's memory,
 or with ``storage = "redis://host:port/db"`` in Redis, shared between processes.
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sluiceway import Middleware, hookimpl
+from sluiceway.api import CallPolicyType, hookimpl
 
 from .ledger import Admission, Ledger, LimiterLedger
 from .limiter import (
@@ -32,15 +32,9 @@ from .limiter import (
     Limiter,
     SlidingWindowCounter,
 )
-from .middleware import (
-    LimitsMiddleware,
-    LimitsOptions,
-    create_middleware,
-    estimate_tokens,
-    format_duration,
-)
 from .moving_window import MovingWindow, RedisMovingWindow
 from .own_app import RateLimit, client_address
+from .policy import LimitsOptions, LimitsPolicy, create_policy, format_duration
 from .redis_ledger import RedisLedger
 from .redis_store import RedisConcurrency, RedisLimiter, RedisStore
 
@@ -52,8 +46,8 @@ __all__ = [
     "Ledger",
     "Limiter",
     "LimiterLedger",
-    "LimitsMiddleware",
     "LimitsOptions",
+    "LimitsPolicy",
     "MovingWindow",
     "RateLimit",
     "RedisConcurrency",
@@ -63,13 +57,13 @@ __all__ = [
     "RedisStore",
     "SlidingWindowCounter",
     "client_address",
-    "create_middleware",
-    "estimate_tokens",
+    "create_policy",
     "format_duration",
-    "register_middleware",
+    "register_call_policies",
 ]
 
 
 @hookimpl
-def register_middleware(register: Callable[[Middleware], None]) -> None:
-    register(Middleware("limits", create_middleware, slot="after_auth"))
+def register_call_policies(register: Callable[[CallPolicyType], None]) -> None:
+    register(CallPolicyType("limits", create_policy,
+                            description="requests and tokens per window, requests in flight"))

@@ -2,7 +2,7 @@
 
 ``RateLimit(app, rpm=100)`` limits every HTTP request to ``app`` per client
 (by default its IP address), with the same counters, storage and headers as
-the gateway's ``limits`` middleware: in memory or shared through Redis.
+the gateway's ``limits`` policy: in memory or shared through Redis.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
-from sluiceway import GatewayError, send_error
-from sluiceway.components import Receive, Scope, Send
+from sluiceway.api import GatewayError, Receive, Scope, Send, send_error
 
 from .limiter import Limiter, SlidingWindowCounter
-from .middleware import _Headers, _refusal, format_duration
 from .moving_window import MovingWindow, RedisMovingWindow
+from .policy import format_duration, rate_limit_headers, refusal
 from .redis_store import RedisLimiter, RedisStore
 
 __all__ = ["RateLimit", "client_address"]
@@ -92,21 +91,21 @@ class RateLimit:
         if key is None:
             await self.app(scope, receive, send)
             return
-        headers = _Headers()
+        headers: dict[str, str] = {}
         try:
             decision = await self.limiter.reserve(f"rpm:{key}", 1, self.rpm, self.window)
         except GatewayError as error:  # storage down with on_storage_error = "closed"
             await send_error(send, error, "openai", "")
             return
-        headers.set("requests", self.rpm, decision)
+        rate_limit_headers(headers, "requests", self.rpm, decision)
         if not decision.allowed:
-            refusal = _refusal(
+            refused = refusal(
                 f"Rate limit reached for {key}: {self.rpm} requests per "
                 f"{format_duration(self.window)}.", decision, headers,
             )
-            await send_error(send, refusal, "openai", "")
+            await send_error(send, refused, "openai", "")
             return
-        raw = headers.raw()
+        raw = [(name.encode(), value.encode()) for name, value in headers.items()]
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":

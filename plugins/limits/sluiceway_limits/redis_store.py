@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from sluiceway.redis_store import OnStorageError, RedisConnection
+from sluiceway.api import OnStorageError, RedisConnection
 
 from .limiter import _EPSILON, Decision, InMemoryConcurrency, SlidingWindowCounter, _Counter
 

@@ -12,9 +12,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from sluiceway_api_keys import KeyStore
-from sluiceway_limits import estimate_tokens
 
 import sluiceway
+from sluiceway.api import estimate_tokens
 from sluiceway.testing import RunningServer
 
 Start = Callable[..., RunningServer]
@@ -274,13 +274,20 @@ def test_limits_error_responses_carry_headers_and_refund_tokens(
     start: Start, store: KeyStore
 ) -> None:
     created = store.create("crm", rpm=10, tpm=3000)
-    server = start()
+    server = start(mock={"allow_request_faults": True})
     with sdk(server, created.secret) as client:
+        # An unknown model is no model call: refused before anything is counted.
         with pytest.raises(openai.NotFoundError) as missing:
             client.chat.completions.create(model="no-such-model", messages=USER, max_tokens=2000)
+        # The provider refuses this one (400): admitted, then refunded.
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="mock-gpt", messages=USER, max_tokens=2000,
+                                           metadata={"mock_fault": "no-such-fault"})
         headers = chat(client, max_tokens=10)
-    assert missing.value.response.headers["x-ratelimit-limit-tokens"] == "3000"
-    # The 404 used no tokens: the 2000 it reserved came back.
+    assert "x-ratelimit-limit-tokens" not in missing.value.response.headers
+    assert refused.value.response.headers["x-ratelimit-limit-tokens"] == "3000"
+    assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "9"
+    # The 400 used no tokens: the 2000 it reserved came back.
     assert int(headers["x-ratelimit-remaining-tokens"]) > 3000 - 2000
     assert headers["x-ratelimit-remaining-requests"] == "8"
 

@@ -31,10 +31,10 @@ from sluiceway_limits import (
     RedisMovingWindow,
     RedisStore,
     SlidingWindowCounter,
-    estimate_tokens,
 )
 
 from sluiceway import ServiceUnavailable
+from sluiceway.api import estimate_tokens
 from sluiceway.config import validate_options
 from sluiceway.testing import GatewayProcess, RedisServer, RunningServer
 

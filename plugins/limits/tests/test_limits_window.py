@@ -10,7 +10,6 @@ from sluiceway_limits import (
     InMemoryConcurrency,
     Limiter,
     SlidingWindowCounter,
-    estimate_tokens,
 )
 
 
@@ -120,22 +119,3 @@ async def test_limits_concurrency_acquire_and_release() -> None:
     await slots.release("k")
     await slots.release("k")
     assert slots.in_flight("k") == 0
-
-
-
-
-def test_limits_estimate_tokens() -> None:
-    body = {"messages": [{"role": "system", "content": "12345678"},
-                         {"role": "user", "content": [{"type": "text", "text": "abc"},
-                                                      {"type": "image_url", "image_url": {}}]}]}
-    assert estimate_tokens(body, 100) == math.ceil(11 / 4) + 8 + 100
-    assert estimate_tokens({**body, "max_tokens": 7}, 100) == 3 + 8 + 7
-    both = {**body, "max_tokens": 7, "max_completion_tokens": 9}
-    assert estimate_tokens(both, 100) == 3 + 8 + 9
-    assert estimate_tokens({**body, "max_tokens": True}, 100) == 3 + 8 + 100
-    assert estimate_tokens([], 100) == 100
-    # An Anthropic body: the system prompt is outside the messages.
-    anthropic = {"system": [{"type": "text", "text": "x" * 40}], "max_tokens": 5,
-                 "messages": [{"role": "user", "content": "abcd"}]}
-    assert estimate_tokens(anthropic, 100) == 10 + 1 + 4 + 5
-    assert estimate_tokens({**anthropic, "system": "y" * 8}, 100) == 2 + 1 + 4 + 5

@@ -35,23 +35,25 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class Pricer:
-    """Sets ``ctx.state["cost"]`` for answered requests, as a pricing plugin would."""
+    """Prices every call that reported usage, as a pricing plugin would."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    name = "pricer"
+    kinds = frozenset({"chat", "messages"})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-        if scope["type"] == "http":
-            ctx = scope[sluiceway.CONTEXT_KEY]
-            if ctx.state.get("usage"):
-                ctx.state["cost"] = PRICE
+    async def admit(self, call: sluiceway.ModelCall) -> sluiceway.Settle:
+        async def settle(call: sluiceway.ModelCall) -> None:
+            if call.usage is not None:
+                call.cost = PRICE
+
+        return settle
 
 
 class PricerPlugin:
     @sluiceway.hookimpl
-    def register_middleware(self, register: Callable[[sluiceway.Middleware], None]) -> None:
-        register(sluiceway.Middleware("pricer", lambda app, gateway: Pricer(app)))
+    def register_call_policies(
+        self, register: Callable[[sluiceway.CallPolicyType], None]
+    ) -> None:
+        register(sluiceway.CallPolicyType("pricer", lambda gateway: Pricer()))
 
 
 def config(keys_path: Path, up: FakeOpenAI, backup: FakeOpenAI,
@@ -171,7 +173,8 @@ def test_every_counter_and_histogram_count_matches_the_traffic(
     # Rate limited: beta may send two requests per window.
     assert client.chat(b, b_id, "mock-gpt", provider="mock").status_code == 200
     assert client.chat(b, b_id, "mock-gpt", provider="mock").status_code == 200
-    assert client.chat(b, b_id, "mock-gpt", upstream=False).status_code == 429
+    # (A model call refused by a policy: its model is known, so it is labelled.)
+    assert client.chat(b, b_id, "mock-gpt", upstream=False, routed=True).status_code == 429
     # An upstream failure retried on the same provider.
     up.script(Status(500))
     assert client.chat(a, a_id, "m", provider="up").status_code == 200

@@ -1,12 +1,11 @@
-"""The ``costs`` middleware: the price of each answer, and budgets per key.
+"""The ``costs`` call policy: the price of each answer, and budgets per key.
 
-On each request to a route that calls a model: if the key has a budget, read
-its spend in the current period and refuse with 429 ``budget_exceeded`` once
-it has reached the budget; run the endpoint; when the usage is known (at the
-response start for a whole answer, before the last frame of a stream), price
-it, put the cost in ``ctx.state["cost"]`` (for events, metrics and logs) and
-the ``x-sluiceway-cost`` header of a whole answer, and add it to the key's
-spend.
+Admitting a model call: if the key has a budget, read its spend in the current
+period and refuse with 429 ``budget_exceeded`` once it has reached the budget.
+Settling it (before a whole answer starts, before a stream's last frame):
+price its usage, put the cost in ``call.cost`` (so in events, metrics and
+logs) and in the ``x-sluiceway-cost`` header of a whole answer, and add it to
+the key's spend.
 """
 
 from __future__ import annotations
@@ -19,26 +18,23 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from sluiceway import (
-    CONTEXT_KEY,
+from sluiceway.api import (
+    MAX_RETRY_AFTER_SECONDS,
     Duration,
     Gateway,
-    GatewayError,
+    LimitDecided,
+    ModelCall,
     Principal,
     RateLimited,
-    RequestContext,
+    Settle,
+    check_storage_url,
+    format_duration,
+    validate_options,
 )
-from sluiceway.components import ASGIApp, Message, Receive, Scope, Send
-from sluiceway.config import validate_options
-from sluiceway.errors import MAX_RETRY_AFTER_SECONDS
-from sluiceway.events import LimitDecided
-from sluiceway.redis_store import check_storage_url
-from sluiceway.values import format_duration
 
 from .prices import (
     Price,
     PriceTable,
-    TokenUsage,
     bundled_prices,
     check_prices,
     load_prices_file,
@@ -46,10 +42,10 @@ from .prices import (
 from .spend import MemorySpend, RedisSpend, Spend, SpendStore, to_units
 
 __all__ = [
-    "CostsMiddleware",
     "CostsOptions",
+    "CostsPolicy",
     "build_price_table",
-    "create_middleware",
+    "create_policy",
     "format_dollars",
     "format_duration",
     "parse_options",
@@ -129,18 +125,20 @@ def _budget_attribute(principal: Principal | None) -> float | None:
     return None
 
 
-class CostsMiddleware:
-    """Prices every answer of a model-calling route and enforces budgets per key."""
+class CostsPolicy:
+    """Prices every model call and enforces budgets per key."""
+
+    kinds = frozenset({"chat", "messages", "responses", "embeddings"})
 
     def __init__(
         self,
-        app: ASGIApp,
         options: CostsOptions,
         prices: PriceTable,
         *,
         store: SpendStore | None = None,
+        name: str = PLUGIN,
     ) -> None:
-        self.app = app
+        self.name = name
         self.options = options
         self.prices = prices
         self.period = float(options.budget_period)
@@ -177,90 +175,46 @@ class CostsMiddleware:
                       requested, upstream)
         return found
 
-    def cost(self, ctx: RequestContext) -> float | None:
-        """The request's cost in US dollars from the usage the core recorded, or
-        ``None`` (no usage, or no price for the model); stored in
-        ``ctx.state["cost"]`` when known."""
-        usage = TokenUsage.from_usage(ctx.state.get("usage"))
+    def cost(self, call: ModelCall) -> float | None:
+        """The call's cost in US dollars from its usage, or ``None`` (no usage, or
+        no price for the model); stored in ``call.cost`` when known."""
+        usage = call.usage
         if usage is None:
             return None
-        attempts = ctx.state.get("attempts")
-        deployment = getattr(attempts, "deployment", None)
-        upstream = getattr(deployment, "upstream_model", None)
-        requested = ctx.state.get("model")
-        found = self.price_of(upstream if isinstance(upstream, str) else None,
-                              requested if isinstance(requested, str) else None)
+        deployment = call.deployment
+        found = self.price_of(deployment.upstream_model if deployment is not None else None,
+                              call.group.name)
         if found is None:
             return None
-        cost = usage.cost(found[1])
-        ctx.state["cost"] = cost
+        cost = call.cost = found[1].cost_of(usage)
         return cost
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        ctx: RequestContext = scope[CONTEXT_KEY]
-        if ctx.route is None or not ctx.route.calls_model:
-            await self.app(scope, receive, send)
-            return
-        principal = ctx.principal
+    async def admit(self, call: ModelCall) -> Settle:
+        """Refuse a key whose spend has reached its budget (429 ``budget_exceeded``);
+        the settlement prices the call and adds it to the key's spend."""
+        principal = call.principal
         key = principal.key_id if principal is not None else ANONYMOUS
         budget = self.budget_for(principal, key)
         record = budget is not None or self.options.record_spend == "all"
-        headers: dict[str, str] = {}
         if budget is not None:
             spend = await self.store.read(key, self.period)
-            self._spend_headers(headers, budget, spend)
+            self._spend_headers(call.headers, budget, spend)
             if spend.units >= to_units(budget):
-                _decided(ctx, False, key)
-                raise self._refusal(key, budget, spend, headers)
-            _decided(ctx, True, key)
-        await self._admitted(scope, receive, send, ctx, key, budget, record, headers)
+                _decided(call, False, key)
+                raise self._refusal(key, budget, spend, call.headers)
+            _decided(call, True, key)
 
-    async def _admitted(
-        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, key: str,
-        budget: float | None, record: bool, headers: dict[str, str],
-    ) -> None:
-        charged = False
-
-        async def charge() -> float | None:
-            nonlocal charged
-            charged = True
-            cost = self.cost(ctx)
-            if cost is not None and record:
+        async def settle(call: ModelCall) -> None:
+            cost = self.cost(call)
+            if cost is None:
+                return
+            if not call.stream and self.options.cost_header:
+                call.headers["x-sluiceway-cost"] = format_dollars(cost)
+            if record:
                 spend = await self.store.add(key, to_units(cost), self.period)
-                self._spend_headers(headers, budget, spend)
-            return cost
+                self._spend_headers(call.headers, budget, spend)
 
-        async def send_priced(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                extra: list[tuple[bytes, bytes]] = []
-                # A whole answer's usage is known before it starts; a stream's
-                # comes with its last chunk (the core marks streams in state).
-                if not ctx.state.get("stream") and ctx.state.get("usage") is not None:
-                    cost = await charge()
-                    if cost is not None and self.options.cost_header:
-                        extra.append((b"x-sluiceway-cost", format_dollars(cost).encode()))
-                extra.extend((name.encode(), value.encode()) for name, value in headers.items())
-                if extra:  # a new message: the caller's may be shared
-                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
-            elif (not charged and not message.get("more_body", False)
-                  and ctx.state.get("usage") is not None):
-                # A stream's last frame: charge before the client sees the end
-                # (and sends its next request).
-                await charge()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_priced)
-        except GatewayError as exc:
-            for name, value in headers.items():
-                exc.headers.setdefault(name, value)
-            raise
-        finally:
-            if not charged and ctx.state.get("usage") is not None:
-                await charge()
+        return settle
 
     def _spend_headers(self, headers: dict[str, str], budget: float | None, spend: Spend) -> None:
         headers["x-sluiceway-spend"] = format_dollars(spend.dollars)
@@ -283,22 +237,21 @@ class CostsMiddleware:
         )
 
 
-def _decided(ctx: RequestContext, allowed: bool, key: str) -> None:
+def _decided(call: ModelCall, allowed: bool, key: str) -> None:
     """Tell the event sinks (metrics, logs) what the budget decided."""
-    events = ctx.gateway.events
-    if events.enabled:
-        events.emit(LimitDecided(request_id=ctx.request_id, policy=PLUGIN, limit="budget",
-                                 allowed=allowed, key_id=key))
+    if call.events_enabled:
+        call.emit(LimitDecided(request_id=call.request_id, policy=PLUGIN, limit="budget",
+                               allowed=allowed, key_id=key))
 
 
-def create_middleware(app: ASGIApp, gateway: Gateway) -> CostsMiddleware:
-    """The ``factory(app, gateway)`` of the registered middleware."""
+def create_policy(gateway: Gateway) -> CostsPolicy:
+    """The ``factory(gateway)`` of the registered call policy."""
     config = gateway.config
     options = parse_options(config.plugin_options(PLUGIN), source=config.source)
     prices = build_price_table(options, config.base_dir)
     if options.storage == "memory://":
-        return CostsMiddleware(app, options, prices)
+        return CostsPolicy(options, prices)
     store = RedisSpend(options.storage, key_prefix=options.key_prefix,
                        on_storage_error=options.on_storage_error)
-    return CostsMiddleware(app, options, prices, store=store)
+    return CostsPolicy(options, prices, store=store)
 
