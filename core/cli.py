@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +12,13 @@ from typing import Any
 import click
 import msgspec
 
+from .cli_options import (
+    config_option,
+    configure_logging,
+    debug_option,
+    fail,
+    resolve_config_path,
+)
 from .config import (
     Config,
     ServerSettings,
@@ -21,49 +27,10 @@ from .config import (
 )
 from .errors import StartupError
 from .info import builtin
-from .logformat import JsonFormatter
 
 __all__ = ["build_cli", "main", "resolve_config_path"]
 
-DEFAULT_CONFIG = "plugins.toml"
-CONFIG_ENV = "SLUICEWAY_CONFIG"
-
 log = logging.getLogger("sluiceway")
-
-
-def _configure_logging(debug: bool, log_format: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler],
-                        force=True)
-    # hypercorn logs a harmless traceback for tasks it cancels at exit.
-    logging.getLogger("hypercorn.error").setLevel(logging.WARNING if not debug else logging.DEBUG)
-
-
-def resolve_config_path(value: str | None = None) -> str:
-    """The configuration a command uses: ``--config``, else ``$SLUICEWAY_CONFIG``,
-    else ``./plugins.toml``. For plugin commands too."""
-    return value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
-
-
-def _fail(exc: BaseException, debug: bool) -> None:
-    if debug:
-        log.exception("startup failed")
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
-
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    metavar="FILE",
-    default=None,
-    help=f"plugins.toml to use (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG}).",
-)
-debug_option = click.option("--debug", is_flag=True, help="Debug logging and full tracebacks.")
 
 
 @click.command()
@@ -82,7 +49,7 @@ def serve(
     from .app import Gateway
     from .server import run
 
-    _configure_logging(debug, log_format or "text")
+    configure_logging(debug, log_format or "text")
     path = resolve_config_path(config_path)
     overrides = {
         k: v for k, v in (("host", host), ("port", port), ("workers", workers),
@@ -106,12 +73,12 @@ def serve(
     try:
         config = configured()
         if config.server.log_format != (log_format or "text"):
-            _configure_logging(debug, config.server.log_format)
+            configure_logging(debug, config.server.log_format)
         # Build once here so that configuration and plugin errors stop us before
         # any socket is bound. With several workers each builds its own after the fork.
         first: Gateway | None = Gateway(config)
     except StartupError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
 
     def build() -> Gateway:
@@ -137,12 +104,12 @@ def _describe(config: Config) -> dict[str, Any]:
 @debug_option
 def check(config_path: str | None, as_json: bool, debug: bool) -> None:
     """Validate the configuration and print the resolved stack (secrets redacted)."""
-    _configure_logging(debug)
+    configure_logging(debug)
     logging.getLogger("sluiceway").setLevel(logging.WARNING)
     try:
         description = _describe(load_config(resolve_config_path(config_path)))
     except StartupError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     if as_json:
         click.echo(json.dumps(description, indent=2))

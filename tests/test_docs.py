@@ -193,7 +193,7 @@ def test_every_cli_option_is_documented() -> None:
 
 
 def test_config_env_var_is_documented() -> None:
-    from sluiceway.cli import CONFIG_ENV
+    from sluiceway.cli_options import CONFIG_ENV
 
     assert CONFIG_ENV in CONFIGURATION_MD.read_text()
 

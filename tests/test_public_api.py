@@ -1,7 +1,8 @@
-"""The public API is what ``sluiceway.__all__`` lists, no more and no less (as httpx pins it).
+"""The public API is what ``sluiceway.__all__`` and ``sluiceway.api.__all__`` list,
+no more and no less (as httpx pins it).
 
 Adding or removing a name is a deliberate change to the plugin contract: update
-this list, and docs/hooks.md if plugins use the name.
+these lists, and docs/hooks.md if plugins use the name.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import inspect
 
 import sluiceway
+import sluiceway.api
 
 PUBLIC_API = [
     "AuthStrategy",
@@ -16,6 +18,8 @@ PUBLIC_API = [
     "AuthenticationFailed",
     "ByteSize",
     "CONTEXT_KEY",
+    "CallPolicy",
+    "CallPolicyType",
     "ChatRequest",
     "Config",
     "ConfigError",
@@ -28,6 +32,7 @@ PUBLIC_API = [
     "MessagesRequest",
     "MethodNotAllowed",
     "Middleware",
+    "ModelCall",
     "ModelEntry",
     "ModelInfo",
     "NotFound",
@@ -43,6 +48,7 @@ PUBLIC_API = [
     "Route",
     "Secret",
     "ServiceUnavailable",
+    "Settle",
     "SluicewayError",
     "StartupError",
     "UpstreamClient",
@@ -50,6 +56,7 @@ PUBLIC_API = [
     "UpstreamLimits",
     "UpstreamResponse",
     "UpstreamTimeout",
+    "Usage",
     "__version__",
     "create_app",
     "hookimpl",
@@ -88,3 +95,125 @@ def test_public_classes_say_they_are_sluiceway_s() -> None:
 
 def test_hook_api_version() -> None:
     assert sluiceway.HOOK_API_VERSION == 1
+
+
+def test_the_plugin_api_is_pinned() -> None:
+    assert sorted(sluiceway.api.__all__) == sorted(PLUGIN_API)
+    assert len(set(sluiceway.api.__all__)) == len(sluiceway.api.__all__)
+
+
+def test_the_plugin_api_has_everything_the_top_level_has() -> None:
+    assert set(sluiceway.__all__) - {"__version__"} <= set(sluiceway.api.__all__)
+    for name in sluiceway.__all__:
+        if name != "__version__":
+            assert getattr(sluiceway.api, name) is getattr(sluiceway, name), name
+
+
+def test_every_plugin_api_name_exists_including_the_lazy_ones() -> None:
+    for name in sluiceway.api.__all__:
+        value = getattr(sluiceway.api, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert value.__module__.startswith("sluiceway."), (name, value.__module__)
+
+
+def test_an_unknown_plugin_api_name_is_an_attribute_error() -> None:
+    assert not hasattr(sluiceway.api, "no_such_name")
+
+PLUGIN_API = [
+    "ASGIApp",
+    "ApiKey",
+    "AttemptEnded",
+    "AttemptStarted",
+    "AuthDecided",
+    "AuthStrategy",
+    "AuthStrategyType",
+    "AuthenticationFailed",
+    "ByteSize",
+    "CONFIG_ENV",
+    "CONTEXT_KEY",
+    "CallKind",
+    "CallPolicy",
+    "CallPolicyType",
+    "ChatRequest",
+    "Config",
+    "ConfigError",
+    "Credentials",
+    "DEFAULT_CONFIG",
+    "Duration",
+    "Event",
+    "EventSinkType",
+    "FirstToken",
+    "Gateway",
+    "GatewayError",
+    "HOOK_API_VERSION",
+    "HttpOptions",
+    "InvalidRequest",
+    "JSON_LINE",
+    "KeyOptions",
+    "LimitDecided",
+    "MAX_RETRY_AFTER_SECONDS",
+    "Message",
+    "MessagesRequest",
+    "MethodNotAllowed",
+    "Middleware",
+    "ModelCall",
+    "ModelEntry",
+    "ModelInfo",
+    "NotFound",
+    "OnStorageError",
+    "OpenAIChunkStream",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PluginError",
+    "Principal",
+    "Provider",
+    "ProviderCapabilities",
+    "ProviderContext",
+    "ProviderType",
+    "RateLimited",
+    "Receive",
+    "RedisConnection",
+    "RequestContext",
+    "RequestEnded",
+    "RequestStarted",
+    "Route",
+    "SSEDecoder",
+    "Scope",
+    "Secret",
+    "Send",
+    "ServiceUnavailable",
+    "Session",
+    "SessionLogin",
+    "SessionRejected",
+    "Settle",
+    "SluicewayError",
+    "StartupError",
+    "UpstreamClient",
+    "UpstreamError",
+    "UpstreamLimits",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+    "Usage",
+    "anthropic_request",
+    "check_storage_url",
+    "chunk_object",
+    "completion_id",
+    "completion_object",
+    "create_app",
+    "estimate_input_tokens",
+    "estimate_tokens",
+    "format_duration",
+    "hookimpl",
+    "load_config",
+    "openai_completion",
+    "parse_anthropic_error",
+    "parse_config",
+    "redact_url",
+    "resolve_config_path",
+    "retry_after_seconds",
+    "send_bytes",
+    "send_error",
+    "stream_error",
+    "usage_object",
+    "validate_options",
+]

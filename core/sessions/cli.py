@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from ..cli import _configure_logging, _fail, config_option, debug_option, resolve_config_path
+from ..cli_options import config_option, configure_logging, debug_option, fail, resolve_config_path
 from ..config import Config, load_config
 from ..errors import SluicewayError, StartupError
 from .keys import write_key_file
@@ -34,11 +34,11 @@ def _manager(config: Config) -> SessionManager:
 
 
 def _load(config_path: str | None, debug: bool) -> Config:
-    _configure_logging(debug)
+    configure_logging(debug)
     try:
         return load_config(resolve_config_path(config_path))
     except StartupError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         raise  # not reached: _fail exits
 
 
@@ -85,7 +85,7 @@ def warm(providers: tuple[str, ...], force: bool, config_path: str | None, debug
     try:
         gateway = Gateway(config)
     except StartupError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
 
     async def run() -> list[dict[str, Any]]:
@@ -120,7 +120,7 @@ def warm(providers: tuple[str, ...], force: bool, config_path: str | None, debug
     try:
         rows = asyncio.run(run())
     except SluicewayError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     if not rows:
         click.echo("no web-login providers are configured")
@@ -166,7 +166,7 @@ def list_sessions(as_json: bool, config_path: str | None, debug: bool) -> None:
         try:
             rows = asyncio.run(entries())
         except SluicewayError as exc:
-            _fail(exc, debug)
+            fail(exc, debug)
             return
     if as_json:
         click.echo(json.dumps({"sessions": rows}, indent=2))
@@ -193,7 +193,7 @@ def clear(providers: tuple[str, ...], config_path: str | None, debug: bool) -> N
     try:
         removed = asyncio.run(run())
     except SluicewayError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     for name, done in zip(providers, removed, strict=True):
         click.echo(f"{name}: {'cleared' if done else 'no session stored'}")
@@ -225,7 +225,7 @@ def rotate_key(config_path: str | None, debug: bool) -> None:
     try:
         count, current, rotated = asyncio.run(run())
     except SluicewayError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     click.echo(f"re-encrypted {count} session(s) with the new key {rotated.ids[0]}")
     if current.key_file is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sluiceway import ProviderContext, ProviderType, hookimpl
+from sluiceway.api import ProviderContext, ProviderType, hookimpl
 
 from .config import AnthropicOptions
 from .errors import AnthropicStatusError

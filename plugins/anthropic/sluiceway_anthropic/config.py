@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from sluiceway.upstream import HttpOptions
+from sluiceway.api import HttpOptions
 
 __all__ = ["AnthropicOptions"]
 

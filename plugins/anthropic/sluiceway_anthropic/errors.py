@@ -17,9 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sluiceway import GatewayError, InvalidRequest, RateLimited, UpstreamError, UpstreamTimeout
-from sluiceway.upstream import retry_after_seconds
-from sluiceway.wire.anthropic import parse_error
+from sluiceway.api import (
+    GatewayError,
+    InvalidRequest,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    retry_after_seconds,
+)
+from sluiceway.api import parse_anthropic_error as parse_error
 
 __all__ = ["AnthropicStatusError", "error_from_response", "name_provider"]
 

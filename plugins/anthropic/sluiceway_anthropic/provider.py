@@ -18,16 +18,24 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sluiceway import ChatRequest, MessagesRequest, UpstreamError, UpstreamTimeout
-from sluiceway.keys import ApiKey, Credentials
-from sluiceway.wire.anthropic_stream import OpenAIChunkStream, stream_error
-from sluiceway.wire.sse import SSEDecoder
-from sluiceway.wire.translate import anthropic_request, openai_completion
+from sluiceway.api import (
+    ApiKey,
+    ChatRequest,
+    Credentials,
+    MessagesRequest,
+    OpenAIChunkStream,
+    SSEDecoder,
+    UpstreamError,
+    UpstreamTimeout,
+    anthropic_request,
+    openai_completion,
+    stream_error,
+)
 
 from .errors import error_from_response, name_provider
 
 if TYPE_CHECKING:
-    from sluiceway import ProviderContext, UpstreamResponse
+    from sluiceway.api import ProviderContext, UpstreamResponse
 
     from .config import AnthropicOptions
 

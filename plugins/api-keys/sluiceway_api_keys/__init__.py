@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import click
 
-from sluiceway import AuthStrategyType, hookimpl
+from sluiceway.api import AuthStrategyType, hookimpl
 
 from .keyfile import KeyRecord, hash_secret, new_secret, parse_keys, read_keys
 from .store import CreatedKey, KeyNotFound, KeyStore

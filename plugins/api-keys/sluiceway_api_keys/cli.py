@@ -15,9 +15,15 @@ from typing import Any, TypeVar
 
 import click
 
-from sluiceway import ConfigError, Duration, load_config
-from sluiceway.cli import CONFIG_ENV, DEFAULT_CONFIG, resolve_config_path
-from sluiceway.config import validate_options
+from sluiceway.api import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    ConfigError,
+    Duration,
+    load_config,
+    resolve_config_path,
+    validate_options,
+)
 
 from .keyfile import KeyRecord, as_utc
 from .store import CreatedKey, KeyNotFound, KeyStore

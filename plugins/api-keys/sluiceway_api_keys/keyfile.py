@@ -36,8 +36,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from sluiceway import ConfigError
-from sluiceway.config import validate_options
+from sluiceway.api import ConfigError, validate_options
 
 __all__ = [
     "HASH_SCHEME",

@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from sluiceway import AuthenticationFailed, ConfigError, Duration, Principal
+from sluiceway.api import AuthenticationFailed, ConfigError, Duration, Principal
 
 from .keyfile import KeyRecord, hash_secret, read_keys
 
 if TYPE_CHECKING:
-    from sluiceway import Gateway, RequestContext
+    from sluiceway.api import Gateway, RequestContext
 
 __all__ = ["ApiKeysOptions", "ApiKeysStrategy", "create_strategy", "resolve_keys_file"]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sluiceway import AuthStrategyType, hookimpl
+from sluiceway.api import AuthStrategyType, hookimpl
 
 from .strategy import JwksKey, JwtOptions, JwtStrategy, create_strategy, load_jwks
 

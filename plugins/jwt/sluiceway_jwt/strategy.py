@@ -35,10 +35,10 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.types import Options
 
-from sluiceway import AuthenticationFailed, ConfigError, Duration, Principal, Secret
+from sluiceway.api import AuthenticationFailed, ConfigError, Duration, Principal, Secret
 
 if TYPE_CHECKING:
-    from sluiceway import Gateway, RequestContext
+    from sluiceway.api import Gateway, RequestContext
 
 __all__ = [
     "HMAC_ALGORITHMS",

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import msgspec
 
-from sluiceway import Duration, ProviderContext, ProviderType, hookimpl
+from sluiceway.api import Duration, ProviderContext, ProviderType, hookimpl
 
 from .provider import MockProvider
 

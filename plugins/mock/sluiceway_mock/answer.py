@@ -21,8 +21,7 @@ from typing import Any
 
 import msgspec
 
-from sluiceway import ChatRequest, InvalidRequest
-from sluiceway.wire.openai import usage_object
+from sluiceway.api import ChatRequest, InvalidRequest, usage_object
 
 from .schema import SchemaError, generate
 from .text import count_tokens, message_texts, prompt_tokens, prose, split_pieces

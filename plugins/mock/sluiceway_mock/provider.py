@@ -15,14 +15,16 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from sluiceway import (
+from sluiceway.api import (
     ChatRequest,
     InvalidRequest,
     ModelEntry,
     RateLimited,
     UpstreamError,
+    chunk_object,
+    completion_id,
+    completion_object,
 )
-from sluiceway.wire.openai import chunk_object, completion_id, completion_object
 
 from .answer import Choice, Composer
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sluiceway import ProviderContext, ProviderType, hookimpl
+from sluiceway.api import ProviderContext, ProviderType, hookimpl
 
 from .config import KeyOptions, OpenAIOptions
 from .errors import UpstreamAuthError, UpstreamHTTPError, UpstreamStatusError

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sluiceway.keys import KeyOptions
-from sluiceway.upstream import HttpOptions
+from sluiceway.api import HttpOptions, KeyOptions
 
 __all__ = ["KeyOptions", "OpenAIOptions"]
 

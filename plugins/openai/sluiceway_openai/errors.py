@@ -31,8 +31,13 @@ from typing import Any
 
 import msgspec
 
-from sluiceway import GatewayError, RateLimited, UpstreamError, UpstreamTimeout
-from sluiceway.upstream import retry_after_seconds
+from sluiceway.api import (
+    GatewayError,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    retry_after_seconds,
+)
 
 __all__ = [
     "UpstreamAuthError",

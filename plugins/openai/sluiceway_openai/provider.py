@@ -22,9 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sluiceway import ChatRequest, UpstreamError, UpstreamTimeout
-from sluiceway.keys import ApiKey, Credentials
-from sluiceway.wire.sse import SSEDecoder
+from sluiceway.api import (
+    ApiKey,
+    ChatRequest,
+    Credentials,
+    SSEDecoder,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 from .errors import (
     UpstreamAuthError,
@@ -35,7 +40,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from sluiceway import ProviderContext, UpstreamResponse
+    from sluiceway.api import ProviderContext, UpstreamResponse
 
     from .config import OpenAIOptions
 

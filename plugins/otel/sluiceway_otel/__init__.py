@@ -30,9 +30,15 @@ from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
-import sluiceway
-from sluiceway import ConfigError, EventSinkType, Gateway, Middleware, hookimpl
-from sluiceway.config import validate_options
+import sluiceway.api as sluiceway
+from sluiceway.api import (
+    ConfigError,
+    EventSinkType,
+    Gateway,
+    Middleware,
+    hookimpl,
+    validate_options,
+)
 
 from .exporters import ExporterFactory, MissingExporter, exporter_factory, http_traces_url
 from .options import OtelOptions

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from sluiceway import Duration, Secret
+from sluiceway.api import Duration, Secret
 
 __all__ = ["OtelOptions"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluiceway import CONTEXT_KEY, Gateway, RequestContext
+from sluiceway.api import CONTEXT_KEY, Gateway, RequestContext
 
 from .sink import TraceSink
 

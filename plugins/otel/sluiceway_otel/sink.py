@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from sluiceway.events import (
+from sluiceway.api import (
     AttemptEnded,
     AttemptStarted,
     AuthDecided,

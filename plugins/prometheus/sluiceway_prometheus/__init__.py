@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sluiceway import Config, EventSinkType, Route, hookimpl
+from sluiceway.api import Config, EventSinkType, Route, hookimpl
 
 from .endpoint import metrics, sink_of, wants_json
 from .multiprocess import ENV, multiprocess_dir, remove_stale_files

@@ -11,9 +11,7 @@ import asyncio
 import msgspec
 from prometheus_client.exposition import choose_encoder
 
-from sluiceway import CONTEXT_KEY, Gateway, PluginError
-from sluiceway.components import Receive, Scope, Send
-from sluiceway.responses import send_bytes
+from sluiceway.api import CONTEXT_KEY, Gateway, PluginError, Receive, Scope, Send, send_bytes
 
 from .sink import PLUGIN, PrometheusSink
 

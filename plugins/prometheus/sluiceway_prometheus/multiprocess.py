@@ -21,7 +21,7 @@ import os
 
 from prometheus_client import values
 
-from sluiceway import StartupError
+from sluiceway.api import StartupError
 
 __all__ = ["ENV", "multiprocess_dir", "remove_stale_files"]
 

@@ -7,7 +7,7 @@ import math
 
 import msgspec
 
-from sluiceway import Duration
+from sluiceway.api import Duration
 
 __all__ = ["LATENCY_BUCKETS", "OVERHEAD_BUCKETS", "PrometheusOptions"]
 

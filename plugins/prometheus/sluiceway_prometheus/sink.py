@@ -27,16 +27,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from sluiceway import Config, Gateway
-from sluiceway.config import validate_options
-from sluiceway.events import (
+from sluiceway.api import (
     AttemptEnded,
     AuthDecided,
+    Config,
     Event,
     FirstToken,
+    Gateway,
     LimitDecided,
     RequestEnded,
     SessionLogin,
+    validate_options,
 )
 
 from .multiprocess import multiprocess_dir, remove_stale_files

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sluiceway import EventSinkType, hookimpl
+from sluiceway.api import EventSinkType, hookimpl
 
 from .lines import Progress, Queued, Timestamps, line_for, timestamp
 from .options import RequestLogOptions

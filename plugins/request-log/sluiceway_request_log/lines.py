@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from sluiceway.events import (
+from sluiceway.api import (
     AttemptEnded,
     AttemptStarted,
     AuthDecided,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from sluiceway import ByteSize, Duration
+from sluiceway.api import ByteSize, Duration
 
 __all__ = ["RequestLogOptions"]
 

@@ -18,17 +18,18 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-from sluiceway import Gateway, StartupError
-from sluiceway.config import validate_options
-from sluiceway.events import (
+from sluiceway.api import (
     AttemptEnded,
     AttemptStarted,
     AuthDecided,
     Event,
     FirstToken,
+    Gateway,
     LimitDecided,
     RequestEnded,
     RequestStarted,
+    StartupError,
+    validate_options,
 )
 
 from .lines import Progress, Queued

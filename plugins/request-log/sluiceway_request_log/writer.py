@@ -21,7 +21,7 @@ from typing import Protocol
 
 import msgspec
 
-from sluiceway.logformat import JSON_LINE
+from sluiceway.api import JSON_LINE
 
 from .lines import LEVEL_NAMES, Queued, Timestamps, line_for
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 
-import sluiceway
+import sluiceway.api as sluiceway
 
 from .browser import SharedBrowser, browser_options, shared_browser
 from .chunks import ChunkMaker, text_completion

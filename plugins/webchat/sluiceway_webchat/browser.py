@@ -18,14 +18,14 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from sluiceway.config import validate_options
+from sluiceway.api import validate_options
 
 from .options import BrowserOptions, chromium_path
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Playwright
 
-    import sluiceway
+    import sluiceway.api as sluiceway
 
 __all__ = ["SharedBrowser", "browser_options", "shared_browser"]
 

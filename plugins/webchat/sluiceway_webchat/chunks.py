@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sluiceway import ChatRequest
-from sluiceway.wire.openai import chunk_object, completion_id, completion_object, usage_object
+from sluiceway.api import ChatRequest, chunk_object, completion_id, completion_object, usage_object
 
 __all__ = ["ChunkMaker", "text_completion"]
 

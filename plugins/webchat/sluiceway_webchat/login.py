@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-from sluiceway.sessions import Session
+from sluiceway.api import Session
 
 from .options import LoginForm
 

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import msgspec
 
-import sluiceway
+import sluiceway.api as sluiceway
 
 __all__ = [
     "DEFAULT_ARGS",

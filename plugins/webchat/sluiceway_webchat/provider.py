@@ -24,9 +24,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-import sluiceway
-from sluiceway import ChatRequest, RateLimited, UpstreamError, UpstreamLimits
-from sluiceway.sessions import Session, SessionRejected
+import sluiceway.api as sluiceway
+from sluiceway.api import (
+    ChatRequest,
+    RateLimited,
+    Session,
+    SessionRejected,
+    UpstreamError,
+    UpstreamLimits,
+)
 
 from .browser import browser_options, shared_browser
 from .login import extract_session, fill_login_form, save_artifacts
@@ -35,7 +41,7 @@ from .options import WebChatOptions
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
 
-    from sluiceway import UpstreamResponse
+    from sluiceway.api import UpstreamResponse
 
 __all__ = ["LoginFailed", "WebChatProvider"]
 

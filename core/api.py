@@ -1,0 +1,254 @@
+"""The plugin API: everything a plugin may use, in one module.
+
+A plugin imports from here and from nowhere else in ``sluiceway`` (the bundled
+plugins are held to this by a test), so a third-party plugin can do anything a
+bundled one does, and the core is free to move its modules. ``__all__`` is
+pinned by a test; a name leaves it only with a new ``HOOK_API_VERSION``.
+
+The names fall in these groups:
+
+* hooks: ``hookimpl``, ``HOOK_API_VERSION``;
+* what hooks register: ``ProviderType``, ``AuthStrategyType``, ``CallPolicyType``,
+  ``EventSinkType``, ``Route``, ``Middleware``;
+* the model-call boundary: ``ModelCall``, ``CallPolicy``, ``Settle``, ``Usage``,
+  and the token estimate (``estimate_input_tokens``, ``estimate_tokens``);
+* requests and providers: ``ChatRequest``, ``MessagesRequest``, ``Provider``,
+  ``ProviderContext``, ``ProviderCapabilities``, ``ModelInfo``, ``Principal``,
+  ``RequestContext``, ``CONTEXT_KEY``;
+* upstream HTTP: ``UpstreamClient``, ``UpstreamLimits``, ``UpstreamResponse``,
+  ``HttpOptions``, ``retry_after_seconds``, ``SSEDecoder``;
+* wire shapes: the OpenAI objects (``completion_object``, ``chunk_object``...),
+  the Anthropic translation (``anthropic_request``, ``openai_completion``,
+  ``OpenAIChunkStream``...);
+* configuration: ``Config``, ``Duration``, ``ByteSize``, ``Secret``,
+  ``ModelEntry``, ``validate_options``, ``load_config``, ``format_duration``;
+* errors: the :class:`GatewayError` family, ``send_error``;
+* events: every lifecycle event class;
+* shared state: ``RedisConnection`` and its URL helpers, sessions, API keys;
+* ASGI types: ``ASGIApp``, ``Scope``, ``Receive``, ``Send``, ``Message``.
+
+Heavy parts (Redis, the CLI, sessions) are imported on first use, so a plugin
+that needs none of them does not pay for them at startup.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .app import Gateway, create_app
+from .calls import CallKind, CallPolicy, ModelCall, Settle
+from .components import (
+    ASGIApp,
+    AuthStrategy,
+    AuthStrategyType,
+    CallPolicyType,
+    ChatRequest,
+    Message,
+    MessagesRequest,
+    Middleware,
+    ModelInfo,
+    Principal,
+    Provider,
+    ProviderCapabilities,
+    ProviderContext,
+    ProviderType,
+    Receive,
+    Route,
+    Scope,
+    Send,
+)
+from .config import (
+    ByteSize,
+    Config,
+    Duration,
+    ModelEntry,
+    Secret,
+    load_config,
+    parse_config,
+)
+from .context import CONTEXT_KEY, RequestContext
+from .errors import (
+    MAX_RETRY_AFTER_SECONDS,
+    AuthenticationFailed,
+    ConfigError,
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    PluginError,
+    RateLimited,
+    ServiceUnavailable,
+    SluicewayError,
+    StartupError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from .events import (
+    AttemptEnded,
+    AttemptStarted,
+    AuthDecided,
+    Event,
+    EventSinkType,
+    FirstToken,
+    LimitDecided,
+    RequestEnded,
+    RequestStarted,
+    SessionLogin,
+)
+from .hookspecs import HOOK_API_VERSION, hookimpl
+from .logformat import JSON_LINE
+from .middleware.request_context import render_error as send_error
+from .responses import send_bytes
+from .upstream import (
+    HttpOptions,
+    UpstreamClient,
+    UpstreamLimits,
+    UpstreamResponse,
+)
+from .values import format_duration, validate_options
+from .wire.anthropic import parse_error as parse_anthropic_error
+from .wire.anthropic_stream import OpenAIChunkStream, stream_error
+from .wire.estimate import estimate_input_tokens, estimate_tokens
+from .wire.headers import retry_after_seconds
+from .wire.openai import chunk_object, completion_id, completion_object, usage_object
+from .wire.sse import SSEDecoder
+from .wire.translate import anthropic_request, openai_completion
+from .wire.usage import Usage
+
+if TYPE_CHECKING:
+    from .cli_options import CONFIG_ENV, DEFAULT_CONFIG, resolve_config_path
+    from .keys import ApiKey, Credentials, KeyOptions
+    from .redis_store import OnStorageError, RedisConnection, check_storage_url, redact_url
+    from .sessions import Session, SessionRejected
+
+# name -> the module that defines it, imported when the name is first asked for.
+_LAZY = {
+    "CONFIG_ENV": ".cli_options",
+    "DEFAULT_CONFIG": ".cli_options",
+    "resolve_config_path": ".cli_options",
+    "ApiKey": ".keys",
+    "Credentials": ".keys",
+    "KeyOptions": ".keys",
+    "OnStorageError": ".redis_store",
+    "RedisConnection": ".redis_store",
+    "check_storage_url": ".redis_store",
+    "redact_url": ".redis_store",
+    "Session": ".sessions",
+    "SessionRejected": ".sessions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from . import __version__
+
+        return __version__
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __package__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "CONFIG_ENV",
+    "CONTEXT_KEY",
+    "DEFAULT_CONFIG",
+    "HOOK_API_VERSION",
+    "JSON_LINE",
+    "MAX_RETRY_AFTER_SECONDS",
+    "ASGIApp",
+    "ApiKey",
+    "AttemptEnded",
+    "AttemptStarted",
+    "AuthDecided",
+    "AuthStrategy",
+    "AuthStrategyType",
+    "AuthenticationFailed",
+    "ByteSize",
+    "CallKind",
+    "CallPolicy",
+    "CallPolicyType",
+    "ChatRequest",
+    "Config",
+    "ConfigError",
+    "Credentials",
+    "Duration",
+    "Event",
+    "EventSinkType",
+    "FirstToken",
+    "Gateway",
+    "GatewayError",
+    "HttpOptions",
+    "InvalidRequest",
+    "KeyOptions",
+    "LimitDecided",
+    "Message",
+    "MessagesRequest",
+    "MethodNotAllowed",
+    "Middleware",
+    "ModelCall",
+    "ModelEntry",
+    "ModelInfo",
+    "NotFound",
+    "OnStorageError",
+    "OpenAIChunkStream",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PluginError",
+    "Principal",
+    "Provider",
+    "ProviderCapabilities",
+    "ProviderContext",
+    "ProviderType",
+    "RateLimited",
+    "Receive",
+    "RedisConnection",
+    "RequestContext",
+    "RequestEnded",
+    "RequestStarted",
+    "Route",
+    "SSEDecoder",
+    "Scope",
+    "Secret",
+    "Send",
+    "ServiceUnavailable",
+    "Session",
+    "SessionLogin",
+    "SessionRejected",
+    "Settle",
+    "SluicewayError",
+    "StartupError",
+    "UpstreamClient",
+    "UpstreamError",
+    "UpstreamLimits",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+    "Usage",
+    "anthropic_request",
+    "check_storage_url",
+    "chunk_object",
+    "completion_id",
+    "completion_object",
+    "create_app",
+    "estimate_input_tokens",
+    "estimate_tokens",
+    "format_duration",
+    "hookimpl",
+    "load_config",
+    "openai_completion",
+    "parse_anthropic_error",
+    "parse_config",
+    "redact_url",
+    "resolve_config_path",
+    "retry_after_seconds",
+    "send_bytes",
+    "send_error",
+    "stream_error",
+    "usage_object",
+    "validate_options",
+]
