@@ -17,7 +17,7 @@ import msgspec
 from sluiceway_webchat import ChunkMaker, WebChatProvider, text_completion
 
 from sluiceway import ChatRequest, ModelEntry, UpstreamError
-from sluiceway.sessions import Session
+from sluiceway.api import Session
 
 __all__ = ["DemoChatProvider"]
 
