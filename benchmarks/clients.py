@@ -42,7 +42,7 @@ class Backend:
         self.name = name
         self._client: Any = None
         if name in ("aiohttp", "httpx2"):
-            from sluiceway.upstream import UpstreamLimits, create_upstream_client
+            from sluiceway.upstream.client import UpstreamLimits, create_upstream_client
 
             self._client = create_upstream_client(
                 UpstreamLimits(max_connections=100, backend=name)  # type: ignore[arg-type]

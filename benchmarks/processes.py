@@ -175,7 +175,7 @@ def gateway_argv(config_path: Path) -> list[str]:
         return [cli, "serve", "--config", str(config_path)]
     code = (
         "import sys; from sluiceway import create_app, load_config; "
-        "from sluiceway.server import run; "
+        "from sluiceway.http.server import run; "
         f"c = load_config({str(config_path)!r}); "
         f"sys.exit(run(lambda: create_app(c), c.server))"
     )

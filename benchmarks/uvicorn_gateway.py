@@ -5,7 +5,7 @@
 The same ``sluiceway.create_app(path)`` ASGI app that ``sluiceway serve`` puts on
 hypercorn; the gateway's providers start on the ASGI lifespan either way. Host and
 port come from the command line, not ``[server]``; the graceful drain of
-``sluiceway.server`` is not used (uvicorn has its own). For measurement only:
+``sluiceway.http.server`` is not used (uvicorn has its own). For measurement only:
 uvicorn keeps slow-loris connections open and accepts 100 KB headers
 (DEPENDENCIES.md section 3), and speaks no HTTP/2.
 """

@@ -5,7 +5,6 @@ plugins need; :mod:`sluiceway.api` is the whole plugin API, and the only module
 the bundled plugins import from. ``__all__`` is pinned by a test.
 """
 
-from .app import Gateway, create_app
 from .calls import CallPolicy, ModelCall, Settle
 from .components import (
     AuthStrategy,
@@ -21,8 +20,15 @@ from .components import (
     ProviderType,
     Route,
 )
-from .config import ByteSize, Config, Duration, ModelEntry, Secret, load_config, parse_config
-from .context import CONTEXT_KEY, RequestContext
+from .config.settings import (
+    ByteSize,
+    Config,
+    Duration,
+    ModelEntry,
+    Secret,
+    load_config,
+    parse_config,
+)
 from .errors import (
     AuthenticationFailed,
     ConfigError,
@@ -41,9 +47,11 @@ from .errors import (
     UpstreamTimeout,
 )
 from .events import EventSinkType
-from .hookspecs import HOOK_API_VERSION, hookimpl
-from .middleware.request_context import render_error as send_error
-from .upstream import UpstreamClient, UpstreamLimits, UpstreamResponse
+from .http.app import Gateway, create_app
+from .http.context import CONTEXT_KEY, RequestContext
+from .http.middleware.request_context import render_error as send_error
+from .plugins.hookspecs import HOOK_API_VERSION, hookimpl
+from .upstream.client import UpstreamClient, UpstreamLimits, UpstreamResponse
 from .wire.usage import Usage
 
 __version__ = "0.1.0"

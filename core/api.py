@@ -36,7 +36,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .app import Gateway, create_app
 from .calls import CallKind, CallPolicy, ModelCall, Settle
 from .components import (
     ASGIApp,
@@ -58,7 +57,7 @@ from .components import (
     Scope,
     Send,
 )
-from .config import (
+from .config.settings import (
     ByteSize,
     Config,
     Duration,
@@ -67,7 +66,7 @@ from .config import (
     load_config,
     parse_config,
 )
-from .context import CONTEXT_KEY, RequestContext
+from .config.values import format_duration, validate_options
 from .errors import (
     MAX_RETRY_AFTER_SECONDS,
     AuthenticationFailed,
@@ -98,40 +97,41 @@ from .events import (
     RequestStarted,
     SessionLogin,
 )
-from .hookspecs import HOOK_API_VERSION, hookimpl
+from .http.app import Gateway, create_app
+from .http.context import CONTEXT_KEY, RequestContext
+from .http.middleware.request_context import render_error as send_error
+from .http.responses import send_bytes
 from .logformat import JSON_LINE
-from .middleware.request_context import render_error as send_error
-from .responses import send_bytes
-from .upstream import (
+from .plugins.hookspecs import HOOK_API_VERSION, hookimpl
+from .upstream.client import (
     HttpOptions,
     UpstreamClient,
     UpstreamLimits,
     UpstreamResponse,
 )
-from .values import format_duration, validate_options
 from .wire.anthropic import parse_error as parse_anthropic_error
 from .wire.anthropic_stream import OpenAIChunkStream, stream_error
+from .wire.chat_to_messages import anthropic_request, openai_completion
 from .wire.estimate import estimate_input_tokens, estimate_tokens
 from .wire.headers import retry_after_seconds
 from .wire.openai import chunk_object, completion_id, completion_object, usage_object
 from .wire.sse import SSEDecoder
-from .wire.translate import anthropic_request, openai_completion
 from .wire.usage import Usage
 
 if TYPE_CHECKING:
-    from .cli_options import CONFIG_ENV, DEFAULT_CONFIG, resolve_config_path
-    from .keys import ApiKey, Credentials, KeyOptions
+    from .cli.options import CONFIG_ENV, DEFAULT_CONFIG, resolve_config_path
     from .redis_store import OnStorageError, RedisConnection, check_storage_url, redact_url
     from .sessions import Session, SessionRejected
+    from .upstream.keys import ApiKey, Credentials, KeyOptions
 
 # name -> the module that defines it, imported when the name is first asked for.
 _LAZY = {
-    "CONFIG_ENV": ".cli_options",
-    "DEFAULT_CONFIG": ".cli_options",
-    "resolve_config_path": ".cli_options",
-    "ApiKey": ".keys",
-    "Credentials": ".keys",
-    "KeyOptions": ".keys",
+    "CONFIG_ENV": ".cli.options",
+    "DEFAULT_CONFIG": ".cli.options",
+    "resolve_config_path": ".cli.options",
+    "ApiKey": ".upstream.keys",
+    "Credentials": ".upstream.keys",
+    "KeyOptions": ".upstream.keys",
     "OnStorageError": ".redis_store",
     "RedisConnection": ".redis_store",
     "check_storage_url": ".redis_store",

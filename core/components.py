@@ -2,7 +2,7 @@
 
 Hooks run once, at build time, and register these; the request path then calls
 the registered objects directly (never ``pm.hook.*``). Each registration is
-validated and tagged with the plugin that made it (see :mod:`sluiceway.registry`).
+validated and tagged with the plugin that made it (see :mod:`sluiceway.plugins.registry`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .app import Gateway
     from .calls.call import CallPolicy
-    from .config import ModelEntry
-    from .context import RequestContext
-    from .upstream import UpstreamClient, UpstreamLimits
+    from .config.settings import ModelEntry
+    from .http.app import Gateway
+    from .http.context import RequestContext
+    from .upstream.client import UpstreamClient, UpstreamLimits
 
 __all__ = [
     "ASGIApp",
@@ -229,7 +229,7 @@ class ProviderContext:
     def http_client(self, limits: UpstreamLimits | None = None) -> UpstreamClient:
         """A pooled upstream HTTP client for this provider. The gateway closes it at
         shutdown, after the provider's own ``aclose``."""
-        from .upstream import create_upstream_client
+        from .upstream.client import create_upstream_client
 
         client = create_upstream_client(limits)
         self.clients.append(client)
@@ -259,8 +259,8 @@ class ProviderType:
 class Route:
     """An HTTP route served by the gateway.
 
-    ``endpoint`` is a plain ASGI app; ``scope["sluiceway.context"]`` holds the
-    :class:`~sluiceway.context.RequestContext`. ``public`` routes skip auth
+    ``endpoint`` is a plain ASGI app; ``scope["sluiceway.http.context"]`` holds the
+    :class:`~sluiceway.http.context.RequestContext`. ``public`` routes skip auth
     (health checks). ``dialect`` picks the error shape: ``"openai"`` or
     ``"anthropic"``. ``calls_model`` marks a route that sends a prompt to a
     model (chat completions, messages): policies that count requests and

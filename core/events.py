@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .app import Gateway
+    from .http.app import Gateway
 
 __all__ = [
     "AttemptEnded",

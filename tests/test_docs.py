@@ -1,6 +1,6 @@
 """The documentation is checked against the code, as datasette's tests/test_docs.py does.
 
-* Every hook in :mod:`sluiceway.hookspecs` has a ``docs/hooks.md`` section headed
+* Every hook in :mod:`sluiceway.plugins.hookspecs` has a ``docs/hooks.md`` section headed
   by its exact signature, and a ``test_hook_<name>`` in tests/test_hooks.py.
 * Every code example marked ``<!-- example: PATH... -->`` in the docs is the
   tested code at PATH, character for character.
@@ -26,9 +26,9 @@ import msgspec
 import pytest
 
 import sluiceway
-from sluiceway import hookspecs
 from sluiceway.cli import build_cli
 from sluiceway.config import AuthSettings, GatewaySettings, ModelEntry, ServerSettings, parse_config
+from sluiceway.plugins import hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -193,7 +193,7 @@ def test_every_cli_option_is_documented() -> None:
 
 
 def test_config_env_var_is_documented() -> None:
-    from sluiceway.cli_options import CONFIG_ENV
+    from sluiceway.cli.options import CONFIG_ENV
 
     assert CONFIG_ENV in CONFIGURATION_MD.read_text()
 

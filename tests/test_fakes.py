@@ -14,7 +14,7 @@ import aiohttp
 import httpx
 import pytest
 
-from sluiceway.fakes import (
+from sluiceway.testing.fakes import (
     ChunkDelay,
     Close,
     Comments,

@@ -877,7 +877,7 @@ def test_middleware_sees_the_model_call_after_the_endpoint(
 def test_a_stream_that_fails_after_it_started_ends_as_a_failure(
     gateway_factory: Factory, fake_openai: Callable[..., Any]
 ) -> None:
-    from sluiceway.faults import Close
+    from sluiceway.testing.faults import Close
 
     fake = fake_openai(chunks=4)
     fake.script(Close(after_chunks=2))

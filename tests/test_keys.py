@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from sluiceway import PermissionDenied, RateLimited
-from sluiceway.keys import ApiKey, KeyRing
+from sluiceway.upstream.keys import ApiKey, KeyRing
 
 
 class Clock:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 import sluiceway
-from sluiceway.health import BreakerSettings, DeploymentHealth
-from sluiceway.pools import Pool
-from sluiceway.router import Deployment
-from sluiceway.strategies import make_strategy, prompt_prefix
+from sluiceway.calls.health import BreakerSettings, DeploymentHealth
+from sluiceway.calls.pools import Pool
+from sluiceway.calls.router import Deployment
+from sluiceway.calls.strategies import make_strategy, prompt_prefix
 
 
 def _request(text: str, system: str = "You are helpful.") -> sluiceway.ChatRequest:

@@ -13,8 +13,8 @@ from cryptography.fernet import Fernet
 
 import sluiceway
 from sluiceway.config import SessionSettings
-from sluiceway.redis_testing import RedisServer
 from sluiceway.sessions import Session, SessionManager, SessionRejected
+from sluiceway.testing.redis import RedisServer
 
 
 class Logins:

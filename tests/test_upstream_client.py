@@ -19,7 +19,7 @@ import pytest
 
 from sluiceway import UpstreamError, UpstreamLimits, UpstreamTimeout
 from sluiceway.testing import RunningServer
-from sluiceway.upstream import UpstreamClient, UpstreamResponse, create_upstream_client
+from sluiceway.upstream.client import UpstreamClient, UpstreamResponse, create_upstream_client
 
 BACKENDS = ("aiohttp", "httpx2")
 SLOW_SECONDS = 0.1

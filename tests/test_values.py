@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sluiceway.values import format_duration
+from sluiceway.config.values import format_duration
 
 
 @pytest.mark.parametrize(("value", "expected"), [

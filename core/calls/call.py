@@ -17,12 +17,12 @@ from ..wire.estimate import estimate_input_tokens, max_output_tokens
 
 if TYPE_CHECKING:
     from ..components import ChatRequest, MessagesRequest, Principal
-    from ..context import RequestContext
     from ..errors import GatewayError
     from ..events import Event
-    from ..router import Deployment, ModelGroup
+    from ..http.context import RequestContext
     from ..wire.usage import Usage
     from .dispatch import Attempts
+    from .router import Deployment, ModelGroup
 
 __all__ = ["CallKind", "CallPolicy", "ModelCall", "Settle"]
 

@@ -5,7 +5,7 @@ Rules, in the order they apply to a failed attempt:
 
 * A client error (the request itself is wrong) is returned at once.
 * A deployment that failed is rested by its breaker as the failure warrants
-  (see :mod:`sluiceway.health`); a wait for a pool slot is never a failure.
+  (see :mod:`sluiceway.calls.health`); a wait for a pool slot is never a failure.
 * If another deployment of the group has not been tried, the request falls
   over to it at once, for the kinds listed in the group's ``fallback_on``.
 * Otherwise the same deployment is retried after a fully jittered exponential
@@ -37,8 +37,8 @@ from ..errors import (
 from ..events import AttemptEnded, AttemptStarted
 
 if TYPE_CHECKING:
-    from ..router import Deployment, ModelGroup
     from .call import ModelCall
+    from .router import Deployment, ModelGroup
 
 __all__ = ["Attempts", "Dispatcher", "HeldStream", "RetryBudget", "first_and_rest"]
 

@@ -25,15 +25,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 from ..errors import ClientDisconnected, GatewayError
-from ..streaming import until_disconnect
+from ..http.streaming import until_disconnect
 from .call import CallKind, CallPolicy, ModelCall, Settle
 
 if TYPE_CHECKING:
     from ..components import ChatRequest, MessagesRequest
-    from ..context import RequestContext
-    from ..pools import Pool
-    from ..router import Deployment, ModelAccess, ModelRouter
+    from ..http.context import RequestContext
     from .dispatch import Dispatcher
+    from .pools import Pool
+    from .router import Deployment, ModelAccess, ModelRouter
 
 __all__ = ["CallRunner", "Settlements"]
 

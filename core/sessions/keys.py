@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from ..config import SESSION_KEY_ENV, SessionSettings
+from ..config.settings import SESSION_KEY_ENV, SessionSettings
 from .record import Session
 
 __all__ = [

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..config import SESSION_KEY_ENV, SessionSettings
+from ..config.settings import SESSION_KEY_ENV, SessionSettings
 from ..errors import ConfigError, GatewayError, StartupError, UpstreamError
 from .keys import KeyRing
 from .record import Session, session_state

@@ -1,6 +1,6 @@
 """The Anthropic Messages wire format: error bodies, statuses and headers (ours,
 and reading an upstream's). Translation to and from the OpenAI shape is in
-:mod:`sluiceway.wire.translate`, :mod:`sluiceway.wire.translate_ingress` and
+:mod:`sluiceway.wire.chat_to_messages`, :mod:`sluiceway.wire.messages_to_chat` and
 :mod:`sluiceway.wire.anthropic_stream`; requests are validated in
 :mod:`sluiceway.wire.anthropic_request`.
 

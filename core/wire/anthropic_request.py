@@ -17,7 +17,7 @@ from msgspec import Meta
 
 from ..components import ChatRequest, MessagesRequest
 from ..errors import InvalidRequest
-from .translate_ingress import openai_request
+from .messages_to_chat import openai_request
 
 __all__ = ["chat_request", "parse_messages_request"]
 

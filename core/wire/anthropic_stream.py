@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 from ..errors import UpstreamError
-from .translate import finish_reason, openai_usage
+from .chat_to_messages import finish_reason, openai_usage
 
 __all__ = [
     "AnthropicEventStream",

@@ -1,6 +1,6 @@
 """Each upstream fault, from a real upstream over sockets, and what the client sees.
 
-The upstream is sluiceway.fakes.FakeOpenAI (a raw asyncio server that can reset
+The upstream is sluiceway.testing.fakes.FakeOpenAI (a raw asyncio server that can reset
 or cut a connection mid-body); the gateway runs the `openai` provider against
 it; the client is the real OpenAI SDK with its own retries off, so every retry
 counted at the fake is the gateway's.
@@ -17,7 +17,8 @@ import httpx
 import openai
 import pytest
 
-from sluiceway.fakes import (
+from sluiceway.testing import RunningServer
+from sluiceway.testing.fakes import (
     Close,
     Comments,
     Delay,
@@ -30,7 +31,6 @@ from sluiceway.fakes import (
     Stall,
     Status,
 )
-from sluiceway.testing import RunningServer
 
 MESSAGES = [{"role": "user", "content": "ping"}]
 Factory = Callable[..., RunningServer]

@@ -12,8 +12,8 @@ from typing import Any
 import anthropic
 import pytest
 
-from sluiceway.fakes import ErrorEvent, FakeOpenAI, Stall, Status, ToolCall
 from sluiceway.testing import RunningServer
+from sluiceway.testing.fakes import ErrorEvent, FakeOpenAI, Stall, Status, ToolCall
 
 TOOLS: list[Any] = [{"name": "get_weather", "description": "Weather now.",
                      "input_schema": {"type": "object",

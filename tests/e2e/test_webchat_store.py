@@ -15,8 +15,8 @@ from cryptography.fernet import Fernet
 from sluiceway_webchat import shared_browser
 from sluiceway_webchat_demo import DemoSite
 
-from sluiceway.redis_testing import RedisServer
 from sluiceway.testing import RunningServer
+from sluiceway.testing.redis import RedisServer
 
 from .webchat_support import USERS, demo_config, provider_table, set_demo_env
 

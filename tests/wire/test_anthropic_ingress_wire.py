@@ -26,7 +26,7 @@ from sluiceway.wire.anthropic import error_event, error_headers, error_status, e
 from sluiceway.wire.anthropic_request import chat_request, parse_messages_request
 from sluiceway.wire.anthropic_stream import AnthropicEventStream
 from sluiceway.wire.estimate import estimate_input_tokens
-from sluiceway.wire.translate_ingress import anthropic_message
+from sluiceway.wire.messages_to_chat import anthropic_message
 
 HI: list[Any] = [{"role": "user", "content": "hi"}]
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from sluiceway.wire.anthropic_stream import AnthropicEventStream, OpenAIChunkStream
-from sluiceway.wire.translate import anthropic_request, openai_completion
-from sluiceway.wire.translate_ingress import anthropic_message, openai_request
+from sluiceway.wire.chat_to_messages import anthropic_request, openai_completion
+from sluiceway.wire.messages_to_chat import anthropic_message, openai_request
 
 GOLDEN = Path(__file__).parent / "golden"
 CREATED = 1700000000

@@ -8,7 +8,7 @@ import pytest
 
 from sluiceway import InvalidRequest, UpstreamError
 from sluiceway.wire.anthropic_stream import OpenAIChunkStream
-from sluiceway.wire.translate import anthropic_request, finish_reason, openai_usage
+from sluiceway.wire.chat_to_messages import anthropic_request, finish_reason, openai_usage
 
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 

@@ -1,6 +1,6 @@
 """The Anthropic provider: OpenAI chat completions in, Anthropic Messages upstream.
 
-Translation is the core's (:mod:`sluiceway.wire.translate` and
+Translation is the core's (:mod:`sluiceway.wire.chat_to_messages` and
 :mod:`sluiceway.wire.anthropic_stream`), so the Anthropic ingress and this
 provider agree on every rule; this module only moves bytes and maps errors.
 

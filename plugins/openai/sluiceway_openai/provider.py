@@ -5,7 +5,7 @@ The client's body goes upstream with only ``model`` replaced (and, for streams,
 chunks come back as the upstream's own JSON bytes: the core frames them without
 decoding or re-encoding, so a chunk costs one SSE parse and a few byte searches.
 
-Each request picks one of the provider's keys (:class:`~sluiceway.keys.KeyRing`)
+Each request picks one of the provider's keys (:class:`~sluiceway.upstream.keys.KeyRing`)
 for its upstream model. A key the upstream refuses (401/403) rests for
 ``key_cooldown`` if another key can take over (the last one never rests: its
 refusal must reach the operator as an auth error, not as "all keys resting");

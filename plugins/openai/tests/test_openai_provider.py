@@ -38,7 +38,8 @@ from sluiceway import (
     UpstreamTimeout,
     create_app,
 )
-from sluiceway.fakes import (
+from sluiceway.testing import RunningServer
+from sluiceway.testing.fakes import (
     ChunkDelay,
     Close,
     Comments,
@@ -50,7 +51,6 @@ from sluiceway.fakes import (
     Stall,
     Status,
 )
-from sluiceway.testing import RunningServer
 
 StartFake = Callable[..., FakeOpenAI]
 StartGateway = Callable[..., RunningServer]

@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from sluiceway_api_keys import KeyStore
 
-from sluiceway.fakes import FakeOpenAI, Reset, Status
 from sluiceway.testing import RunningServer
+from sluiceway.testing.fakes import FakeOpenAI, Reset, Status
 
 Start = Callable[..., RunningServer]
 Collect = Callable[[RunningServer], list[ReadableSpan]]

@@ -19,7 +19,7 @@ from sluiceway_api_keys import KeyStore
 from sluiceway_prometheus import ENV, breaker_state, remove_stale_files, wants_json
 
 import sluiceway
-from sluiceway.health import DeploymentHealth
+from sluiceway.calls.health import DeploymentHealth
 from sluiceway.testing import RunningServer
 
 Factory = Callable[..., RunningServer]

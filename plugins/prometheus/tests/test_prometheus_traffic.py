@@ -19,8 +19,8 @@ import httpx
 from sluiceway_api_keys import KeyStore
 
 import sluiceway
-from sluiceway.fakes import FakeOpenAI, Status
 from sluiceway.testing import RunningServer
+from sluiceway.testing.fakes import FakeOpenAI, Status
 
 Factory = Callable[..., RunningServer]
 Scrape = Any

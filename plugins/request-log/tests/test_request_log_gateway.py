@@ -12,9 +12,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from sluiceway.fakes import FakeOpenAI
-from sluiceway.faults import Status
 from sluiceway.testing import RunningServer
+from sluiceway.testing.fakes import FakeOpenAI
+from sluiceway.testing.faults import Status
 
 Line = dict[str, Any]
 Start = Callable[..., RunningServer]

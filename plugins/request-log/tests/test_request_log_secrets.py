@@ -20,9 +20,9 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from sluiceway_api_keys import KeyStore
 
-from sluiceway.fakes import FakeOpenAI
-from sluiceway.faults import Close, Garbage, Status
 from sluiceway.testing import RunningServer
+from sluiceway.testing.fakes import FakeOpenAI
+from sluiceway.testing.faults import Close, Garbage, Status
 
 UPSTREAM_KEY = "sk-upstream-0123456789abcdefSECRET"
 JWT_SECRET = "jwt-hmac-secret-that-is-long-enough-0123456789"

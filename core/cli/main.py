@@ -1,0 +1,237 @@
+"""The ``sluiceway`` command line: serve, check, plugins, and plugins' own commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+
+from ..config.settings import (
+    Config,
+    ServerSettings,
+    load_config,
+    validate_options,
+)
+from ..errors import StartupError
+from ..plugins.info import builtin
+from .options import (
+    config_option,
+    configure_logging,
+    debug_option,
+    fail,
+    resolve_config_path,
+)
+
+__all__ = ["build_cli", "main", "resolve_config_path"]
+
+log = logging.getLogger("sluiceway")
+
+
+@click.command()
+@config_option
+@click.option("--host", default=None, help="Address to listen on (overrides [server] host).")
+@click.option("--port", type=int, default=None, help="Port (overrides [server] port).")
+@click.option("--workers", type=int, default=None, help="Worker processes (overrides [server]).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or JSON objects (overrides [server] log_format).")
+@debug_option
+def serve(
+    config_path: str | None, host: str | None, port: int | None, workers: int | None,
+    log_format: str | None, debug: bool,
+) -> None:
+    """Serve the gateway on hypercorn until SIGTERM or Ctrl-C."""
+    from ..http.app import Gateway
+    from ..http.server import run
+
+    configure_logging(debug, log_format or "text")
+    path = resolve_config_path(config_path)
+    overrides = {
+        k: v for k, v in (("host", host), ("port", port), ("workers", workers),
+                          ("log_format", log_format)) if v is not None
+    }
+
+    def configured() -> Config:
+        config = load_config(path)
+        if overrides:
+            config = msgspec.structs.replace(
+                config,
+                server=validate_options(
+                    {**msgspec.to_builtins(config.server, enc_hook=builtin), **overrides},
+                    ServerSettings,
+                    source="command line",
+                    key="server",
+                ),
+            )
+        return config
+
+    try:
+        config = configured()
+        if config.server.log_format != (log_format or "text"):
+            configure_logging(debug, config.server.log_format)
+        # Build once here so that configuration and plugin errors stop us before
+        # any socket is bound. With several workers each builds its own after the fork.
+        first: Gateway | None = Gateway(config)
+    except StartupError as exc:
+        fail(exc, debug)
+        return
+
+    def build() -> Gateway:
+        nonlocal first
+        if first is not None and config.server.workers <= 1:
+            gateway, first = first, None
+            return gateway
+        return Gateway(configured())
+
+    sys.exit(run(build, config.server))
+
+
+def _describe(config: Config) -> dict[str, Any]:
+    from ..http.app import Gateway
+    from ..plugins.info import describe
+
+    return describe(Gateway(config))
+
+
+@click.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved stack as JSON.")
+@debug_option
+def check(config_path: str | None, as_json: bool, debug: bool) -> None:
+    """Validate the configuration and print the resolved stack (secrets redacted)."""
+    configure_logging(debug)
+    logging.getLogger("sluiceway").setLevel(logging.WARNING)
+    try:
+        description = _describe(load_config(resolve_config_path(config_path)))
+    except StartupError as exc:
+        fail(exc, debug)
+        return
+    if as_json:
+        click.echo(json.dumps(description, indent=2))
+        return
+    click.echo(f"config: {description['config']}: OK")
+    click.echo("plugins:")
+    for p in description["plugins"]:
+        click.echo(f"  {p['name']:<16} {p['distribution']} {p['version']}")
+    click.echo("providers:")
+    for p in description["providers"]:
+        models = (
+            ", ".join(
+                m["name"] if m["name"] == m["upstream"] else f"{m['name']} -> {m['upstream']}"
+                for m in p["models"]
+            )
+            or "(provider defaults)"
+        )
+        click.echo(f"  {p['name']:<16} type={p['type']}  models: {models}")
+        for key, value in p["options"].items():
+            click.echo(f"      {key} = {value!r}")
+    click.echo(f"auth: {description['auth']['chain']}")
+    click.echo("routes:")
+    for route in description["routes"]:
+        click.echo(f"  {route}")
+    if description["middleware"]:
+        click.echo("middleware:")
+        for m in description["middleware"]:
+            click.echo(f"  {m}")
+    server = description["server"]
+    click.echo(f"server: {server['host']}:{server['port']} workers={server['workers']}")
+
+
+@click.command("plugins")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def plugins_command(config_path: str | None, as_json: bool) -> None:
+    """List installed plugins and which ones the configuration loads."""
+    from ..plugins.loading import installed_plugins, load_plugins
+
+    path = resolve_config_path(config_path)
+    installed = installed_plugins()
+    listed: list[str] = []
+    loaded: dict[str, Any] = {}
+    error = None
+    if Path(path).exists():
+        try:
+            config = load_config(path)
+            listed = list(config.gateway.plugins)
+            loaded = {p.name: p for p in load_plugins(listed, source=config.source).loaded}
+        except StartupError as exc:
+            error = str(exc)
+    rows = []
+    for name in sorted(set(installed) | set(listed)):
+        entries = installed.get(name, [])
+        rows.append(
+            {
+                "name": name,
+                "distribution": entries[0].distribution if entries else None,
+                "version": entries[0].version if entries else None,
+                "listed": name in listed,
+                "loaded": name in loaded,
+                "hooks": loaded[name].hooks if name in loaded else [],
+                "import_ms": round(loaded[name].import_ms, 2) if name in loaded else None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps({"config": path, "plugins": rows, "error": error}, indent=2))
+        return
+    for row in rows:
+        state = (
+            "loaded" if row["loaded"] else "listed, NOT INSTALLED" if row["listed"] else "installed"
+        )
+        dist = f"{row['distribution']} {row['version']}" if row["distribution"] else "-"
+        click.echo(f"{row['name']:<16} {dist:<32} {state}")
+    if error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+def build_cli(config_path: str | None = None) -> click.Group:
+    """The CLI with every configured plugin's commands added (``register_commands``).
+
+    Plugin errors are not raised here, so ``check`` can still report them.
+    """
+    from ..plugins.loading import load_plugins
+
+    cli = click.Group(
+        "sluiceway",
+        help="sluiceway: an LLM API gateway.",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    click.version_option(package_name="sluiceway")(cli)
+    from .sessions import sessions_group
+
+    for command in (serve, check, plugins_command, sessions_group):
+        cli.add_command(command)
+    path = resolve_config_path(config_path)
+    if Path(path).exists():
+        try:
+            config = load_config(path)
+            plugin_set = load_plugins(config.gateway.plugins, source=config.source)
+            core_commands = dict(cli.commands)
+            for plugin, _ in plugin_set.call_each("register_commands", cli=cli):
+                for name, command in core_commands.items():
+                    if cli.commands.get(name) is not command:
+                        log.warning("plugin %r may not replace the %r command", plugin.name, name)
+                        cli.add_command(command, name)
+        except StartupError as exc:
+            log.debug("plugin commands unavailable: %s", exc)
+    return cli
+
+
+def _config_from_argv(argv: Sequence[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``sluiceway`` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    build_cli(_config_from_argv(args))(args=args, prog_name="sluiceway")

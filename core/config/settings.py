@@ -1,0 +1,413 @@
+"""plugins.toml: reading, typing and validating the gateway's configuration.
+
+The core owns ``[gateway]``, ``[server]``, ``[auth] chain`` and each
+``[[providers]]`` table's ``name``/``type``/``models``. Everything else in a
+provider table is validated against the ``config_model`` of its provider type,
+and each ``[auth.<strategy>]`` table against its strategy type's. A
+``[plugin.<name>]`` table is handed to its plugin as it is
+(:meth:`Config.plugin_options`); the plugin validates it with
+:func:`validate_options` to get the same error messages.
+
+Values may use two conveniences, both resolved here, once, at startup:
+
+* secrets as ``"env:VAR"`` in any field typed :class:`Secret`;
+* durations as ``"250ms"``, ``"5s"``, ``"2m"``, ``"12h"`` (or a bare number of
+  seconds) in any field typed :class:`Duration`; sizes as ``"10MB"``/``"512KiB"``
+  in any field typed :class:`ByteSize`.
+
+Every error is a :class:`~sluiceway.errors.ConfigError` naming the file, the key
+path, what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from ..errors import ConfigError
+from .values import ByteSize, Duration, Secret, _describe, validate_options
+
+__all__ = [
+    "AliasSettings",
+    "AliasTarget",
+    "AuthSettings",
+    "ByteSize",
+    "Config",
+    "Duration",
+    "GatewaySettings",
+    "ModelEntry",
+    "ProviderPolicy",
+    "ProviderSettings",
+    "Secret",
+    "ServerSettings",
+    "SessionSettings",
+    "load_config",
+    "parse_config",
+    "validate_options",
+]
+
+# An HTTP header name (RFC 9110 token).
+_HTTP_TOKEN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+
+
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[server]``: how ``sluiceway serve`` listens."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    # In-flight requests get this long after SIGTERM; streams still open then get
+    # an error frame and a clean end instead of a cut.
+    graceful_timeout: Duration = Duration(30)
+    # Idle keep-alive connections close after this; it is also how long a client
+    # may take to send its request headers (hypercorn's slow-loris guard).
+    # A slow body is bounded separately by [gateway] body_timeout.
+    keep_alive_timeout: Duration = Duration(5)
+    # hypercorn's default of 1000 churns HTTP/2 connections.
+    keep_alive_max_requests: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    access_log: bool = False
+    # "json": every log line is a JSON object (ts, level, logger, message).
+    log_format: Literal["text", "json"] = "text"
+    uvloop: bool = True
+    # Providers and plugin lifespans must be up within this; a browser login may need more.
+    startup_timeout: Duration = Duration(60)
+
+
+class GatewaySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[gateway]``: which plugins load (and in what order) and core request limits."""
+
+    plugins: list[str] = msgspec.field(default_factory=list)
+    max_body_size: ByteSize = ByteSize(8 * 1024 * 1024)
+    # More messages than this in one chat request is a 400 naming `messages`.
+    max_messages: Annotated[int, msgspec.Meta(ge=1)] = 4096
+    # A body trickled in slowly holds a socket and a task; past this it is a 408.
+    body_timeout: Duration = Duration(30)
+    # Requests served at once across all providers (0: no cap); more wait up to
+    # queue_timeout, then get 503 with Retry-After.
+    max_concurrent_requests: Annotated[int, msgspec.Meta(ge=0)] = 0
+    queue_timeout: Duration = Duration(10)
+    # At most this share of in-flight requests may be retrying at once (with a
+    # floor of retry_budget_min), so a failing upstream is not hammered.
+    retry_budget: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+    retry_budget_min: Annotated[int, msgspec.Meta(ge=0)] = 3
+    # Trust a caller's x-request-id only if it looks like an id, not a payload.
+    request_id_header: Annotated[str, msgspec.Meta(pattern=_HTTP_TOKEN)] = "x-request-id"
+    # Key ids (of any auth strategy) that may read what the gateway knows about
+    # every caller: GET /info, and metrics labelled by key. Empty: nobody, while
+    # authentication is on (with it off, everyone).
+    operator_keys: list[str] = msgspec.field(default_factory=list)
+
+
+class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[auth]``: the ordered chain of auth strategies; empty means authentication is off.
+
+    Each ``[auth.<strategy>]`` sub-table holds that strategy's options.
+    """
+
+    chain: list[str] = msgspec.field(default_factory=list)
+    options: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+
+# The variable a session key is read from when ``[sessions] key`` is not set.
+SESSION_KEY_ENV = "SLUICEWAY_SESSION_KEY"
+
+
+class SessionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[sessions]``: the encrypted store of logins (browser sessions, tokens) that
+    providers whose credentials expire keep between requests and restarts."""
+
+    # "file" (one encrypted file per provider under `path`) or a Redis URL, for
+    # several gateway instances sharing their logins.
+    storage: str = "file"
+    path: str = ".sessions"
+    # Fernet key(s), comma-separated, the first encrypting: only as "env:VAR".
+    # Unset: $SLUICEWAY_SESSION_KEY when set, else `key_file`.
+    key: Secret | None = None
+    # Created with mode 0600 on first use; default <path>/session.key.
+    key_file: str | None = None
+    # How long a login is trusted at most, whatever the site says.
+    lifetime: Duration = Duration(12 * 3600)
+    # A session this close to expiry is renewed in the background while still used.
+    refresh_margin: Duration = Duration(600)
+    # After a failed login, requests fail at once for this long instead of each
+    # starting a browser against a site that is down.
+    login_backoff: Duration = Duration(10)
+
+    def __post_init__(self) -> None:
+        if self.storage != "file":
+            # Checked here without importing redis (an optional extra); the full URL
+            # check runs when the store is opened.
+            scheme = self.storage.partition("://")[0]
+            if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
+                raise ValueError(
+                    f"expected 'file' or a Redis URL (redis://...), got {self.storage!r}"
+                )
+        if self.key is not None and not self.key.source.startswith("env:"):
+            raise ValueError("write the session key as 'env:VAR', never in the file")
+        if self.refresh_margin >= self.lifetime:
+            raise ValueError("refresh_margin must be shorter than lifetime")
+
+
+class ModelEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One model a provider serves: the public ``name`` and the provider's own id for it."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    upstream: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+
+    @property
+    def upstream_id(self) -> str:
+        return self.upstream or self.name
+
+
+FailureKind = Literal[
+    "context_window", "auth", "rate_limit", "server", "timeout", "connect", "busy"
+]
+# Falling over to another deployment is worth it for every failure the request
+# itself did not cause.
+DEFAULT_FALLBACK_ON: tuple[FailureKind, ...] = (
+    "context_window", "auth", "rate_limit", "server", "timeout", "connect", "busy",
+)
+StrategyName = Literal["fallback", "weighted", "least-busy", "lowest-latency", "prefix-affinity"]
+
+
+class ProviderPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The keys of a ``[[providers]]`` table that the core owns: capacity, retries, health."""
+
+    # Requests in flight to this provider at once; more wait, up to `buffer` of them.
+    concurrency: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    buffer: Annotated[int, msgspec.Meta(ge=0)] = 1024
+    # Past the buffer: refuse at once (503) rather than queue anyway.
+    drop_excess: bool = False
+    queue_timeout: Duration = Duration(10)
+    # Re-sends of a failed request to the same provider (falling over to another
+    # target of an alias does not count).
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    # One deadline for the whole request, every retry and wait included (for a
+    # stream: until its first chunk).
+    timeout: Duration = Duration(300)
+    cooldown_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
+    cooldown_window: Duration = Duration(60)
+    cooldown: Duration = Duration(30)
+    fallback_on: list[FailureKind] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_FALLBACK_ON)
+    )
+
+
+POLICY_KEYS = frozenset(f.name for f in msgspec.structs.fields(ProviderPolicy))
+
+
+class ProviderSettings(msgspec.Struct, kw_only=True):
+    """One ``[[providers]]`` table. ``options`` holds every key that is neither the
+    core's (``name``, ``type``, ``models``, and the :class:`ProviderPolicy` keys)
+    nor anyone else's: the provider type validates them."""
+
+    name: str
+    type: str
+    models: list[ModelEntry] = msgspec.field(default_factory=list)
+    policy: ProviderPolicy = msgspec.field(default_factory=ProviderPolicy)
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    index: int = 0
+
+
+class AliasTarget(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One target of an alias: ``"provider/model"`` and its share of traffic."""
+
+    target: Annotated[str, msgspec.Meta(pattern=r"^[^/]+/.+$")]
+    weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+
+    @property
+    def provider(self) -> str:
+        return self.target.split("/", 1)[0]
+
+    @property
+    def model(self) -> str:
+        return self.target.split("/", 1)[1]
+
+
+class AliasSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[[aliases]]``: a public model name served by several targets, in a strategy."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    targets: Annotated[list[AliasTarget], msgspec.Meta(min_length=1)]
+    strategy: StrategyName = "fallback"
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    timeout: Duration = Duration(300)
+    fallback_on: list[FailureKind] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_FALLBACK_ON)
+    )
+
+
+class Config(msgspec.Struct, kw_only=True):
+    """The whole configuration, as read from one file (or built in code)."""
+
+    gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    providers: list[ProviderSettings] = msgspec.field(default_factory=list)
+    aliases: list[AliasSettings] = msgspec.field(default_factory=list)
+    plugin: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    sessions: SessionSettings = msgspec.field(default_factory=SessionSettings)
+    source: str = "<config>"
+    base_dir: str = "."
+
+    def plugin_options(self, name: str) -> dict[str, Any]:
+        """The raw ``[plugin.<name>]`` table (empty if absent)."""
+        return self.plugin.get(name, {})
+
+
+_TOP_LEVEL = {"gateway", "server", "auth", "providers", "aliases", "plugin", "sessions"}
+
+
+def _provider(raw: object, index: int, source: str) -> ProviderSettings:
+    key = f"providers[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"expected a table, found {_describe(raw)}", source=source, key=key)
+    table = dict(raw)
+    for required in ("name", "type"):
+        if not isinstance(table.get(required), str) or not table[required]:
+            found = _describe(table.get(required)) if required in table else "nothing"
+            raise ConfigError(
+                f"expected a non-empty string, found {found}",
+                source=source,
+                key=f"{key}.{required}",
+            )
+    models_raw = table.pop("models", [])
+    if not isinstance(models_raw, list):
+        raise ConfigError(
+            f"expected a list of model names or tables, found {_describe(models_raw)}",
+            source=source,
+            key=f"{key}.models",
+        )
+    models = [
+        validate_options(
+            {"name": m} if isinstance(m, str) else m if isinstance(m, dict) else {"name": m},
+            ModelEntry,
+            source=source,
+            key=f"{key}.models[{i}]",
+        )
+        for i, m in enumerate(models_raw)
+    ]
+    seen: set[str] = set()
+    for i, entry in enumerate(models):
+        if entry.name in seen:
+            raise ConfigError(
+                f"model {entry.name!r} is listed twice", source=source, key=f"{key}.models[{i}]"
+            )
+        seen.add(entry.name)
+    policy = validate_options(
+        {k: table.pop(k) for k in list(table) if k in POLICY_KEYS},
+        ProviderPolicy, source=source, key=key,
+    )
+    name, type_ = table.pop("name"), table.pop("type")
+    return ProviderSettings(
+        name=name, type=type_, models=models, policy=policy, options=table, index=index
+    )
+
+
+def _alias_table(raw: object) -> object:
+    """Targets may be written as plain ``"provider/model"`` strings."""
+    if isinstance(raw, dict) and isinstance(raw.get("targets"), list):
+        targets = [{"target": t} if isinstance(t, str) else t for t in raw["targets"]]
+        return {**raw, "targets": targets}
+    return raw
+
+
+def parse_config(
+    data: Mapping[str, Any], *, source: str = "<config>", base_dir: str = ".",
+    extra_plugins: Iterable[str] = (),
+) -> Config:
+    """Build a :class:`Config` from an already-parsed mapping (e.g. a test's dict).
+    ``extra_plugins`` names in-process plugins that may have ``[plugin.*]`` tables
+    without being in ``gateway.plugins``."""
+    unknown = sorted(set(data) - _TOP_LEVEL)
+    if unknown:
+        raise ConfigError(
+            f"unknown table (expected one of: {', '.join(sorted(_TOP_LEVEL))})",
+            source=source,
+            key=unknown[0],
+        )
+    gateway = validate_options(
+        data.get("gateway", {}), GatewaySettings, source=source, key="gateway"
+    )
+    server = validate_options(data.get("server", {}), ServerSettings, source=source, key="server")
+    sessions = validate_options(
+        data.get("sessions", {}), SessionSettings, source=source, key="sessions"
+    )
+    auth_raw = data.get("auth", {})
+    if not isinstance(auth_raw, dict):
+        raise ConfigError("expected a table", source=source, key="auth")
+    auth = validate_options(
+        {k: v for k, v in auth_raw.items() if not isinstance(v, dict)},
+        AuthSettings,
+        source=source,
+        key="auth",
+    )
+    auth.options = {k: v for k, v in auth_raw.items() if isinstance(v, dict)}
+    raw_providers = data.get("providers", [])
+    if not isinstance(raw_providers, list):
+        raise ConfigError(
+            "expected an array of tables ([[providers]])", source=source, key="providers"
+        )
+    providers = [_provider(p, i, source) for i, p in enumerate(raw_providers)]
+    seen: dict[str, int] = {}
+    for p in providers:
+        if p.name in seen:
+            raise ConfigError(
+                f"duplicate provider name {p.name!r} (also providers[{seen[p.name]}])",
+                source=source,
+                key=f"providers[{p.index}].name",
+            )
+        seen[p.name] = p.index
+    raw_aliases = data.get("aliases", [])
+    if not isinstance(raw_aliases, list):
+        raise ConfigError("expected an array of tables ([[aliases]])", source=source, key="aliases")
+    aliases = [
+        validate_options(_alias_table(a), AliasSettings, source=source, key=f"aliases[{i}]")
+        for i, a in enumerate(raw_aliases)
+    ]
+    plugin_tables = data.get("plugin", {})
+    if not isinstance(plugin_tables, dict) or not all(
+        isinstance(v, dict) for v in plugin_tables.values()
+    ):
+        raise ConfigError("expected tables such as [plugin.NAME]", source=source, key="plugin")
+    known = {*gateway.plugins, *extra_plugins}
+    for name in plugin_tables:
+        if name not in known:
+            raise ConfigError(
+                f"configures plugin {name!r}, which is not in gateway.plugins",
+                source=source,
+                key=f"plugin.{name}",
+            )
+    return Config(
+        gateway=gateway,
+        server=server,
+        auth=auth,
+        providers=providers,
+        aliases=aliases,
+        plugin=dict(plugin_tables),
+        sessions=sessions,
+        source=source,
+        base_dir=base_dir,
+    )
+
+
+def load_config(path: str | os.PathLike[str], *, extra_plugins: Iterable[str] = ()) -> Config:
+    """Read and validate a plugins.toml file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=str(file)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(file)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(file)) from None
+    return parse_config(data, source=str(file), base_dir=str(file.resolve().parent),
+                        extra_plugins=extra_plugins)

@@ -1,0 +1,75 @@
+"""``POST /v1/chat/completions``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...calls import first_and_rest
+from ...wire.openai import parse_chat_request
+from ...wire.usage import Usage
+from ..context import CONTEXT_KEY
+from ..responses import send_json
+from ..streaming import relay_openai_stream
+
+if TYPE_CHECKING:
+    from ...calls import ModelCall, Settlements
+    from ...calls.router import Deployment
+    from ...components import Receive, Scope, Send
+
+Header = tuple[bytes, bytes]
+
+__all__ = ["call_headers", "chat_completions"]
+
+
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+    """Validate, route, and answer with a completion or an SSE stream."""
+    ctx = scope[CONTEXT_KEY]
+    gateway = ctx.gateway
+    request = parse_chat_request(
+        await ctx.json(), request_id=ctx.request_id,
+        max_messages=gateway.config.gateway.max_messages,
+    )
+    calls = gateway.calls
+    call = calls.prepare("chat", ctx, request, stream=request.stream)
+    if request.stream:
+
+        async def attempt_stream(deployment: Deployment) -> Any:
+            return await first_and_rest(deployment, deployment.provider.stream(request))
+
+        async def relay(open_attempts: Any, settle: Settlements) -> None:
+            async def open_stream() -> Any:
+                first, rest = await open_attempts()
+                return first, rest, call_headers(call)
+
+            await relay_openai_stream(call, send, open_stream, settle,
+                                      include_usage=request.include_usage)
+
+        await calls.stream(call, relay, attempt_stream)
+        return
+
+    async def attempt(deployment: Deployment) -> dict[str, Any]:
+        completion = await deployment.provider.chat(request)
+        call.usage = Usage.from_openai(completion.get("usage"))
+        return completion
+
+    result = await calls.whole(call, attempt)
+    await send_json(send, 200, result, headers=call_headers(call))
+
+
+def call_headers(call: ModelCall) -> list[Header]:
+    """Where the answer came from, what the gateway itself cost, and what the
+    call policies added."""
+    deployment = call.deployment
+    assert deployment is not None
+    attempts = call.attempts
+    overhead = call.context.elapsed - attempts.upstream_seconds - attempts.backoff_seconds
+    headers = [
+        (b"x-sluiceway-provider", deployment.provider_name.encode("latin-1", "replace")),
+        (b"x-sluiceway-model", deployment.upstream_model.encode("latin-1", "replace")),
+        (b"x-sluiceway-attempts", str(attempts.count).encode()),
+        (b"x-sluiceway-overhead-ms", f"{max(overhead, 0.0) * 1000:.2f}".encode()),
+    ]
+    if call.headers:
+        headers.extend((name.encode("latin-1"), value.encode("latin-1"))
+                       for name, value in call.headers.items())
+    return headers

@@ -1,0 +1,215 @@
+"""Relaying a stream to an Anthropic Messages client as Anthropic server-sent events.
+
+Two sources: a provider's OpenAI chunks, translated event by event
+(:class:`TranslatedEvents`), or a provider that speaks Anthropic natively, whose
+events are passed through as received (:class:`NativeEvents`, which decodes only
+the two events that carry usage). Every frame has its ``event:`` line: the
+Anthropic SDK skips frames without one.
+
+As on the OpenAI routes, the response is committed only once the first chunk
+has arrived (so a provider that fails early still gets a proper HTTP status, in
+Anthropic's shape), a failure after that ends the stream with an ``event:
+error`` frame (which the SDK raises), and a client that hangs up cancels the
+provider's work at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..errors import GatewayError, UpstreamError
+from ..wire.anthropic import error_event
+from ..wire.anthropic_stream import AnthropicEventStream
+from ..wire.sse import event_frame
+from ..wire.usage import Usage
+from .streaming import (
+    SSE_HEADERS,
+    DisconnectWatch,
+    Finish,
+    absorb_cancel,
+    end_with_error,
+    first_token,
+    shutdown_error,
+)
+
+if TYPE_CHECKING:
+    from ..calls import HeldStream, ModelCall
+    from ..components import Send
+
+__all__ = ["EventSource", "NativeEvents", "TranslatedEvents", "relay_anthropic_stream"]
+
+log = logging.getLogger("sluiceway.stream")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+Header = tuple[bytes, bytes]
+
+
+class EventSource:
+    """An opened stream: its first item, the rest (holding the deployment's pool
+    slot), and how each item becomes SSE bytes. Closed exactly once by the relay."""
+
+    __slots__ = ("call", "first", "provider", "rest")
+
+    def __init__(self, call: ModelCall, first: Any, rest: HeldStream[Any],
+                 provider: str) -> None:
+        self.call = call
+        self.first = first
+        self.rest = rest
+        self.provider = provider
+
+    def render(self, item: Any) -> bytes:
+        """The frames for one item (empty when it gives none)."""
+        raise NotImplementedError
+
+    def tail(self) -> bytes:
+        """The closing frames, once the rest is exhausted; raises if the stream
+        ended too early."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self.rest.aclose()
+
+
+class TranslatedEvents(EventSource):
+    """OpenAI chunks (objects, or their JSON as bytes) in, Anthropic events out."""
+
+    __slots__ = ("translator",)
+
+    def __init__(self, call: ModelCall, first: Any, rest: HeldStream[Any],
+                 provider: str, *, model: str) -> None:
+        super().__init__(call, first, rest, provider)
+        self.translator = AnthropicEventStream(model=model)
+
+    def render(self, item: Any) -> bytes:
+        chunk = item
+        if isinstance(item, bytes):
+            try:
+                chunk = _decode(item)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                chunk = None
+        if not isinstance(chunk, dict):
+            raise UpstreamError(
+                f"Provider {self.provider!r} streamed a chunk that is not a JSON object.",
+                code="upstream_invalid_response",
+            )
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            # Recorded before the closing frames go out: the call is settled
+            # just before the last frame, and metrics read it after.
+            self.call.usage = Usage.from_openai(usage)
+        return _frames(self.translator.feed(chunk))
+
+    def tail(self) -> bytes:
+        return _frames(self.translator.finish())
+
+
+class NativeEvents(EventSource):
+    """``(event, data)`` pairs from a provider that speaks Anthropic, passed through."""
+
+    __slots__ = ("done", "usage")
+
+    def __init__(self, call: ModelCall, first: Any, rest: HeldStream[Any],
+                 provider: str) -> None:
+        super().__init__(call, first, rest, provider)
+        self.usage: dict[str, Any] = {}
+        self.done = False
+
+    def render(self, item: Any) -> bytes:
+        name, data = item
+        if name == "message_start" or name == "message_delta":
+            self._sniff_usage(name, data)
+        elif name == "message_stop":
+            self.done = True
+        return event_frame(name, data)
+
+    def _sniff_usage(self, name: str, data: bytes) -> None:
+        try:
+            event = _decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return
+        if not isinstance(event, dict):
+            return
+        if name == "message_start":
+            message = event.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+        else:
+            usage = event.get("usage")
+        if isinstance(usage, dict):
+            # message_delta's counts are cumulative: they replace message_start's.
+            self.usage.update((k, v) for k, v in usage.items() if v is not None)
+            self.call.usage = Usage.from_anthropic(self.usage)
+
+    def tail(self) -> bytes:
+        if not self.done:
+            raise UpstreamError(
+                f"Provider {self.provider!r} ended the stream without message_stop; the "
+                "answer may be incomplete.",
+                code="upstream_stream_truncated",
+            )
+        return b""
+
+
+def _frames(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+    return b"".join(event_frame(name, _encode(data)) for name, data in events)
+
+
+StreamOpener = Callable[[], Awaitable[tuple[EventSource, list[Header]]]]
+
+
+async def relay_anthropic_stream(
+    call: ModelCall, send: Send, open_stream: StreamOpener, finish: Finish
+) -> None:
+    """Open a stream (an :class:`EventSource` and the response headers) and send
+    it as Anthropic server-sent events; ``finish()`` runs just before the last
+    frame (the call's settlement). The client's hang-up is watched from the
+    start, so it also cancels the wait for the first chunk."""
+    ctx = call.context
+    watcher = DisconnectWatch(ctx)
+    committed = False
+    source: EventSource | None = None
+    try:
+        source, headers = await open_stream()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*SSE_HEADERS, *headers]})
+        committed = True
+        await send({"type": "http.response.body", "body": source.render(source.first),
+                    "more_body": True})
+        first_token(call)
+        async for item in source.rest:
+            frames = source.render(item)
+            if frames:
+                await send({"type": "http.response.body", "body": frames, "more_body": True})
+        tail = source.tail()
+        await finish()
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+    except asyncio.CancelledError:
+        if ctx.interrupted != "shutdown" or not absorb_cancel():
+            raise
+        if not committed:
+            raise shutdown_error() from None
+        await end_with_error(call, send, shutdown_error(), finish, error_event)
+    except GatewayError as error:
+        if not committed:
+            raise
+        log.warning("request %s: stream failed after it started: %s", ctx.request_id, error)
+        await end_with_error(call, send, error, finish, error_event)
+    except Exception:
+        if not committed:
+            raise
+        log.exception("request %s: stream failed after it started", ctx.request_id)
+        await end_with_error(
+            call, send,
+            UpstreamError(f"The stream failed on the gateway (request id {ctx.request_id})."),
+            finish, error_event,
+        )
+    finally:
+        watcher.stop()
+        if source is not None:
+            await source.aclose()
+
