@@ -21,6 +21,7 @@ from ..config.settings import (
 from ..errors import StartupError
 from ..plugins.info import builtin
 from .options import (
+    CONFIG_META_KEY,
     config_option,
     configure_logging,
     debug_option,
@@ -189,6 +190,53 @@ def plugins_command(config_path: str | None, as_json: bool) -> None:
         sys.exit(2)
 
 
+class _Commands(click.Group):
+    """The top-level group: keeps ``--config`` for its command, and turns an unknown
+    command that an installed but unlisted plugin provides into how to enable it."""
+
+    def __init__(self, *args: Any, config_path: str | None, listed: Sequence[str],
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config_path = config_path
+        self.listed = list(listed)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            hint = _unlisted_provider_of(name, self.listed, resolve_config_path(self.config_path))
+            if hint:
+                ctx.fail(hint)
+        return super().resolve_command(ctx, args)
+
+
+def _unlisted_provider_of(command: str, listed: Sequence[str], path: str) -> str | None:
+    """What to do when ``command`` comes from an installed plugin the configuration
+    does not list; ``None`` if no installed plugin has it. Only on this error path
+    are unlisted plugins imported, one at a time, to ask for their commands."""
+    from ..plugins.loading import installed_plugins, load_plugins
+
+    for name in sorted(set(installed_plugins()) - set(listed)):
+        scratch = click.Group()
+        try:
+            # call_each is lazy: each hook runs as it is iterated.
+            for _ in load_plugins([name]).call_each("register_commands", cli=scratch):
+                pass
+        except Exception:  # a broken plugin does not provide the hint; it is not ours to report
+            log.debug("plugin %r could not be asked for its commands", name, exc_info=True)
+            continue
+        if command in scratch.commands:
+            where = path if Path(path).exists() else f"{path} (not found)"
+            plugins = ", ".join(f'"{p}"' for p in [*listed, name])
+            return (
+                f"{command!r} is a command of the {name!r} plugin, which {where} does not "
+                f"enable. Add it to [gateway] plugins (plugins = [{plugins}]), or name a "
+                f"configuration that lists it: sluiceway --config FILE {command} ..."
+            )
+    return None
+
+
 def build_cli(config_path: str | None = None) -> click.Group:
     """The CLI with every configured plugin's commands added (``register_commands``).
 
@@ -196,20 +244,35 @@ def build_cli(config_path: str | None = None) -> click.Group:
     """
     from ..plugins.loading import load_plugins
 
-    cli = click.Group(
+    path = resolve_config_path(config_path)
+    config: Config | None = None
+    if Path(path).exists():
+        try:
+            config = load_config(path)
+        except StartupError as exc:
+            log.debug("plugin commands unavailable: %s", exc)
+
+    @click.pass_context
+    def remember_config(ctx: click.Context, config_path: str | None) -> None:
+        if config_path:
+            ctx.meta[CONFIG_META_KEY] = config_path
+
+    cli = _Commands(
         "sluiceway",
+        callback=remember_config,
         help="sluiceway: an LLM API gateway.",
         context_settings={"help_option_names": ["-h", "--help"]},
+        config_path=config_path,
+        listed=config.gateway.plugins if config is not None else (),
     )
+    config_option(cli)
     click.version_option(package_name="sluiceway")(cli)
     from .sessions import sessions_group
 
     for command in (serve, check, plugins_command, sessions_group):
         cli.add_command(command)
-    path = resolve_config_path(config_path)
-    if Path(path).exists():
+    if config is not None:
         try:
-            config = load_config(path)
             plugin_set = load_plugins(config.gateway.plugins, source=config.source)
             core_commands = dict(cli.commands)
             for plugin, _ in plugin_set.call_each("register_commands", cli=cli):

@@ -40,10 +40,19 @@ def configure_logging(debug: bool, log_format: str = "text") -> None:
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING if not debug else logging.DEBUG)
 
 
+# Where the top-level ``sluiceway --config FILE`` is kept for the command it runs.
+CONFIG_META_KEY = "sluiceway.config"
+
+
 def resolve_config_path(value: str | None = None) -> str:
-    """The configuration a command uses: ``--config``, else ``$SLUICEWAY_CONFIG``,
-    else ``./plugins.toml``. For plugin commands too."""
-    return value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    """The configuration a command uses: its own ``--config``, else the one given
+    before the command (``sluiceway --config FILE keys list``), else
+    ``$SLUICEWAY_CONFIG``, else ``./plugins.toml``. For plugin commands too."""
+    if value:
+        return value
+    ctx = click.get_current_context(silent=True)
+    given = ctx.meta.get(CONFIG_META_KEY) if ctx is not None else None
+    return given or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
 
 
 def fail(exc: BaseException, debug: bool) -> None:

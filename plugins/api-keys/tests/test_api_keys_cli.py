@@ -154,3 +154,35 @@ def test_api_keys_parse_expiry() -> None:
     for bad in ("30", "soon", "2029-12-31"):
         with pytest.raises(click.BadParameter):
             parse_expiry(bad, now)
+
+
+def test_api_keys_cli_takes_the_config_before_the_command(
+    config_file: Path, keys_path: Path, cli: Cli
+) -> None:
+    result = cli("--config", str(config_file), "keys", "create", "--name", "early", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [r.name for r in read_keys(keys_path)] == ["bootstrap", "early"]
+    listed = cli("--config", str(config_file), "keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "early" in listed.stdout and "bootstrap" in listed.stdout
+
+
+def test_keys_without_the_plugin_says_how_to_enable_it(cli: Cli, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.toml"
+    plain.write_text(
+        '[gateway]\nplugins = ["mock"]\n\n'
+        '[[providers]]\nname = "mock"\ntype = "mock"\nmodels = ["mock-gpt"]\n'
+    )
+    before = ("--config", str(plain), "keys", "list")
+    after = ("keys", "list", "--config", str(plain))
+    for args in (before, after):
+        result = cli(*args)
+        assert result.returncode == 2
+        assert "'keys' is a command of the 'api-keys' plugin" in result.stderr
+        assert f'{plain} does not enable' in result.stderr
+        assert 'plugins = ["mock", "api-keys"]' in result.stderr
+        assert "Traceback" not in result.stderr
+    # A command no installed plugin has is still just unknown.
+    result = cli("--config", str(plain), "nosuchcommand")
+    assert result.returncode == 2
+    assert "No such command 'nosuchcommand'" in result.stderr

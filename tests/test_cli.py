@@ -1,0 +1,65 @@
+"""The ``sluiceway`` command's own options: ``--config`` before the command reaches
+the command (the core's and a plugin's alike)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from sluiceway.cli import build_cli, resolve_config_path
+
+CONFIG = """
+[gateway]
+plugins = ["mock"]
+
+[[providers]]
+name = "{name}"
+type = "mock"
+models = ["mock-gpt"]
+"""
+
+
+def _config(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(CONFIG.format(name=name))
+    return path
+
+
+def test_config_before_the_command_is_the_one_check_reads(tmp_path: Path) -> None:
+    first, second = _config(tmp_path, "first"), _config(tmp_path, "second")
+    runner = CliRunner()
+    result = runner.invoke(build_cli(str(first)), ["--config", str(first), "check", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [p["name"] for p in json.loads(result.output)["providers"]] == ["first"]
+    # The command's own --config wins over the one before it.
+    result = runner.invoke(
+        build_cli(str(first)), ["--config", str(first), "check", "--json", "--config", str(second)]
+    )
+    assert result.exit_code == 0, result.output
+    assert [p["name"] for p in json.loads(result.output)["providers"]] == ["second"]
+
+
+def test_a_plugin_command_resolves_the_config_given_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SLUICEWAY_CONFIG", raising=False)
+    config = _config(tmp_path, "first")
+    seen: list[str] = []
+
+    cli = build_cli(str(config))
+
+    @cli.command("where")
+    @click.option("--config", "config_path", default=None)
+    def where(config_path: str | None) -> None:
+        seen.append(resolve_config_path(config_path))
+
+    result = CliRunner().invoke(cli, ["--config", str(config), "where"])
+    assert result.exit_code == 0, result.output
+    assert seen == [str(config)]
+    # Without one, the default still applies.
+    CliRunner().invoke(cli, ["where"])
+    assert seen[-1] == "plugins.toml"
