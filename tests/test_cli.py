@@ -4,6 +4,8 @@ the command (the core's and a plugin's alike)."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -21,6 +23,18 @@ name = "{name}"
 type = "mock"
 models = ["mock-gpt"]
 """
+
+
+@pytest.fixture(autouse=True)
+def _logging_kept() -> Iterator[None]:
+    """``check`` quiets the ``sluiceway`` logger and sets up the root's handlers, as a
+    command process should; run in-process here, the next tests get them back."""
+    root, ours = logging.getLogger(), logging.getLogger("sluiceway")
+    handlers, root_level, our_level = list(root.handlers), root.level, ours.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(root_level)
+    ours.setLevel(our_level)
 
 
 def _config(tmp_path: Path, name: str) -> Path:
