@@ -15,8 +15,10 @@ The names fall in these groups:
 * requests and providers: ``ChatRequest``, ``MessagesRequest``, ``Provider``,
   ``ProviderContext``, ``ProviderCapabilities``, ``ModelInfo``, ``Principal``,
   ``RequestContext``, ``CONTEXT_KEY``;
-* upstream HTTP: ``UpstreamClient``, ``UpstreamLimits``, ``UpstreamResponse``,
-  ``HttpOptions``, ``retry_after_seconds``, ``SSEDecoder``;
+* upstream HTTP: ``HttpUpstream`` (a provider's client, keys and error mapping in
+  one), ``UpstreamEvents``, ``ErrorMapper``, ``error_snippet``, ``name_provider``,
+  ``UpstreamClient``, ``UpstreamLimits``, ``UpstreamResponse``, ``HttpOptions``,
+  ``retry_after_seconds``, ``SSEDecoder``, ``SSEEvent``;
 * wire shapes: the OpenAI objects (``completion_object``, ``chunk_object``...),
   the Anthropic translation (``anthropic_request``, ``openai_completion``,
   ``OpenAIChunkStream``...);
@@ -109,13 +111,20 @@ from .upstream.client import (
     UpstreamLimits,
     UpstreamResponse,
 )
+from .upstream.provider_http import (
+    ErrorMapper,
+    HttpUpstream,
+    UpstreamEvents,
+    error_snippet,
+    name_provider,
+)
 from .wire.anthropic import parse_error as parse_anthropic_error
 from .wire.anthropic_stream import OpenAIChunkStream, stream_error
 from .wire.chat_to_messages import anthropic_request, openai_completion
 from .wire.estimate import estimate_input_tokens, estimate_tokens
 from .wire.headers import retry_after_seconds
 from .wire.openai import chunk_object, completion_id, completion_object, usage_object
-from .wire.sse import SSEDecoder
+from .wire.sse import SSEDecoder, SSEEvent
 from .wire.usage import Usage
 
 if TYPE_CHECKING:
@@ -178,12 +187,14 @@ __all__ = [
     "ConfigError",
     "Credentials",
     "Duration",
+    "ErrorMapper",
     "Event",
     "EventSinkType",
     "FirstToken",
     "Gateway",
     "GatewayError",
     "HttpOptions",
+    "HttpUpstream",
     "InvalidRequest",
     "KeyOptions",
     "LimitDecided",
@@ -213,6 +224,7 @@ __all__ = [
     "RequestStarted",
     "Route",
     "SSEDecoder",
+    "SSEEvent",
     "Scope",
     "Secret",
     "Send",
@@ -225,6 +237,7 @@ __all__ = [
     "StartupError",
     "UpstreamClient",
     "UpstreamError",
+    "UpstreamEvents",
     "UpstreamLimits",
     "UpstreamResponse",
     "UpstreamTimeout",
@@ -235,11 +248,13 @@ __all__ = [
     "completion_id",
     "completion_object",
     "create_app",
+    "error_snippet",
     "estimate_input_tokens",
     "estimate_tokens",
     "format_duration",
     "hookimpl",
     "load_config",
+    "name_provider",
     "openai_completion",
     "parse_anthropic_error",
     "parse_config",

@@ -22,14 +22,13 @@ from sluiceway.api import (
     InvalidRequest,
     RateLimited,
     UpstreamError,
-    UpstreamTimeout,
+    error_snippet,
     retry_after_seconds,
 )
 from sluiceway.api import parse_anthropic_error as parse_error
 
-__all__ = ["AnthropicStatusError", "error_from_response", "name_provider"]
+__all__ = ["AnthropicStatusError", "error_from_response"]
 
-_SNIPPET = 200
 _CONTEXT_MARKERS = (
     "prompt is too long",
     "exceed context limit",
@@ -49,17 +48,12 @@ class AnthropicStatusError(GatewayError):
         self.error_type = error_type or "invalid_request_error"
 
 
-def _snippet(body: bytes) -> str:
-    text = " ".join(body[: _SNIPPET * 4].decode("utf-8", "replace").split())
-    return text if len(text) <= _SNIPPET else text[: _SNIPPET - 3] + "..."
-
-
 def error_from_response(
     provider: str, status: int, body: bytes, headers: Mapping[str, str]
 ) -> GatewayError:
     """The error to raise for an upstream answer with ``status >= 400``."""
     error_type, message = parse_error(body)
-    detail = message or _snippet(body) or "no details"
+    detail = message or error_snippet(body) or "no details"
     label = f" ({error_type})" if error_type else ""
     text = f"Provider {provider!r} answered HTTP {status}{label}: {detail}"
     if status == 429:
@@ -72,11 +66,3 @@ def error_from_response(
         return AnthropicStatusError(status, text, error_type=error_type)
     code = "upstream_overloaded" if status == 529 or error_type == "overloaded_error" else None
     return UpstreamError(text, code=code, kind="server")
-
-
-def name_provider(provider: str, error: UpstreamError | UpstreamTimeout) -> GatewayError:
-    """The same error, its message prefixed with the provider's name."""
-    cls = UpstreamTimeout if isinstance(error, UpstreamTimeout) else UpstreamError
-    renamed = cls(f"Provider {provider!r}: {error.message}", code=error.code, kind=error.kind)
-    renamed.__cause__ = error.__cause__
-    return renamed

@@ -35,7 +35,7 @@ from sluiceway.api import (
     GatewayError,
     RateLimited,
     UpstreamError,
-    UpstreamTimeout,
+    error_snippet,
     retry_after_seconds,
 )
 
@@ -46,10 +46,8 @@ __all__ = [
     "error_fields",
     "error_from_response",
     "is_context_window",
-    "name_provider",
 ]
 
-_SNIPPET = 200
 # What the OpenAI SDK still retries; the core caps its own headers the same way.
 _MAX_RETRY_AFTER = 120.0
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "model_context_window_exceeded"})
@@ -107,11 +105,6 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def _snippet(body: bytes) -> str:
-    text = " ".join(body[: _SNIPPET * 4].decode("utf-8", "replace").split())
-    return text if len(text) <= _SNIPPET else text[: _SNIPPET - 3] + "..."
-
-
 def error_fields(body: bytes) -> dict[str, Any]:
     """``message``/``type``/``code``/``param`` from an error body, whatever its shape.
 
@@ -157,7 +150,7 @@ def error_from_response(
             f"Provider {provider!r} refused the gateway's upstream credential "
             f"(HTTP {status}).",
             upstream_status=status,
-            upstream_message=message or _snippet(body),
+            upstream_message=message or error_snippet(body),
         )
     if status == 429:
         wait = retry_after_seconds(headers)
@@ -168,23 +161,15 @@ def error_from_response(
         )
     if 400 <= status < 500:
         if not message:
-            detail = _snippet(body)
+            detail = error_snippet(body)
             message = f"The upstream answered HTTP {status}" + (f": {detail}" if detail else ".")
         return UpstreamStatusError(
             status, message, error_type=fields.get("type"), code=code, param=fields.get("param"),
             kind="context_window" if status == 400 and is_context_window(code, message)
             else "client",
         )
-    detail = message or _snippet(body) or "no details"
+    detail = message or error_snippet(body) or "no details"
     return UpstreamHTTPError(
         f"Provider {provider!r} failed with HTTP {status}: {detail}", upstream_status=status,
         code="upstream_overloaded" if status in _OVERLOADED else None,
     )
-
-
-def name_provider(provider: str, error: UpstreamError | UpstreamTimeout) -> GatewayError:
-    """The same error (code and kind kept), its message prefixed with the provider's name."""
-    cls = UpstreamTimeout if isinstance(error, UpstreamTimeout) else UpstreamError
-    renamed = cls(f"Provider {provider!r}: {error.message}", code=error.code, kind=error.kind)
-    renamed.__cause__ = error.__cause__
-    return renamed

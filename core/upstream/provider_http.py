@@ -1,0 +1,200 @@
+"""What every HTTP provider does the same way, so a provider plugin only builds
+bodies and reads answers.
+
+:class:`HttpUpstream` holds one provider's pooled client and keys. It picks a key
+per request, sends, turns a failed answer into the gateway's error (resting the
+key the upstream refused or rate-limited), names the provider in every transport
+error, and reads a JSON answer or an event stream. A stream is an async context
+manager (the response is closed on leaving it, however it is left) that yields
+the events of each network read as one batch, so the provider's loop stays flat:
+no async generator between the socket and the provider's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..errors import GatewayError, UpstreamError, UpstreamTimeout
+from ..wire.sse import SSEDecoder, SSEEvent
+from .keys import ApiKey, Credentials
+
+if TYPE_CHECKING:
+    from ..components import ProviderContext
+    from .client import HttpOptions, UpstreamResponse
+
+__all__ = ["ErrorMapper", "HttpUpstream", "UpstreamEvents", "error_snippet", "name_provider"]
+
+log = logging.getLogger("sluiceway.upstream")
+
+_decode = msgspec.json.Decoder().decode
+_SNIPPET = 200
+
+# (provider, status, body, headers) -> the error to raise for an answer >= 400.
+ErrorMapper = Callable[[str, int, bytes, Mapping[str, str]], GatewayError]
+
+
+def error_snippet(body: bytes, limit: int = _SNIPPET) -> str:
+    """The start of an error body on one line (HTML from a proxy, plain text), at
+    most ``limit`` characters."""
+    text = " ".join(body[: limit * 4].decode("utf-8", "replace").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def name_provider(provider: str, error: UpstreamError | UpstreamTimeout) -> GatewayError:
+    """The same error (code and kind kept), its message prefixed with the provider's name."""
+    cls = UpstreamTimeout if isinstance(error, UpstreamTimeout) else UpstreamError
+    renamed = cls(f"Provider {provider!r}: {error.message}", code=error.code, kind=error.kind)
+    renamed.__cause__ = error.__cause__
+    return renamed
+
+
+class UpstreamEvents:
+    """The server-sent events of one streamed answer, a batch per network read."""
+
+    __slots__ = ("_decoder", "_ended", "_provider", "_raw", "response")
+
+    def __init__(self, provider: str, response: UpstreamResponse) -> None:
+        self._provider = provider
+        self.response = response
+        self._raw = response.aiter_bytes()
+        self._decoder = SSEDecoder()
+        self._ended = False
+
+    def __aiter__(self) -> UpstreamEvents:
+        return self
+
+    async def __anext__(self) -> Iterator[SSEEvent]:
+        if self._ended:
+            raise StopAsyncIteration
+        try:
+            received = await anext(self._raw)
+        except StopAsyncIteration:
+            self._ended = True
+            return self._decoder.flush()
+        except (UpstreamError, UpstreamTimeout) as exc:
+            raise name_provider(self._provider, exc) from exc.__cause__
+        return self._decoder.feed(received)
+
+    async def aclose(self) -> None:
+        close = getattr(self._raw, "aclose", None)
+        if close is not None:
+            await close()
+        await self.response.aclose()
+
+
+class HttpUpstream:
+    """One provider's way to its upstream: a pooled client, its keys, its error mapping.
+
+    ``headers`` go with every request; ``credential(secret)`` gives the headers
+    that carry a key (``{"authorization": "Bearer ..."}``). ``errors`` maps an
+    answer with status >= 400 to the gateway's error (see the openai plugin's
+    ``error_from_response`` for the kinds the retry loop understands).
+    """
+
+    def __init__(
+        self,
+        ctx: ProviderContext,
+        options: HttpOptions,
+        *,
+        headers: Mapping[str, str],
+        credential: Callable[[str], dict[str, str]],
+        errors: ErrorMapper,
+    ) -> None:
+        self.name = ctx.name
+        self.credentials = Credentials(
+            ctx.name, options.api_key, options.api_keys,
+            cooldown=float(options.key_cooldown), base_headers=dict(headers),
+            credential=credential,
+            models=[entry.upstream_id for entry in ctx.models],
+        )
+        self.client = ctx.http_client(options.limits(ctx.concurrency))
+        self._errors = errors
+
+    async def aclose(self) -> None:
+        """Close the pooled client (the gateway also does, at shutdown)."""
+        await self.client.aclose()
+
+    def invalid(self, what: str) -> UpstreamError:
+        """The error for an answer that is not what the API promises: ``what`` it was."""
+        return UpstreamError(
+            f"Provider {self.name!r} answered with {what}.", code="upstream_invalid_response"
+        )
+
+    def pick(
+        self, model: str, *, stream: bool, extra: Mapping[str, str] | None = None
+    ) -> tuple[ApiKey | None, dict[str, str]]:
+        """A key for ``model`` and the headers to send (``extra`` added)."""
+        key, headers = self.credentials.pick(model, stream=stream)
+        return key, {**headers, **extra} if extra else headers
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        """POST ``body``; returns once the answer's headers are in."""
+        try:
+            return await self.client.send("POST", url, headers=headers, body=body)
+        except (UpstreamError, UpstreamTimeout) as exc:
+            raise name_provider(self.name, exc) from exc.__cause__
+
+    async def read(self, response: UpstreamResponse) -> bytes:
+        """The whole body of ``response``."""
+        try:
+            return await response.read()
+        except (UpstreamError, UpstreamTimeout) as exc:
+            raise name_provider(self.name, exc) from exc.__cause__
+
+    async def check(self, response: UpstreamResponse, key: ApiKey | None, model: str) -> None:
+        """Raise the mapped error for an answer >= 400, resting ``key`` as it warrants."""
+        if response.status < 400:
+            return
+        body = await self.read(response)
+        error = self._errors(self.name, response.status, body, response.headers)
+        if error.kind == "auth" and key is not None:
+            # The upstream's text may quote part of the key: it goes to the log only.
+            log.warning(
+                "provider %r: upstream refused key %r with HTTP %d: %s", self.name, key.name,
+                response.status, getattr(error, "upstream_message", "") or error_snippet(body),
+            )
+        self.credentials.blame(key, error, model, response.headers)
+        raise error
+
+    async def post_json(
+        self, url: str, body: bytes, model: str, *, extra: Mapping[str, str] | None = None
+    ) -> Any:
+        """POST ``body`` for ``model`` and decode the JSON answer; ``None`` if the
+        answer is not JSON (the caller says what it expected)."""
+        key, headers = self.pick(model, stream=False, extra=extra)
+        response = await self.send(url, body, headers)
+        try:
+            await self.check(response, key, model)
+            data = await self.read(response)
+        finally:
+            await response.aclose()
+        try:
+            return _decode(data)
+        except msgspec.DecodeError:
+            return None
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, url: str, body: bytes, model: str, *, extra: Mapping[str, str] | None = None
+    ) -> AsyncIterator[UpstreamEvents]:
+        """POST ``body`` for ``model`` and give its event stream, checked: an error
+        answer raises, and so does one that is not ``text/event-stream``."""
+        key, headers = self.pick(model, stream=True, extra=extra)
+        response = await self.send(url, body, headers)
+        events = UpstreamEvents(self.name, response)
+        try:
+            await self.check(response, key, model)
+            content_type = response.headers.get("content-type", "")
+            if not content_type.startswith("text/event-stream"):
+                raise self.invalid(
+                    f"{content_type or 'no content type'!r} to a stream request, not an "
+                    "event stream"
+                )
+            yield events
+        finally:
+            await events.aclose()
