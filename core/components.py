@@ -259,7 +259,7 @@ class ProviderType:
 class Route:
     """An HTTP route served by the gateway.
 
-    ``endpoint`` is a plain ASGI app; ``scope["sluiceway.http.context"]`` holds the
+    ``endpoint`` is a plain ASGI app; ``scope["sluiceway.context"]`` holds the
     :class:`~sluiceway.http.context.RequestContext`. ``public`` routes skip auth
     (health checks). ``dialect`` picks the error shape: ``"openai"`` or
     ``"anthropic"``. ``calls_model`` marks a route that sends a prompt to a

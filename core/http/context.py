@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONTEXT_KEY", "RequestContext", "absorb_cancel"]
 
-CONTEXT_KEY = "sluiceway.http.context"
+CONTEXT_KEY = "sluiceway.context"
 
 _decode = msgspec.json.Decoder().decode
 
@@ -38,7 +38,7 @@ def absorb_cancel() -> bool:
 class RequestContext:
     """What the gateway knows about one request.
 
-    Found at ``scope["sluiceway.http.context"]`` by every middleware and endpoint.
+    Found at ``scope["sluiceway.context"]`` by every middleware and endpoint.
     The body is read and parsed at most once (:meth:`body`, :meth:`json`), so
     later stages reuse it. ``call`` is the request's
     :class:`~sluiceway.ModelCall` on routes that call a model (``None`` until

@@ -29,7 +29,7 @@ from ..errors import UpstreamError, UpstreamTimeout
 from ..wire.headers import retry_after_seconds
 from .keys import KeyOptions, check_key_options
 
-log = logging.getLogger("sluiceway.upstream.client")
+log = logging.getLogger("sluiceway.upstream")
 
 __all__ = [
     "HttpOptions",
