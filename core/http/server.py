@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -136,6 +137,8 @@ def _serve_forever(gateway: Gateway, settings: ServerSettings, sock: socket.sock
     async def main() -> None:
         await serve_gateway(gateway, settings, sock)
 
+    # Only when serving standalone: mounted in a host app, its process is not ours to tune.
+    gc.set_threshold(*settings.gc_threshold)
     try:
         _run_loop(main, settings.uvloop)
     except LifespanFailureError:

@@ -87,7 +87,9 @@ class DisconnectWatch:
         if self._handle is not None:
             self._handle.cancel()
         if self._task is not None:
+            # Let go of it: once cancelled it holds its error, whose frames hold us.
             self._task.cancel()
+            self._task = None
 
 
 def shutdown_error() -> ServiceUnavailable:

@@ -69,6 +69,17 @@ async def _close_unless_drained(ctx: RequestContext, error: GatewayError) -> Non
         error.headers["connection"] = "close"
 
 
+def _drop_tracebacks(error: BaseException | None) -> None:
+    """Let go of the frames a handled error's traceback (and its causes') holds: they
+    hold the request's objects, and through them the error itself. Only for errors
+    that are logged and answered already, when the request is over."""
+    seen = 0
+    while error is not None and seen < 8:  # a chain is short; a loop in one is not followed
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+        seen += 1
+
+
 def request_ended(
     ctx: RequestContext, status: int, failure: GatewayError | None
 ) -> RequestEnded:
@@ -224,3 +235,14 @@ class RequestContextMiddleware:
             stats.ended(ctx.elapsed)
             if events.enabled:
                 events.emit(request_ended(ctx, status, failure))
+            # The context, its scope, its call and a failure's traceback (whose frames
+            # hold them all) point at each other: unlinked here, they are freed by
+            # reference counting as the request ends, and never wait for the cyclic
+            # garbage collector, whose passes stall every request in flight.
+            call, ctx.call = ctx.call, None
+            if call is not None:
+                _drop_tracebacks(call.error)
+                call.error = None
+            _drop_tracebacks(failure)
+            failure = None
+            scope.pop(CONTEXT_KEY, None)
