@@ -865,6 +865,11 @@ def test_middleware_sees_the_model_call_after_the_endpoint(
         list(client.chat.completions.create(
             model="mock-gpt", messages=[{"role": "user", "content": "hi"}], stream=True
         ))
+    # The middleware runs on after the last byte went out: wait for it (bounded).
+    for _ in range(200):
+        if len(seen) == 2:
+            break
+        time.sleep(0.01)
     assert plain.usage is not None
     usage = seen[0]["usage"]
     assert isinstance(usage, dict) and seen[0]["provider"] == "mock"

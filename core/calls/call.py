@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from ..wire.estimate import estimate_input_tokens, max_output_tokens
+from .dispatch import Attempts
 
 if TYPE_CHECKING:
     from ..components import ChatRequest, MessagesRequest, Principal
@@ -81,8 +82,6 @@ class ModelCall:
         *,
         stream: bool = False,
     ) -> None:
-        from .dispatch import Attempts
-
         self.kind: CallKind = kind
         self.context = context
         self.request = request

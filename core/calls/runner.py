@@ -52,11 +52,18 @@ class Settlements:
 
     __slots__ = ("_call", "_done", "_pending", "_runner")
 
-    def __init__(self, runner: CallRunner, call: ModelCall) -> None:
+    def __init__(self, runner: CallRunner | None, call: ModelCall | None) -> None:
         self._runner = runner
         self._call = call
         self._pending: list[tuple[str, Settle]] = []
         self._done = False
+
+    @classmethod
+    def nothing(cls) -> Settlements:
+        """Settlements for a call no policy admitted: settling them does nothing."""
+        settled = cls(None, None)
+        settled._done = True
+        return settled
 
     def add(self, policy: str, settle: Settle) -> None:
         self._pending.append((policy, settle))
@@ -67,12 +74,13 @@ class Settlements:
         if self._done:
             return
         self._done = True
-        call = self._call
+        call, runner = self._call, self._runner
+        assert call is not None and runner is not None
         for policy, settle in self._pending:
             try:
                 await settle(call)
             except Exception as exc:
-                self._runner.settlement_failed(policy, exc)
+                runner.settlement_failed(policy, exc)
 
 
 class CallRunner:
@@ -101,6 +109,8 @@ class CallRunner:
             for kind in get_args(CallKind)
         }
         self._failed_logged: dict[str, float] = {}
+        # Shared by every call no policy applies to: no per-call object, no admit coroutine.
+        self._nothing = Settlements.nothing()
 
     # -- building a call ---------------------------------------------------
 
@@ -204,9 +214,12 @@ class CallRunner:
     # -- the parts ---------------------------------------------------------
 
     async def _admit(self, call: ModelCall) -> Settlements:
+        policies = self._by_kind[call.kind]
+        if not policies:
+            return self._nothing
         settlements = Settlements(self, call)
         try:
-            for policy in self._by_kind[call.kind]:
+            for policy in policies:
                 settle = await policy.admit(call)
                 if settle is not None:
                     settlements.add(policy.name, settle)
