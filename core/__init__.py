@@ -20,14 +20,13 @@ from .components import (
     ProviderType,
     Route,
 )
+from .config.loading import load_config, parse_config
 from .config.settings import (
     ByteSize,
     Config,
     Duration,
     ModelEntry,
     Secret,
-    load_config,
-    parse_config,
 )
 from .errors import (
     AuthenticationFailed,

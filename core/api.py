@@ -59,14 +59,13 @@ from .components import (
     Scope,
     Send,
 )
+from .config.loading import load_config, parse_config
 from .config.settings import (
     ByteSize,
     Config,
     Duration,
     ModelEntry,
     Secret,
-    load_config,
-    parse_config,
 )
 from .config.values import format_duration, validate_options
 from .errors import (

@@ -12,12 +12,8 @@ from typing import Any
 import click
 import msgspec
 
-from ..config.settings import (
-    Config,
-    ServerSettings,
-    load_config,
-    validate_options,
-)
+from ..config.loading import load_config
+from ..config.settings import Config, ServerSettings, validate_options
 from ..errors import StartupError
 from ..plugins.info import builtin
 from .options import (

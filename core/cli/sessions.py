@@ -19,7 +19,8 @@ from typing import Any
 
 import click
 
-from ..config.settings import Config, load_config
+from ..config.loading import load_config
+from ..config.settings import Config
 from ..errors import SluicewayError, StartupError
 from ..sessions.keys import write_key_file
 from ..sessions.manager import SessionManager

@@ -1,6 +1,8 @@
 """plugins.toml, read once into typed settings: ``settings`` (the tables the core
-owns, reading and validation) and ``values`` (durations, sizes, secrets)."""
+owns), ``loading`` (reading the file into them) and ``values`` (durations,
+sizes, secrets, and the validation that names every key)."""
 
+from .loading import load_config, parse_config
 from .settings import (
     AliasSettings,
     AliasTarget,
@@ -15,8 +17,6 @@ from .settings import (
     Secret,
     ServerSettings,
     SessionSettings,
-    load_config,
-    parse_config,
     validate_options,
 )
 

@@ -22,7 +22,8 @@ from ..calls.pools import Pool
 from ..calls.router import ModelAccess, ModelRouter
 from ..calls.topology import build_router, check_routing, open_providers
 from ..components import ASGIApp, Provider, Receive, Scope, Send
-from ..config.settings import Config, load_config, parse_config
+from ..config.loading import load_config, parse_config
+from ..config.settings import Config
 from ..errors import (
     PermissionDenied,
     ServiceUnavailable,
