@@ -182,6 +182,7 @@ async def open_loop(
     rate: float,
     duration: float,
     request_timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> OpenLoopResult:
     """POST ``body`` to ``url`` (loopback only) at ``rate`` per second for ``duration``
     seconds: ``rate * duration`` requests in all, each bounded by ``request_timeout``."""
@@ -194,7 +195,7 @@ async def open_loop(
     total = int(rate * duration)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     client_timeout = aiohttp.ClientTimeout(total=request_timeout)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **(headers or {})}
     inflight = [0]
     last_ok = [0.0]
     clock = time.perf_counter

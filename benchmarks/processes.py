@@ -118,7 +118,7 @@ def _wait_ready(proc: Proc, probe: str, timeout: float = 20.0) -> None:
 
 
 def start(name: str, argv: list[str], port: int, *, cpu: int | set[int] | None, probe: str,
-          workdir: Path) -> Proc:
+          workdir: Path, env: dict[str, str] | None = None) -> Proc:
     log = workdir / f"{name}.log"
     out = log.open("wb")
     allowed = {cpu} if isinstance(cpu, int) else cpu
@@ -128,7 +128,7 @@ def start(name: str, argv: list[str], port: int, *, cpu: int | set[int] | None, 
             os.sched_setaffinity(0, allowed)
 
     popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                             preexec_fn=preexec)
+                             preexec_fn=preexec, env={**os.environ, **env} if env else None)
     proc = Proc(name, popen, port, log)
     try:
         _wait_ready(proc, probe)
@@ -190,8 +190,8 @@ class Lab:
         self.procs: list[Proc] = []
 
     def _start(self, name: str, argv: list[str], port: int, *, cpu: int | set[int] | None,
-               probe: str) -> Proc:
-        proc = start(name, argv, port, cpu=cpu, probe=probe, workdir=self.workdir)
+               probe: str, env: dict[str, str] | None = None) -> Proc:
+        proc = start(name, argv, port, cpu=cpu, probe=probe, workdir=self.workdir, env=env)
         self.procs.append(proc)
         return proc
 
@@ -221,9 +221,12 @@ class Lab:
         return self._start(name, argv, port, cpu=cpu, probe="/healthz")
 
     def serve(self, name: str, config: Path, port: int, *,
-              cpu: int | set[int] | None = None) -> Proc:
-        """``sluiceway serve`` with a config file written by the caller."""
-        return self._start(name, gateway_argv(config), port, cpu=cpu, probe="/healthz")
+              cpu: int | set[int] | None = None, env: dict[str, str] | None = None,
+              argv: list[str] | None = None) -> Proc:
+        """``sluiceway serve`` with a config file written by the caller (or ``argv``,
+        e.g. another checkout's gateway run with ``env``)."""
+        return self._start(name, argv or gateway_argv(config), port, cpu=cpu,
+                           probe="/healthz", env=env)
 
     def bare(self, name: str, upstream: Proc, *, cpu: int | None = None,
              server: str = "hypercorn") -> Proc:
