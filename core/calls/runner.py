@@ -140,17 +140,9 @@ class CallRunner:
         if capacity is not None:
             await until_disconnect(ctx, capacity.acquire(call.group.timeout - ctx.elapsed))
         try:
-            settle = await self._admit(call)
-            try:
-                result = await until_disconnect(
-                    ctx, self.dispatcher.run(call, attempt, hold=False))
-            except BaseException as exc:
-                self._failed(call, exc)
-                await settle()
-                raise
-            call.status = 200
-            await settle()
-            return result
+            return await self._admitted(
+                call, lambda: until_disconnect(ctx, self.dispatcher.run(call, attempt, hold=False))
+            )
         finally:
             if capacity is not None:
                 capacity.release()
@@ -194,15 +186,25 @@ class CallRunner:
         """One try on the first available deployment, with no pool slot, retry or
         health accounting: for calls that ask a provider something cheap (count
         tokens). Policies for the call's kind still admit and settle it."""
-        ctx = call.context
-        settle = await self._admit(call)
-        try:
+
+        async def first_available() -> T:
             order = call.group.order(call.request)
             now = time.monotonic()
             deployment = next((d for d in order if d.health.available(now)), order[0])
             call.request.upstream_model = deployment.upstream_model
             call.attempts.deployment = deployment
-            result = await until_disconnect(ctx, attempt(deployment))
+            return await until_disconnect(call.context, attempt(deployment))
+
+        return await self._admitted(call, first_available)
+
+    # -- the parts ---------------------------------------------------------
+
+    async def _admitted(self, call: ModelCall, run: Callable[[], Awaitable[T]]) -> T:
+        """Admit ``call``, ``run()`` it, and settle it once, however it ends. Settled
+        before this returns, so a whole answer's headers carry what policies set."""
+        settle = await self._admit(call)
+        try:
+            result = await run()
         except BaseException as exc:
             self._failed(call, exc)
             await settle()
@@ -210,8 +212,6 @@ class CallRunner:
         call.status = 200
         await settle()
         return result
-
-    # -- the parts ---------------------------------------------------------
 
     async def _admit(self, call: ModelCall) -> Settlements:
         policies = self._by_kind[call.kind]

@@ -36,6 +36,7 @@ __all__ = [
     "first_token",
     "relay_openai_stream",
     "shutdown_error",
+    "stream_failed",
     "until_disconnect",
 ]
 
@@ -201,31 +202,41 @@ async def relay_openai_stream(
             await write(chunk)
         await finish()
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
-    except asyncio.CancelledError:
-        if ctx.interrupted != "shutdown" or not absorb_cancel():
-            raise
-        if not committed:
-            raise shutdown_error() from None
-        await end_with_error(call, send, shutdown_error(), finish, _error_frame)
-    except GatewayError as error:
-        if not committed:
-            raise
-        log.warning("request %s: stream failed after it started: %s", ctx.request_id, error)
-        await end_with_error(call, send, error, finish, _error_frame)
-    except Exception:
-        if not committed:
-            raise
-        log.exception("request %s: stream failed after it started", ctx.request_id)
-        await end_with_error(
-            call, send,
-            UpstreamError(f"The stream failed on the gateway (request id {ctx.request_id})."),
-            finish, _error_frame,
-        )
+    except (asyncio.CancelledError, Exception) as exc:
+        await stream_failed(call, send, exc, committed=committed, finish=finish,
+                            frame=_error_frame)
     finally:
         watcher.stop()
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def stream_failed(
+    call: ModelCall, send: Send, exc: BaseException, *, committed: bool, finish: Finish,
+    frame: Callable[[GatewayError], bytes],
+) -> None:
+    """What a relay does when its stream fails with ``exc``. Before the response
+    started, the error goes on up (the endpoint answers it in full, and a
+    shutdown becomes a 503); after, the stream ends with an error frame in the
+    client's dialect. A cancellation that is not the gateway shutting down is
+    the client hanging up or the server stopping: it goes on up either way."""
+    ctx = call.context
+    if isinstance(exc, asyncio.CancelledError):
+        if ctx.interrupted != "shutdown" or not absorb_cancel():
+            raise exc
+        if not committed:
+            raise shutdown_error() from None
+        error: GatewayError = shutdown_error()
+    elif not committed:
+        raise exc
+    elif isinstance(exc, GatewayError):
+        log.warning("request %s: stream failed after it started: %s", ctx.request_id, exc)
+        error = exc
+    else:
+        log.error("request %s: stream failed after it started", ctx.request_id, exc_info=exc)
+        error = UpstreamError(f"The stream failed on the gateway (request id {ctx.request_id}).")
+    await end_with_error(call, send, error, finish, frame)
 
 
 async def end_with_error(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..errors import GatewayError, UpstreamError
+from ..errors import UpstreamError
 from ..wire.anthropic import error_event
 from ..wire.anthropic_stream import AnthropicEventStream
 from ..wire.sse import event_frame
@@ -31,10 +31,8 @@ from .streaming import (
     SSE_HEADERS,
     DisconnectWatch,
     Finish,
-    absorb_cancel,
-    end_with_error,
     first_token,
-    shutdown_error,
+    stream_failed,
 )
 
 if TYPE_CHECKING:
@@ -188,26 +186,9 @@ async def relay_anthropic_stream(
         tail = source.tail()
         await finish()
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-    except asyncio.CancelledError:
-        if ctx.interrupted != "shutdown" or not absorb_cancel():
-            raise
-        if not committed:
-            raise shutdown_error() from None
-        await end_with_error(call, send, shutdown_error(), finish, error_event)
-    except GatewayError as error:
-        if not committed:
-            raise
-        log.warning("request %s: stream failed after it started: %s", ctx.request_id, error)
-        await end_with_error(call, send, error, finish, error_event)
-    except Exception:
-        if not committed:
-            raise
-        log.exception("request %s: stream failed after it started", ctx.request_id)
-        await end_with_error(
-            call, send,
-            UpstreamError(f"The stream failed on the gateway (request id {ctx.request_id})."),
-            finish, error_event,
-        )
+    except (asyncio.CancelledError, Exception) as exc:
+        await stream_failed(call, send, exc, committed=committed, finish=finish,
+                            frame=error_event)
     finally:
         watcher.stop()
         if source is not None:

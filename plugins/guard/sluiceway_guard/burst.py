@@ -3,15 +3,12 @@ calls per second (counted over ``burst_window``) is blocked for ``block_for``.""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 
 from sluiceway.api import Gateway, LimitDecided, ModelCall, RateLimited
 
-from .middleware import PLUGIN, load_options, seconds
+from .middleware import PLUGIN, Owner, create_store, load_options, seconds
 from .options import GuardOptions
 from .store import GuardStore, MemoryGuardStore
 
@@ -24,7 +21,7 @@ RETRY_AFTER_CAP = 120.0
 log = logging.getLogger("sluiceway.guard")
 
 
-class BurstPolicy:
+class BurstPolicy(Owner):
     """Refuses the calls of a blocked key: 429 ``burst_limit_exceeded`` with
     ``Retry-After`` (at most 120 s; beyond that, ``x-should-retry: false`` too).
     Calls without a principal (authentication off) pass."""
@@ -35,25 +32,11 @@ class BurstPolicy:
         self, options: GuardOptions | None = None, *, store: GuardStore | None = None,
         name: str = "guard:burst",
     ) -> None:
-        from .middleware import create_store
-
         self.name = name
         self.options = options if options is not None else GuardOptions()
         self.store: GuardStore = store if store is not None else (
             create_store(self.options) if self.options.bursts else MemoryGuardStore(self.options))
         self.enabled = self.options.bursts
-
-    def lifespan(self) -> AbstractAsyncContextManager[None]:
-        """Entered by the gateway at startup: closes the store's Redis client
-        (opened on first use, in the serving loop) at shutdown."""
-        return self._lifespan()
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await self.store.aclose()
 
     async def admit(self, call: ModelCall) -> None:
         """Count the call against its key; refuse it while the key is blocked."""

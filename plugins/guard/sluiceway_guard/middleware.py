@@ -64,7 +64,7 @@ def seconds(value: float) -> str:
 
 
 class Owner:
-    """A middleware that owns a store and closes it with its ``lifespan``."""
+    """A middleware or call policy that owns a store and closes it with its ``lifespan``."""
 
     store: GuardStore
 
