@@ -19,6 +19,7 @@ The endpoint keeps what is truly its own: the wire shape of its answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,6 +67,8 @@ class Settlements:
         return settled
 
     def add(self, policy: str, settle: Settle) -> None:
+        if self._done:
+            raise RuntimeError("these settlements have run already")
         self._pending.append((policy, settle))
 
     async def __call__(self) -> None:
@@ -76,11 +79,18 @@ class Settlements:
         self._done = True
         call, runner = self._call, self._runner
         assert call is not None and runner is not None
+        cancelled: asyncio.CancelledError | None = None
         for policy, settle in self._pending:
             try:
                 await settle(call)
+            except asyncio.CancelledError as exc:
+                # A hang-up or shutdown mid-settlement: the other policies are still
+                # owed theirs (a slot to release, a spend to record); then it goes on.
+                cancelled = exc
             except Exception as exc:
                 runner.settlement_failed(policy, exc)
+        if cancelled is not None:
+            raise cancelled
 
 
 class CallRunner:

@@ -151,3 +151,59 @@ def test_messages_and_count_tokens_are_calls_too(gateway_factory: Factory) -> No
     assert settled[0]["tokens"] == message.usage.input_tokens + message.usage.output_tokens
     assert settled[1]["tokens"] == final.usage.input_tokens + final.usage.output_tokens
     assert settled[2]["provider"] == "mock" and counted.input_tokens > 0
+
+
+class SlowToSettle:
+    """Settles slowly, so that a client can hang up in the middle of it."""
+
+    name = "slow"
+    kinds = frozenset({"chat"})
+
+    def __init__(self) -> None:
+        self.cancelled = 0
+
+    async def admit(self, call: sluiceway.ModelCall) -> sluiceway.Settle:
+        async def settle(call: sluiceway.ModelCall) -> None:
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+
+        return settle
+
+
+class SlowPlugin:
+    def __init__(self, policy: SlowToSettle) -> None:
+        self.policy = policy
+
+    @sluiceway.hookimpl
+    def register_call_policies(
+        self, register: Callable[[sluiceway.CallPolicyType], None]
+    ) -> None:
+        register(sluiceway.CallPolicyType("slow", lambda gateway: self.policy))
+
+
+async def test_a_hang_up_during_one_settlement_still_settles_the_others(
+    gateway_factory: Factory,
+) -> None:
+    slow, ledger = SlowToSettle(), Ledger()
+    server = gateway_factory(
+        {"gateway": {"plugins": ["mock"]},
+         "providers": [{"name": "mock", "type": "mock", "models": ["mock-gpt"],
+                        "response_tokens": 3}]},
+        # slow is admitted first, so it settles first.
+        plugins=[("slow", SlowPlugin(slow)), ("ledger", LedgerPlugin(ledger))],
+    )
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        async with client.stream("POST", "/chat/completions", json={
+            "model": "mock-gpt", "messages": USER, "stream": True,
+        }) as response:
+            # The stream settles just before its last frame: the last chunk with
+            # content comes, then nothing while slow settles. Hang up then.
+            async for line in response.aiter_lines():
+                if '"finish_reason":"stop"' in line:
+                    break
+    settled = await asyncio.to_thread(ledger.wait_settled, 1)
+    assert slow.cancelled == 1
+    assert [(s["status"], s["stream"]) for s in settled] == [(200, True)]
