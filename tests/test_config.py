@@ -165,6 +165,11 @@ def test_load_config_reads_toml_and_reports_its_errors(tmp_path: Path) -> None:
     with pytest.raises(sluiceway.ConfigError) as info:
         load_config(tmp_path / "absent.toml")
     assert str(info.value) == f"{tmp_path / 'absent.toml'}: file not found"
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'[gateway]\nplugins = ["caf\xe9"]\n')
+    with pytest.raises(sluiceway.ConfigError) as info:
+        load_config(latin)
+    assert str(info.value) == f"{latin}: not UTF-8 text (byte 25)"
 
 
 def test_the_repository_default_stack_is_valid() -> None:

@@ -191,16 +191,21 @@ class _Commands(click.Group):
     command that an installed but unlisted plugin provides into how to enable it."""
 
     def __init__(self, *args: Any, config_path: str | None, listed: Sequence[str],
-                 **kwargs: Any) -> None:
+                 load_error: StartupError | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config_path = config_path
         self.listed = list(listed)
+        self.load_error = load_error
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            if self.load_error is not None:
+                # Its plugins' commands are unknown: say why, not what to enable.
+                ctx.fail(f"no command {name!r} here; plugin commands come from the "
+                         f"configuration, which did not load: {self.load_error}")
             hint = _unlisted_provider_of(name, self.listed, resolve_config_path(self.config_path))
             if hint:
                 ctx.fail(hint)
@@ -242,11 +247,13 @@ def build_cli(config_path: str | None = None) -> click.Group:
 
     path = resolve_config_path(config_path)
     config: Config | None = None
+    load_error: StartupError | None = None
     if Path(path).exists():
         try:
             config = load_config(path)
         except StartupError as exc:
             log.debug("plugin commands unavailable: %s", exc)
+            load_error = exc
 
     @click.pass_context
     def remember_config(ctx: click.Context, config_path: str | None) -> None:
@@ -260,6 +267,7 @@ def build_cli(config_path: str | None = None) -> click.Group:
         context_settings={"help_option_names": ["-h", "--help"]},
         config_path=config_path,
         listed=config.gateway.plugins if config is not None else (),
+        load_error=load_error,
     )
     config_option(cli)
     click.version_option(package_name="sluiceway")(cli)
@@ -282,12 +290,15 @@ def build_cli(config_path: str | None = None) -> click.Group:
 
 
 def _config_from_argv(argv: Sequence[str]) -> str | None:
+    """The configuration the command will use: the last ``--config`` given, since a
+    command's own comes after the one before it, and wins."""
+    found = None
     for index, arg in enumerate(argv):
         if arg == "--config" and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
+            found = argv[index + 1]
+        elif arg.startswith("--config="):
+            found = arg.split("=", 1)[1]
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -171,6 +171,8 @@ def load_config(path: str | os.PathLike[str], *, extra_plugins: Iterable[str] = 
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found", source=str(file)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", source=str(file)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", source=str(file)) from None
     try:

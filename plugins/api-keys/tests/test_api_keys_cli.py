@@ -186,3 +186,21 @@ def test_keys_without_the_plugin_says_how_to_enable_it(cli: Cli, tmp_path: Path)
     result = cli("--config", str(plain), "nosuchcommand")
     assert result.returncode == 2
     assert "No such command 'nosuchcommand'" in result.stderr
+
+
+def test_plugin_commands_follow_the_last_config_and_say_why_when_it_fails(
+    config_file: Path, cli: Cli, tmp_path: Path,
+) -> None:
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[gateway]\nplugins = ["mock"]\n')
+    # The command's own --config comes last and wins, for finding its plugin too.
+    result = cli("--config", str(plain), "keys", "list", "--config", str(config_file))
+    assert result.returncode == 0, result.stderr
+    assert "bootstrap" in result.stdout
+    # A configuration that does not load: its error, not a hint to enable a plugin.
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[gateway]\nplugins = ["mock", "api-keys"]\nbogus = 1\n')
+    result = cli("--config", str(broken), "keys", "list")
+    assert result.returncode == 2
+    assert "did not load" in result.stderr and "gateway.bogus: unknown key" in result.stderr
+    assert "does not enable" not in result.stderr and "Traceback" not in result.stderr
