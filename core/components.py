@@ -42,7 +42,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-MiddlewareSlot = Literal["before_auth", "after_auth"]
+# "edge": outside the request context, so it sees every response the gateway sends
+# (errors included) and may answer before anything is counted (CORS preflights).
+MiddlewareSlot = Literal["edge", "before_auth", "after_auth"]
 
 
 @dataclass(frozen=True, slots=True)

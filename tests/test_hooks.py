@@ -236,13 +236,11 @@ class StampPlugin:
 
     @sluiceway.hookimpl
     def register_middleware(self, register: Callable[[sluiceway.Middleware], None]) -> None:
-        before, after = f"{self.name}:before_auth", f"{self.name}:after_auth"
-        register(sluiceway.Middleware(
-            before, lambda app, gateway: Stamp(app, before, self.seen), slot="before_auth",
-        ))
-        register(sluiceway.Middleware(
-            after, lambda app, gateway: Stamp(app, after, self.seen), slot="after_auth",
-        ))
+        for slot in ("edge", "before_auth", "after_auth"):
+            label = f"{self.name}:{slot}"
+            register(sluiceway.Middleware(
+                label, lambda app, gateway, label=label: Stamp(app, label, self.seen), slot=slot,
+            ))
 # [/docs:register_middleware]
 
 
@@ -261,17 +259,19 @@ def test_hook_register_middleware(
         assert ok.status_code == 200
         # In a slot, the plugin listed first is outermost: it sees the request
         # first and the response last.
-        assert seen == ["first:before_auth", "second:before_auth",
+        assert seen == ["first:edge", "second:edge", "first:before_auth", "second:before_auth",
                         "first:after_auth", "second:after_auth"]
-        assert ok.headers.get_list("x-stamp") == ["second:after_auth", "first:after_auth",
-                                                  "second:before_auth", "first:before_auth"]
+        assert ok.headers.get_list("x-stamp") == [
+            "second:after_auth", "first:after_auth", "second:before_auth", "first:before_auth",
+            "second:edge", "first:edge"]
         seen.clear()
         refused = client.get("/models")
         assert refused.status_code == 401
         # before_auth ran; the auth chain refused, so after_auth never did.
-        assert seen == ["first:before_auth", "second:before_auth"]
-        # The refusal is rendered by the outermost layer, outside every slot.
-        assert "x-stamp" not in refused.headers
+        assert seen == ["first:edge", "second:edge", "first:before_auth", "second:before_auth"]
+        # The refusal is rendered by the request context, between the edge and the
+        # other slots: only edge middleware sees it go out.
+        assert refused.headers.get_list("x-stamp") == ["second:edge", "first:edge"]
 
     # Non-http scopes pass through each registered middleware untouched.
     gateway = server.gateway
@@ -294,7 +294,7 @@ def test_hook_register_middleware(
 
     seen.clear()
     asyncio.run(pass_through())
-    assert reached == [{"type": "lifespan"}, {"type": "websocket", "path": "/ws"}] * 4
+    assert reached == [{"type": "lifespan"}, {"type": "websocket", "path": "/ws"}] * 6
     assert seen == []
 
 

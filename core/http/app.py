@@ -116,7 +116,7 @@ class Gateway:
 
     def _build_stack(self) -> ASGIApp:
         app: ASGIApp = self.routes
-        by_slot: dict[str, list[Any]] = {"before_auth": [], "after_auth": []}
+        by_slot: dict[str, list[Any]] = {"edge": [], "before_auth": [], "after_auth": []}
         for registered in self.registry.middleware:
             by_slot[registered.item.slot].append(registered)
         # Wrap innermost first, so the first listed ends up outermost in its slot.
@@ -126,7 +126,10 @@ class Gateway:
             app = AuthMiddleware(app, self._auth_chain)
         for registered in reversed(by_slot["before_auth"]):
             app = self._wrap(registered, app)
-        return RequestContextMiddleware(app, self)
+        app = RequestContextMiddleware(app, self)
+        for registered in reversed(by_slot["edge"]):
+            app = self._wrap(registered, app)
+        return app
 
     def _wrap(self, registered: Any, app: ASGIApp) -> ASGIApp:
         middleware = registered.item

@@ -92,10 +92,10 @@ class Registry:
         def register_middleware(item: object) -> None:
             _check_kind("middleware", Middleware, item, current["plugin"])
             assert isinstance(item, Middleware)
-            if item.slot not in ("before_auth", "after_auth"):
+            if item.slot not in ("edge", "before_auth", "after_auth"):
                 raise PluginError(
                     f"registers middleware {item.name!r} in unknown slot {item.slot!r} "
-                    "(expected 'before_auth' or 'after_auth')"
+                    "(expected 'edge', 'before_auth' or 'after_auth')"
                 )
             registry.middleware.append(Registered(item, current["plugin"]))
 
