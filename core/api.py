@@ -12,7 +12,8 @@ The names fall in these groups:
   ``EventSinkType``, ``Route``, ``Middleware``;
 * the model-call boundary: ``ModelCall``, ``CallPolicy``, ``Settle``, ``Usage``,
   and the token estimate (``estimate_input_tokens``, ``estimate_tokens``);
-* requests and providers: ``ChatRequest``, ``MessagesRequest``, ``Provider``,
+* requests and providers: ``ChatRequest``, ``MessagesRequest``, ``EmbeddingsRequest``,
+  ``Provider``,
   ``ProviderContext``, ``ProviderCapabilities``, ``ModelInfo``, ``Principal``,
   ``RequestContext``, ``CONTEXT_KEY``;
 * upstream HTTP: ``HttpUpstream`` (a provider's client, keys and error mapping in
@@ -45,6 +46,7 @@ from .components import (
     AuthStrategyType,
     CallPolicyType,
     ChatRequest,
+    EmbeddingsRequest,
     Message,
     MessagesRequest,
     Middleware,
@@ -120,6 +122,7 @@ from .upstream.provider_http import (
 from .wire.anthropic import parse_error as parse_anthropic_error
 from .wire.anthropic_stream import OpenAIChunkStream, stream_error
 from .wire.chat_to_messages import anthropic_request, openai_completion
+from .wire.embeddings import embeddings_object, encode_vector
 from .wire.estimate import estimate_input_tokens, estimate_tokens
 from .wire.headers import retry_after_seconds
 from .wire.openai import chunk_object, completion_id, completion_object, usage_object
@@ -186,6 +189,7 @@ __all__ = [
     "ConfigError",
     "Credentials",
     "Duration",
+    "EmbeddingsRequest",
     "ErrorMapper",
     "Event",
     "EventSinkType",
@@ -247,6 +251,8 @@ __all__ = [
     "completion_id",
     "completion_object",
     "create_app",
+    "embeddings_object",
+    "encode_vector",
     "error_snippet",
     "estimate_input_tokens",
     "estimate_tokens",

@@ -24,6 +24,7 @@ __all__ = [
     "AuthStrategyType",
     "CallPolicyType",
     "ChatRequest",
+    "EmbeddingsRequest",
     "MessagesRequest",
     "Middleware",
     "MiddlewareSlot",
@@ -169,6 +170,8 @@ class Provider(Protocol):
 
     * ``async count_tokens(request: ChatRequest) -> int``: the input tokens of a
       request, for ``/v1/messages/count_tokens`` (without it the core estimates).
+    * ``async embeddings(request: EmbeddingsRequest) -> dict``: an OpenAI list
+      of embeddings with usage, for ``/v1/embeddings``.
     * A provider that speaks the Anthropic Messages API natively serves
       ``/v1/messages`` without a translation to the canonical shape and back:
       ``async anthropic_messages(request: MessagesRequest) -> dict`` (an
@@ -185,6 +188,36 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+class EmbeddingsRequest:
+    """A validated embeddings request: ``inputs`` in order (texts, or token-id
+    arrays), the ``encoding_format`` the client asked for and ``dimensions`` if
+    given; ``body`` is the client's JSON exactly as parsed, for pass-through."""
+
+    __slots__ = ("body", "dimensions", "encoding_format", "inputs", "messages", "model",
+                 "request_id", "upstream_model")
+
+    def __init__(
+        self,
+        body: dict[str, Any],
+        *,
+        model: str,
+        inputs: list[str] | list[list[int]],
+        encoding_format: str = "float",
+        dimensions: int | None = None,
+        upstream_model: str | None = None,
+        request_id: str = "",
+    ) -> None:
+        self.body = body
+        self.model = model
+        self.inputs = inputs
+        self.encoding_format = encoding_format
+        self.dimensions = dimensions
+        self.upstream_model = upstream_model or model
+        self.request_id = request_id
+        # Routing's prefix affinity reads a conversation; an embedding has none.
+        self.messages: list[dict[str, Any]] = []
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderCapabilities:
     """The optional methods a provider has, looked up once per provider when the
@@ -194,6 +227,7 @@ class ProviderCapabilities:
     anthropic_messages: Callable[[MessagesRequest], Awaitable[Any]] | None = None
     anthropic_messages_stream: Callable[[MessagesRequest], AsyncIterator[Any]] | None = None
     anthropic_count_tokens: Callable[[MessagesRequest], Awaitable[int]] | None = None
+    embeddings: Callable[[EmbeddingsRequest], Awaitable[dict[str, Any]]] | None = None
 
     @classmethod
     def of(cls, provider: object) -> ProviderCapabilities:
@@ -206,7 +240,7 @@ class ProviderCapabilities:
 
 
 _OPTIONAL_METHODS = ("count_tokens", "anthropic_messages", "anthropic_messages_stream",
-                     "anthropic_count_tokens")
+                     "anthropic_count_tokens", "embeddings")
 
 
 def _method(provider: object, name: str) -> Any:

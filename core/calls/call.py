@@ -17,7 +17,7 @@ from ..wire.estimate import estimate_input_tokens, max_output_tokens
 from .dispatch import Attempts
 
 if TYPE_CHECKING:
-    from ..components import ChatRequest, MessagesRequest, Principal
+    from ..components import ChatRequest, EmbeddingsRequest, MessagesRequest, Principal
     from ..errors import GatewayError
     from ..events import Event
     from ..http.context import RequestContext
@@ -77,7 +77,7 @@ class ModelCall:
         self,
         kind: CallKind,
         context: RequestContext,
-        request: ChatRequest | MessagesRequest,
+        request: ChatRequest | MessagesRequest | EmbeddingsRequest,
         group: ModelGroup,
         *,
         stream: bool = False,
@@ -134,7 +134,10 @@ class ModelCall:
 
     @property
     def max_output_tokens(self) -> int | None:
-        """The output cap the request sets for itself, if any."""
+        """The output cap the request sets for itself, if any; an embedding has none
+        to produce, so 0."""
+        if self.kind == "embeddings":
+            return 0
         return max_output_tokens(self.request.body)
 
     def emit(self, event: Event) -> None:

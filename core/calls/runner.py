@@ -30,7 +30,7 @@ from ..http.streaming import until_disconnect
 from .call import CallKind, CallPolicy, ModelCall, Settle
 
 if TYPE_CHECKING:
-    from ..components import ChatRequest, MessagesRequest
+    from ..components import ChatRequest, EmbeddingsRequest, MessagesRequest
     from ..http.context import RequestContext
     from .dispatch import Dispatcher
     from .pools import Pool
@@ -125,7 +125,8 @@ class CallRunner:
     # -- building a call ---------------------------------------------------
 
     def prepare(
-        self, kind: CallKind, ctx: RequestContext, request: ChatRequest | MessagesRequest,
+        self, kind: CallKind, ctx: RequestContext,
+        request: ChatRequest | MessagesRequest | EmbeddingsRequest,
         *, stream: bool = False,
     ) -> ModelCall:
         """The call for a parsed request: its model resolved (404 for an unknown

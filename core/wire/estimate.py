@@ -80,6 +80,23 @@ def estimate_input_tokens(body: object) -> int:
     tools = body.get("tools")
     if tools:
         chars += _json_length(tools)
+    # Embeddings (and Responses) take ``input``: text, texts, or token ids.
+    given = body.get("input")
+    if isinstance(given, str):
+        chars += len(given)
+    elif isinstance(given, list):
+        tokens = 0
+        for item in given:
+            if isinstance(item, str):
+                chars += len(item)
+            elif isinstance(item, int):
+                tokens += 1
+            elif isinstance(item, list):
+                tokens += len(item)
+            elif isinstance(item, Mapping):
+                more, files = _content(item.get("content"))
+                chars, attachments = chars + more, attachments + files
+        chars += tokens * CHARS_PER_TOKEN
     return (math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * count
             + TOKENS_PER_ATTACHMENT * attachments)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from ...components import Route
 from ...plugins.hookspecs import hookimpl
 from .chat import chat_completions
+from .embeddings import embeddings
 from .health import healthz, readyz
 from .info import info
 from .messages import count_tokens, messages
@@ -17,8 +18,11 @@ __all__ = ["register_routes"]
 
 @hookimpl(trylast=True)
 def register_routes(register: Callable[[Route], None]) -> None:
-    """The OpenAI-compatible API, the Anthropic Messages API and the health checks."""
+    """The OpenAI-compatible API (chat, embeddings, models), the Anthropic Messages API
+    and the health checks."""
     register(Route("/v1/chat/completions", chat_completions, ("POST",), name="chat",
+                   calls_model=True))
+    register(Route("/v1/embeddings", embeddings, ("POST",), name="embeddings",
                    calls_model=True))
     register(Route("/v1/messages", messages, ("POST",), name="messages",
                    dialect="anthropic", calls_model=True))

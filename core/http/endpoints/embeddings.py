@@ -1,0 +1,60 @@
+"""``POST /v1/embeddings``: a model call like chat, answered whole."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...errors import InvalidRequest, UpstreamError
+from ...wire.embeddings import encode_vector, parse_embeddings_request
+from ...wire.usage import Usage
+from ..context import CONTEXT_KEY
+from ..responses import send_json
+from .chat import call_headers
+
+if TYPE_CHECKING:
+    from ...calls.router import Deployment
+    from ...components import EmbeddingsRequest, Receive, Scope, Send
+
+__all__ = ["embeddings"]
+
+
+async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
+    """Validate, route, and answer with the vectors in the encoding asked for."""
+    ctx = scope[CONTEXT_KEY]
+    request = parse_embeddings_request(await ctx.json(), request_id=ctx.request_id)
+    call = ctx.gateway.calls.prepare("embeddings", ctx, request)
+
+    async def attempt(deployment: Deployment) -> dict[str, Any]:
+        embed = deployment.capabilities.embeddings
+        if embed is None:
+            raise InvalidRequest(
+                f"The model {request.model!r} does not serve embeddings (provider "
+                f"{deployment.provider_name!r} has none).",
+                param="model", code="model_not_supported",
+            )
+        answer = _checked(await embed(request), deployment.provider_name)
+        call.usage = Usage.from_openai(answer.get("usage"))
+        return answer
+
+    answer = await ctx.gateway.calls.whole(call, attempt)
+    _encode_as_asked(answer, request)
+    await send_json(send, 200, answer, headers=call_headers(call))
+
+
+def _checked(answer: object, provider: str) -> dict[str, Any]:
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(answer, dict) or not isinstance(data, list):
+        raise UpstreamError(f"Provider {provider!r} answered with something that is not a "
+                            "list of embeddings.", code="upstream_invalid_response")
+    return answer
+
+
+def _encode_as_asked(answer: dict[str, Any], request: EmbeddingsRequest) -> None:
+    """A provider may answer floats whatever was asked; base64 is what the SDKs ask
+    for by default, so floats are packed here (base64 from upstream passes as is)."""
+    if request.encoding_format != "base64":
+        return
+    for item in answer["data"]:
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vector, list):
+            item["embedding"] = encode_vector(vector)
