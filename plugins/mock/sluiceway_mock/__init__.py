@@ -55,6 +55,8 @@ class MockOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     drop_rate: _Rate = 0.0
     # Lets a request force a fault with ``metadata.mock_fault`` (never in production).
     allow_request_faults: bool = False
+    # The length of an embedding when the request gives no ``dimensions``.
+    embedding_dimensions: Annotated[int, msgspec.Meta(ge=1, le=8192)] = 1536
 
 
 def _build(context: ProviderContext) -> MockProvider:

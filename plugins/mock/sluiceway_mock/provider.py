@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sluiceway.api import (
     ChatRequest,
+    EmbeddingsRequest,
     InvalidRequest,
     ModelEntry,
     RateLimited,
@@ -24,9 +25,11 @@ from sluiceway.api import (
     chunk_object,
     completion_id,
     completion_object,
+    embeddings_object,
 )
 
 from .answer import Choice, Composer
+from .embeddings import embed
 
 if TYPE_CHECKING:
     from . import MockOptions
@@ -75,9 +78,23 @@ class MockProvider:
         """Exactly the ``prompt_tokens`` the same request would be charged."""
         return self._composer.prompt_tokens(request.messages)
 
+    async def embeddings(self, request: EmbeddingsRequest) -> dict[str, Any]:
+        """A unit vector per input, the same for the same input in every run; faults
+        and ``ttft`` apply as to chat (a drop fails it, there is nothing to stream)."""
+        fault = self._fault(request)
+        self._refuse(fault)
+        delay = self.options.ttft + (self.options.stall if fault == "stall" else 0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if fault == "drop":
+            raise self._dropped()
+        dimensions = request.dimensions or self.options.embedding_dimensions
+        vectors, tokens = embed(request.inputs, dimensions, self.options.seed)
+        return embeddings_object(vectors, model=request.upstream_model, prompt_tokens=tokens)
+
     # -- faults -------------------------------------------------------------
 
-    def _fault(self, request: ChatRequest) -> Fault | None:
+    def _fault(self, request: ChatRequest | EmbeddingsRequest) -> Fault | None:
         if self.options.allow_request_faults:
             metadata = request.body.get("metadata")
             forced = metadata.get("mock_fault") if isinstance(metadata, dict) else None

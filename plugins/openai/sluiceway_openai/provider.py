@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sluiceway.api import ChatRequest, HttpUpstream, UpstreamError
+from sluiceway.api import ChatRequest, EmbeddingsRequest, HttpUpstream, UpstreamError
 
 from .errors import error_fields, error_from_response, is_context_window
 
@@ -48,6 +48,7 @@ class OpenAIProvider:
         self.name = ctx.name
         self.options = options
         self._url = options.base_url.rstrip("/") + "/chat/completions"
+        self._embeddings_url = options.base_url.rstrip("/") + "/embeddings"
         self.http = HttpUpstream(
             ctx, options, headers=_JSON,
             credential=lambda secret: {"authorization": "Bearer " + secret},
@@ -62,6 +63,17 @@ class OpenAIProvider:
         model = request.upstream_model
         result = await self.http.post_json(
             self._url, _encode({**request.body, "model": model}), model
+        )
+        if not isinstance(result, dict):
+            raise self.http.invalid("something that is not a JSON object")
+        return result
+
+    async def embeddings(self, request: EmbeddingsRequest) -> dict[str, Any]:
+        """The client's body with only ``model`` replaced; the answer as it came
+        (the core packs floats as base64 when that was asked and not given)."""
+        model = request.upstream_model
+        result = await self.http.post_json(
+            self._embeddings_url, _encode({**request.body, "model": model}), model
         )
         if not isinstance(result, dict):
             raise self.http.invalid("something that is not a JSON object")
