@@ -58,7 +58,8 @@ def public_options(options: Any) -> Any:
 
 
 def _public_value(name: str, value: Any) -> Any:
-    if _SECRET_NAME.search(name) and not (
+    # A number is a setting (response_tokens, token_delay, max_tokens), never a secret.
+    if _SECRET_NAME.search(name) and not isinstance(value, int | float) and not (
         isinstance(value, str) and value.startswith(_REFERENCE)
     ):
         return "***"

@@ -19,7 +19,8 @@ def config(fake_url: str) -> dict[str, Any]:
     return {
         "gateway": {"plugins": ["mock", "openai"], "max_concurrent_requests": 50},
         "providers": [
-            {"name": "mock", "type": "mock", "models": ["mock-gpt"], "ttft": "600ms"},
+            {"name": "mock", "type": "mock", "models": ["mock-gpt"], "ttft": "600ms",
+             "response_tokens": 7, "token_delay": "5ms"},
             {"name": "up", "type": "openai", "base_url": fake_url, "api_key": LITERAL,
              "models": [{"name": "gpt-up", "upstream": "fake-model"}]},
         ],
@@ -53,6 +54,9 @@ def test_info_describes_the_gateway_without_secrets(
     }
     for secret in ("hunter2", "pa55word", "t0ken", "h3ader", "BEGIN KEY"):
         assert secret not in response.text
+    # Numbers under token-ish names are settings, shown as they are.
+    mock = next(p for p in info["providers"] if p["name"] == "mock")
+    assert (mock["options"]["response_tokens"], mock["options"]["token_delay"]) == (7, 0.005)
     up = next(p for p in info["providers"] if p["name"] == "up")
     assert up["options"]["api_key"] == "***"
     assert LITERAL not in response.text and "literal-token-value" not in response.text
