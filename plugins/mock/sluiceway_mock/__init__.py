@@ -55,6 +55,11 @@ class MockOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     drop_rate: _Rate = 0.0
     # Lets a request force a fault with ``metadata.mock_fault`` (never in production).
     allow_request_faults: bool = False
+    # A prompt of at least prompt_cache_min_tokens whose leading messages were sent
+    # before reads them from a simulated cache: cached_tokens in usage, and a first
+    # token that much sooner.
+    prompt_cache: bool = True
+    prompt_cache_min_tokens: _Count = 1024
     # The length of an embedding when the request gives no ``dimensions``.
     embedding_dimensions: Annotated[int, msgspec.Meta(ge=1, le=8192)] = 1536
 

@@ -24,7 +24,14 @@ import msgspec
 from sluiceway.api import ChatRequest, InvalidRequest, usage_object
 
 from .schema import SchemaError, generate
-from .text import count_tokens, message_texts, prompt_tokens, prose, split_pieces
+from .text import (
+    count_tokens,
+    message_texts,
+    message_tokens,
+    prompt_tokens,
+    prose,
+    split_pieces,
+)
 
 __all__ = ["JSON_OBJECT_SCHEMA", "Answer", "Choice", "Composer", "ToolCall", "tools_to_call"]
 
@@ -88,6 +95,8 @@ class Answer:
     choices: list[Choice]
     prompt_tokens: int
     reasoning: bool
+    # Prompt tokens read from the provider's (simulated) prompt cache.
+    cached_tokens: int = 0
 
     @property
     def stream_steps(self) -> int:
@@ -97,8 +106,12 @@ class Answer:
         completion = sum(choice.completion_tokens for choice in self.choices)
         if self.reasoning:
             reasoning = sum(len(choice.reasoning) for choice in self.choices)
-            return usage_object(self.prompt_tokens, completion, reasoning_tokens=reasoning)
-        return usage_object(self.prompt_tokens, completion)
+            usage = usage_object(self.prompt_tokens, completion, reasoning_tokens=reasoning)
+        else:
+            usage = usage_object(self.prompt_tokens, completion)
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return usage
 
 
 def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -202,6 +215,10 @@ class Composer:
     def prompt_tokens(self, messages: Sequence[Mapping[str, Any]]) -> int:
         """What a request with these messages is charged as ``usage.prompt_tokens``."""
         return prompt_tokens(messages, self._count)
+
+    def message_tokens(self, message: Mapping[str, Any]) -> int:
+        """One message's share of :meth:`prompt_tokens`."""
+        return message_tokens(message, self._count)
 
     def _choice(
         self, request: ChatRequest, index: int, rng: random.Random, reasoning: bool,

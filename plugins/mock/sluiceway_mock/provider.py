@@ -10,6 +10,7 @@ rates are tried in the order rate limit, error, stall, drop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -28,8 +29,10 @@ from sluiceway.api import (
     embeddings_object,
 )
 
-from .answer import Choice, Composer
+from .answer import Answer, Choice, Composer
 from .embeddings import embed
+from .prompt_cache import PromptCache
+from .text import REPLY_OVERHEAD
 
 if TYPE_CHECKING:
     from . import MockOptions
@@ -70,6 +73,8 @@ class MockProvider:
             ("stall", options.stall_rate), ("drop", options.drop_rate),
         ]
         self._rates = tuple((fault, rate) for fault, rate in rates if rate > 0)
+        self._prompt_cache = (PromptCache(options.prompt_cache_min_tokens)
+                              if options.prompt_cache else None)
 
     async def aclose(self) -> None:
         """Nothing to release: the mock holds no connections."""
@@ -132,19 +137,36 @@ class MockProvider:
     def _reasons(self, request: ChatRequest) -> bool:
         return request.upstream_model in self._reasoning or request.model in self._reasoning
 
+    def _compose(self, request: ChatRequest) -> Answer:
+        answer = self._composer.compose(request, reasoning=self._reasons(request))
+        if self._prompt_cache is not None:
+            through = list(itertools.accumulate(
+                (self._composer.message_tokens(m) for m in request.messages),
+                initial=REPLY_OVERHEAD))
+            answer.cached_tokens = self._prompt_cache.read(
+                request.upstream_model, request.messages, lambda index: through[index + 1])
+        return answer
+
+    def _ttft(self, answer: Answer) -> float:
+        """The first token comes sooner by the share of the prompt read from cache."""
+        ttft = float(self.options.ttft)
+        if answer.cached_tokens and answer.prompt_tokens:
+            ttft *= 1 - answer.cached_tokens / answer.prompt_tokens
+        return ttft
+
     # -- non-streaming ------------------------------------------------------
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         """Answer with one OpenAI ``chat.completion`` object."""
         fault = self._fault(request)
         self._refuse(fault)
-        answer = self._composer.compose(request, reasoning=self._reasons(request))
+        answer = self._compose(request)
         options = self.options
         # As long as the same answer would take to stream.
         steps = answer.stream_steps
         if fault == "drop":
             steps //= 2
-        delay = options.ttft + options.token_delay * max(steps - 1, 0)
+        delay = self._ttft(answer) + options.token_delay * max(steps - 1, 0)
         if fault == "stall":
             delay += options.stall
         if delay > 0:
@@ -163,9 +185,9 @@ class MockProvider:
         """Yield OpenAI ``chat.completion.chunk`` objects, ending with a usage chunk."""
         fault = self._fault(request)
         self._refuse(fault)
-        answer = self._composer.compose(request, reasoning=self._reasons(request))
+        answer = self._compose(request)
         options = self.options
-        delay = options.ttft + (options.stall if fault == "stall" else 0)
+        delay = self._ttft(answer) + (options.stall if fault == "stall" else 0)
         if delay > 0:
             await asyncio.sleep(delay)
         id_, created, model = completion_id(), int(time.time()), request.upstream_model

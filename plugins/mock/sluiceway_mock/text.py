@@ -111,13 +111,30 @@ def prompt_tokens(
     messages: Iterable[Mapping[str, Any]], count: Callable[[str], int] = count_tokens
 ) -> int:
     """Prompt tokens as the mock reports them: ``REPLY_OVERHEAD`` plus, per
-    message, ``MESSAGE_OVERHEAD`` and the tokens of its :func:`message_texts`.
+    message, :func:`message_tokens` (its overhead, texts and images).
     ``count`` may be a cached :func:`count_tokens`."""
     total = REPLY_OVERHEAD
     for message in messages:
-        total += MESSAGE_OVERHEAD
-        for text in message_texts(message):
-            total += count(text)
+        total += message_tokens(message, count)
+    return total
+
+
+# What an image costs, as OpenAI charges one at "detail": "low".
+IMAGE_TOKENS = 85
+_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+
+
+def message_tokens(message: Mapping[str, Any], count: Callable[[str], int] = count_tokens) -> int:
+    """One message's share of :func:`prompt_tokens`: ``MESSAGE_OVERHEAD``, its
+    texts, and ``IMAGE_TOKENS`` per image part."""
+    total = MESSAGE_OVERHEAD
+    for text in message_texts(message):
+        total += count(text)
+    content = message.get("content")
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and part.get("type") in _IMAGE_PARTS:
+                total += IMAGE_TOKENS
     return total
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from sluiceway_mock.text import (
+    IMAGE_TOKENS,
     MESSAGE_OVERHEAD,
     REPLY_OVERHEAD,
     WORDS,
@@ -66,7 +67,7 @@ def test_word_list_words_are_single_tokens() -> None:
     assert all(word.isalpha() and count_tokens(word) == 1 for word in WORDS)
 
 
-def test_prompt_tokens_counts_every_text_part_and_tool_call() -> None:
+def test_prompt_tokens_counts_every_text_part_image_and_tool_call() -> None:
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": [
@@ -81,5 +82,6 @@ def test_prompt_tokens_counts_every_text_part_and_tool_call() -> None:
         {"role": "tool", "tool_call_id": "call_1", "content": "42"},
     ]
     texts = ["Be brief.", "Hello there", "and here.", "lookup", '{"q":"x"}', "42"]
-    expected = REPLY_OVERHEAD + 4 * MESSAGE_OVERHEAD + sum(count_tokens(t) for t in texts)
+    expected = (REPLY_OVERHEAD + 4 * MESSAGE_OVERHEAD + sum(count_tokens(t) for t in texts)
+                + IMAGE_TOKENS)
     assert prompt_tokens(messages) == expected
