@@ -55,8 +55,11 @@ BODY = json.dumps({
 }).encode()
 STREAM_BODY = json.dumps({**json.loads(BODY), "stream": True}).encode()
 PATH = "/v1/chat/completions"
-SCENARIOS = ("a1", "a64", "stream", "servers", "start", "w2", "b")
-DEFAULT = "a1,a64,stream,servers,start,w2"
+SCENARIOS = ("a1", "a64", "stream", "embed", "servers", "start", "w2", "b")
+DEFAULT = "a1,a64,stream,embed,servers,start,w2"
+EMBED_PATH = "/v1/embeddings"
+EMBED_BODY = json.dumps({"model": "gpt-bench", "input": "The quick brown fox.",
+                         "encoding_format": "base64"}).encode()
 
 Row = tuple[str, ...]
 
@@ -287,7 +290,7 @@ def main() -> None:
         upstream = the_lab.upstream(cpu=other_cpu)
         notes.append(upstream.log.read_text().strip().splitlines()[0])
         gateway = bare = None
-        if only & {"a1", "a64", "stream", "servers"}:
+        if only & {"a1", "a64", "stream", "embed", "servers"}:
             gateway = the_lab.gateway("gateway", upstream, cpu=gateway_cpu, backend=args.backend)
             bare = the_lab.bare("bare", upstream, cpu=gateway_cpu)
         if "a1" in only and gateway and bare:
@@ -333,6 +336,22 @@ def main() -> None:
                 ("C c=16 CPU / stream (22 events)", "—", ms(b_cpu), ms(g_cpu),
                  f"{g_cpu / b_cpu:.2f}x bare"),
                 ("C errors", str(d.errors), str(b.errors), str(g.errors), ""),
+            ]
+        if "embed" in only and gateway and bare:
+            print("E, embeddings c=64 (one 1536-float vector, base64)", file=sys.stderr)
+            embedded = []
+            for proc in (upstream, bare, gateway):
+                before = proc.cpu_seconds()
+                result: LoadResult = run(http_load(proc.url + EMBED_PATH, EMBED_BODY,
+                                                   concurrency=64, duration=6 * scale))
+                print(f"  {proc.name:<16} E {result.summary()}", file=sys.stderr)
+                embedded.append((result, (proc.cpu_seconds() - before) / max(result.requests, 1)))
+            (d, _), (b, b_cpu), (g, g_cpu) = embedded
+            rows += [
+                ("E c=64 embeddings req/s", f"{d.rps:,.0f}", f"{b.rps:,.0f}", f"{g.rps:,.0f}",
+                 f"{g.rps / d.rps:.3f}x direct, {g.rps / b.rps:.2f}x bare"),
+                ("E c=64 CPU / request", "—", ms(b_cpu), ms(g_cpu), f"{g_cpu / b_cpu:.2f}x bare"),
+                ("E errors", str(d.errors), str(b.errors), str(g.errors), ""),
             ]
         if rows and gateway and bare:
             rows.append(("gateway peak RSS", "—", f"{bare.peak_rss_mb():.0f} MB",

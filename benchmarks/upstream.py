@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
+import struct
 from typing import Any
 
 COMPLETION = json.dumps({
@@ -40,6 +42,13 @@ USAGE_CHUNK = b"data: " + json.dumps({
     "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
 }).encode() + b"\n\n"
 JSON_HEADERS = [(b"content-type", b"application/json")]
+# One 1536-dimension vector, base64 float32 as the SDKs ask for by default.
+EMBEDDING = json.dumps({
+    "object": "list", "model": "mock-model",
+    "data": [{"object": "embedding", "index": 0,
+              "embedding": base64.b64encode(struct.pack("<1536f", *([0.025] * 1536))).decode()}],
+    "usage": {"prompt_tokens": 8, "total_tokens": 8},
+}).encode()
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
@@ -66,6 +75,10 @@ def make_app(chunks: int, delay: float, latency: float = 0.0) -> Any:
                 break
         if scope["path"] == "/slow":
             await asyncio.sleep(0.1)
+        if scope["path"].endswith("/embeddings"):
+            await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
+            await send({"type": "http.response.body", "body": EMBEDDING})
+            return
         if b'"stream":true' not in body and b'"stream": true' not in body:
             if latency and scope["method"] == "POST":
                 await asyncio.sleep(latency)
@@ -112,6 +125,8 @@ def _aiohttp_app(chunks: int, delay: float, latency: float = 0.0) -> Any:
         body = await request.read()
         if request.path == "/slow":
             await asyncio.sleep(0.1)
+        if request.path.endswith("/embeddings"):
+            return web.Response(body=EMBEDDING, content_type="application/json")
         if b'"stream":true' not in body and b'"stream": true' not in body:
             if latency and request.method == "POST":
                 await asyncio.sleep(latency)
