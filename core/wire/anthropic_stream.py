@@ -32,8 +32,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
+
 from ..errors import UpstreamError
 from .chat_to_messages import finish_reason, openai_usage
+from .response_format import JSON_TOOL, WRAPPED_TOOL, is_json_tool, json_text
 
 __all__ = [
     "AnthropicEventStream",
@@ -66,6 +69,7 @@ class OpenAIChunkStream:
         "_blocks",
         "_created",
         "_id",
+        "_json",
         "_model",
         "_tools",
         "_usage",
@@ -83,6 +87,8 @@ class OpenAIChunkStream:
         # block index -> the tool-call index, or the thinking block being built.
         self._tools: dict[int, int] = {}
         self._blocks: dict[int, dict[str, Any]] = {}
+        # block index -> [tool name, the input so far] of a response_format answer.
+        self._json: dict[int, list[str]] = {}
 
     def _chunk(
         self, delta: dict[str, Any], finish: str | None = None
@@ -106,6 +112,12 @@ class OpenAIChunkStream:
                 return [self._chunk({"content": delta.get("text", "")})]
             if dtype == "input_json_delta":
                 fragment = delta.get("partial_json", "")
+                answer = self._json.get(index)
+                if answer is not None and fragment:
+                    if answer[0] == JSON_TOOL:  # the input is the answer: stream it as text
+                        return [self._chunk({"content": fragment})]
+                    answer[1] += fragment  # wrapped: unwrapped once whole
+                    return []
                 if not fragment or index not in self._tools:
                     return []
                 call = {"index": self._tools[index], "function": {"arguments": fragment}}
@@ -125,6 +137,9 @@ class OpenAIChunkStream:
             block = data.get("content_block") or {}
             index = data.get("index", 0)
             btype = block.get("type")
+            if btype == "tool_use" and is_json_tool(block.get("name")):
+                self._json[index] = [str(block.get("name")), ""]
+                return []
             if btype == "tool_use":
                 position = self._tools[index] = len(self._tools)
                 call = {
@@ -138,6 +153,15 @@ class OpenAIChunkStream:
                 self._blocks[index] = dict(block)
             return []
         if kind == "content_block_stop":
+            answer = self._json.get(data.get("index", 0))
+            if answer is not None and answer[0] == WRAPPED_TOOL:
+                try:
+                    value = msgspec.json.decode(answer[1] or "{}")
+                except msgspec.DecodeError:
+                    raise UpstreamError(f"Provider {self.provider!r} sent a response_format "
+                                        "answer that is not JSON.",
+                                        code="upstream_invalid_response") from None
+                return [self._chunk({"content": json_text(WRAPPED_TOOL, value)})]
             finished = self._blocks.pop(data.get("index", 0), None)
             if finished is None:
                 return []
@@ -152,7 +176,10 @@ class OpenAIChunkStream:
             usage = data.get("usage") or {}
             self._usage.update((k, v) for k, v in usage.items() if v is not None)
             stop = (data.get("delta") or {}).get("stop_reason")
-            return [self._chunk({}, finish_reason(stop))]
+            finish = finish_reason(stop)
+            if self._json and not self._tools and finish == "tool_calls":
+                finish = "stop"  # the tool call was the answer
+            return [self._chunk({}, finish)]
         if kind == "message_stop":
             self.done = True
             usage_chunk = self._chunk({})

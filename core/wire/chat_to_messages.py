@@ -26,8 +26,10 @@ Request rules (OpenAI -> Anthropic):
   set no max_tokens, the budget is added on top of the default; when it did,
   the budget is cut to fit below it (and an effort that cannot fit the
   1024-token minimum is a 400).
+* ``response_format``: ``json_schema`` by the tool-use technique, ``json_object``
+  by an instruction (see :mod:`sluiceway.wire.response_format`).
 * ``n`` > 1 is refused; fields Anthropic has no equivalent for (``seed``,
-  penalties, ``logprobs``, ``response_format``) are dropped.
+  penalties, ``logprobs``) are dropped.
 
 Response rules (Anthropic -> OpenAI): text blocks are joined into ``content``;
 ``tool_use`` -> ``tool_calls``; thinking -> ``reasoning_content`` plus the raw
@@ -43,6 +45,7 @@ from typing import Any
 import msgspec
 
 from ..errors import InvalidRequest
+from .response_format import apply_response_format, is_json_tool, json_text
 from .usage import Usage
 
 __all__ = [
@@ -314,6 +317,7 @@ def anthropic_request(
             result[key] = body[key]
     if isinstance(body.get("user"), str):
         result["metadata"] = {"user_id": body["user"]}
+    apply_response_format(body, result)
     if stream:
         result["stream"] = True
     return result
@@ -328,9 +332,12 @@ def openai_completion(message: dict[str, Any], *, created: int | None = None) ->
     reasoning: list[str] = []
     thinking_blocks: list[dict[str, Any]] = []
     tool_calls: list[dict[str, Any]] = []
+    answers: list[str] = []
     for block in message.get("content") or ():
         kind = block.get("type")
-        if kind == "text":
+        if kind == "tool_use" and is_json_tool(block.get("name")):
+            answers.append(json_text(block.get("name"), block.get("input") or {}))
+        elif kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "thinking":
             reasoning.append(block.get("thinking", ""))
@@ -346,6 +353,8 @@ def openai_completion(message: dict[str, Any], *, created: int | None = None) ->
                     "arguments": _encode(block.get("input") or {}).decode(),
                 },
             })
+    # An answer in JSON is the content, alone: text around it would break the JSON.
+    texts = answers or texts
     reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if reply["content"] is None and not tool_calls:
         reply["content"] = ""
@@ -355,6 +364,9 @@ def openai_completion(message: dict[str, Any], *, created: int | None = None) ->
         reply["thinking_blocks"] = thinking_blocks
     if tool_calls:
         reply["tool_calls"] = tool_calls
+    finish = finish_reason(message.get("stop_reason"))
+    if answers and not tool_calls and finish == "tool_calls":
+        finish = "stop"
     return {
         "id": message.get("id") or "",
         "object": "chat.completion",
@@ -363,7 +375,7 @@ def openai_completion(message: dict[str, Any], *, created: int | None = None) ->
         "choices": [{
             "index": 0,
             "message": reply,
-            "finish_reason": finish_reason(message.get("stop_reason")),
+            "finish_reason": finish,
         }],
         "usage": openai_usage(message.get("usage")),
     }

@@ -3,9 +3,10 @@
 
 It picks its behaviour from the text of the last message, so each test says
 what the upstream does in the request it sends: ``hi`` (text), ``tools`` (a
-tool call), ``think`` (thinking then text), ``error-mid-stream`` (an
-``overloaded_error`` event after some text), ``no-message-stop``, ``slow`` (2 s
-before answering), or an error key of :data:`ERRORS` (``"429"``, ``"529"``...).
+tool call), ``json`` (the response_format tool called), ``think`` (thinking
+then text), ``error-mid-stream`` (an ``overloaded_error`` event after some
+text), ``no-message-stop``, ``slow`` (2 s before answering), or an error key
+of :data:`ERRORS` (``"429"``, ``"529"``...).
 ``POST /v1/messages/count_tokens`` answers :data:`COUNTED`. Every request is
 recorded in ``requests`` (path, headers, parsed body).
 """
@@ -44,6 +45,11 @@ ANSWERS: dict[str, dict[str, Any]] = {
         {"type": "text", "text": "Checking."},
         {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
          "input": {"city": "Paris", "unit": "c"}},
+    ], "tool_use"),
+    # What an upstream answers when made to call the response_format tool.
+    "json": _message([
+        {"type": "tool_use", "id": "toolu_json", "name": "json_response",
+         "input": {"answer": "4", "confidence": 0.9}},
     ], "tool_use"),
     "think": _message([
         {"type": "thinking", "thinking": "Two and two make four.", "signature": "sig=="},

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import openai
+import pydantic
 import pytest
 from sluiceway_anthropic.testing import ANSWERS, FakeAnthropic
 
@@ -440,3 +441,38 @@ async def test_a_refused_key_is_rested_and_the_request_retried_with_another(
     # and the refused key rested for key_cooldown.
     assert keys.count("sk-one") <= 1
     assert keys.count("sk-two") == 20
+
+
+class Verdict(pydantic.BaseModel):
+    answer: str
+    confidence: float
+
+
+async def test_response_format_json_schema_by_the_tool_technique(
+    gateway: RunningServer, upstream: tuple[FakeAnthropic, RunningServer]
+) -> None:
+    async with _client(gateway) as client:
+        # The SDK's own structured-output helper: it sends a strict json_schema
+        # and parses the message's content with the model.
+        parsed = await client.chat.completions.parse(
+            model="claude-x", messages=_messages("json"), response_format=Verdict)
+        stream = await client.chat.completions.create(
+            model="claude-x", messages=_messages("json"), stream=True,
+            response_format={"type": "json_schema", "json_schema": {
+                "name": "verdict", "schema": Verdict.model_json_schema()}},
+        )
+        chunks = [chunk async for chunk in stream]
+    choice = parsed.choices[0]
+    assert choice.finish_reason == "stop"
+    assert choice.message.parsed == Verdict(answer="4", confidence=0.9)
+    assert not choice.message.tool_calls
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert json.loads(streamed) == {"answer": "4", "confidence": 0.9}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+    # Upstream: the schema as the one tool, and the model made to call it.
+    body = upstream[0].requests[0]["body"]
+    (tool,) = body["tools"]
+    assert tool["name"] == "json_response"
+    assert tool["input_schema"]["properties"].keys() == {"answer", "confidence"}
+    assert body["tool_choice"] == {"type": "tool", "name": "json_response"}
