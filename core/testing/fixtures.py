@@ -55,12 +55,24 @@ __all__ = [
     "fake_openai",
     "gateway_factory",
     "gateway_processes",
+    "read_body",
     "redis_cluster",
     "redis_sentinel",
     "redis_server",
     "serve_asgi",
     "start_server",
 ]
+
+
+async def read_body(receive: Callable[[], Any]) -> bytes:
+    """The whole body of an ASGI ``http`` request: for the fake upstreams a test
+    serves with :func:`serve_asgi`."""
+    body = b""
+    while True:
+        message = await receive()
+        body += bytes(message.get("body", b""))
+        if not message.get("more_body"):
+            return body
 
 
 @dataclass

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from sluiceway.testing import RunningServer
+from sluiceway.testing import RunningServer, read_body
 
 Factory = Callable[..., RunningServer]
 MOCK = {"name": "mock", "type": "mock", "models": ["mock-embed", "mock-gpt"]}
@@ -86,13 +86,7 @@ class EmbeddingsUpstream:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        body = json.loads(raw)
+        body = json.loads(await read_body(receive))
         self.bodies.append(body)
         vector = [0.5, -0.25, 0.125]
         packed = base64.b64encode(struct.pack("<3f", *vector)).decode()

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 import sluiceway.api as sluiceway
-from sluiceway.testing import RunningServer
+from sluiceway.testing import RunningServer, read_body
 
 Factory = Callable[..., RunningServer]
 USER = [{"role": "user", "content": "hello there"}]
@@ -114,12 +114,7 @@ class TextGenUpstream:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = dict(scope["headers"])
         self.keys.append(headers.get(b"x-textgen-key", b"").decode() or None)
         request = json.loads(body)
