@@ -12,6 +12,7 @@ from .health import healthz, readyz
 from .info import info
 from .messages import count_tokens, messages
 from .models import list_models, retrieve_model
+from .responses import responses
 
 __all__ = ["register_routes"]
 
@@ -21,6 +22,8 @@ def register_routes(register: Callable[[Route], None]) -> None:
     """The OpenAI-compatible API (chat, embeddings, models), the Anthropic Messages API
     and the health checks."""
     register(Route("/v1/chat/completions", chat_completions, ("POST",), name="chat",
+                   calls_model=True))
+    register(Route("/v1/responses", responses, ("POST",), name="responses",
                    calls_model=True))
     register(Route("/v1/embeddings", embeddings, ("POST",), name="embeddings",
                    calls_model=True))

@@ -1,0 +1,114 @@
+"""``POST /v1/responses`` end to end with the real openai SDK: text and item
+input, instructions, function tools and their outputs, structured output, an
+Anthropic upstream, and errors in the OpenAI shape."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from sluiceway_anthropic.testing import FakeAnthropic
+
+from sluiceway.testing import RunningServer
+
+Factory = Callable[..., RunningServer]
+MOCK = {"name": "mock", "type": "mock", "models": ["mock-gpt"], "allow_request_faults": True}
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather now",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                          "required": ["city"]}}
+
+
+def _client(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(api_key="unused", base_url=server.base_url, max_retries=0)
+
+
+@pytest.fixture
+def server(gateway_factory: Factory) -> RunningServer:
+    return gateway_factory({"gateway": {"plugins": ["mock", "limits"]}, "providers": [MOCK]})
+
+
+def test_text_in_text_out(server: RunningServer) -> None:
+    with _client(server) as client:
+        response = client.responses.create(model="mock-gpt", input="Say hello.",
+                                           instructions="Be brief.")
+        items = client.responses.create(model="mock-gpt", input=[
+            {"role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}])
+        short = client.responses.create(model="mock-gpt", input="Say hello.",
+                                        max_output_tokens=3)
+    assert response.object == "response" and response.id.startswith("resp_")
+    assert response.status == "completed"
+    assert response.output_text
+    assert response.output[0].type == "message"
+    assert response.usage is not None and response.usage.output_tokens > 0
+    assert response.usage.total_tokens == (response.usage.input_tokens
+                                           + response.usage.output_tokens)
+    # The instructions are a system message: more input tokens than without.
+    assert items.usage is not None and response.usage.input_tokens > items.usage.input_tokens
+    assert short.status == "incomplete"
+    assert short.incomplete_details is not None
+    assert short.incomplete_details.reason == "max_output_tokens"
+
+
+def test_function_tools_round_trip(server: RunningServer) -> None:
+    with _client(server) as client:
+        called = client.responses.create(model="mock-gpt", tools=[WEATHER],  # type: ignore[list-item]
+                                         input="What is get_weather in Paris?")
+        (call,) = [item for item in called.output if item.type == "function_call"]
+        assert call.name == "get_weather"
+        json.loads(call.arguments)
+        answered = client.responses.create(model="mock-gpt", tools=[WEATHER],  # type: ignore[list-item]
+                                           input=[
+            {"role": "user", "content": "What is get_weather in Paris?"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name,
+             "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "18 C"},
+        ])
+    assert answered.output_text
+
+
+def test_an_anthropic_upstream_answers_responses(
+    gateway_factory: Factory, serve_asgi: Factory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeAnthropic()
+    upstream = serve_asgi(fake)
+    monkeypatch.setenv("RESPONSES_TEST_ANTHROPIC_KEY", "sk-ant")
+    server = gateway_factory({"gateway": {"plugins": ["anthropic"]}, "providers": [{
+        "name": "claude", "type": "anthropic", "base_url": upstream.url,
+        "api_key": "env:RESPONSES_TEST_ANTHROPIC_KEY", "models": ["claude-x"]}]})
+    with _client(server) as client:
+        text = client.responses.create(model="claude-x", input="hi", instructions="Be kind.")
+        structured = client.responses.create(model="claude-x", input="json", text={
+            "format": {"type": "json_schema", "name": "verdict", "schema": {
+                "type": "object", "properties": {"answer": {"type": "string"}}}}})
+    assert text.output_text == "Hello there"
+    assert fake.requests[0]["body"]["system"] == "Be kind."
+    assert json.loads(structured.output_text) == {"answer": "4", "confidence": 0.9}
+    assert fake.requests[1]["body"]["tool_choice"] == {"type": "tool", "name": "json_response"}
+
+
+def test_bad_responses_requests_get_openai_errors(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.base_url) as client:
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"model": "mock-gpt"}, "input"),
+            ({"model": "mock-gpt", "input": "hi", "previous_response_id": "resp_1"},
+             "previous_response_id"),
+            ({"model": "mock-gpt", "input": "hi", "tools": [{"type": "web_search"}]},
+             "tools[0].type"),
+            ({"model": "mock-gpt", "input": [{"role": "robot", "content": "hi"}]},
+             "input[0].role"),
+            ({"model": "mock-gpt", "input": [{"type": "reasoning"}]}, "input[0].type"),
+        ]
+        for body, param in cases:
+            answer = client.post("/responses", json=body)
+            assert answer.status_code == 400, body
+            assert answer.json()["error"]["param"] == param, body
+        unknown = client.post("/responses", json={"model": "nope", "input": "hi"})
+        assert unknown.status_code == 404
+        failed = client.post("/responses", json={"model": "mock-gpt", "input": "hi",
+                                                 "metadata": {"mock_fault": "error"}})
+        assert failed.status_code == 502
+        assert failed.json()["error"]["type"]
