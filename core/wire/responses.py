@@ -30,7 +30,14 @@ from typing import Any
 
 from ..errors import InvalidRequest
 
-__all__ = ["chat_body", "new_id", "output_items", "response_object", "responses_usage"]
+__all__ = [
+    "chat_body",
+    "new_id",
+    "output_items",
+    "response_envelope",
+    "response_object",
+    "responses_usage",
+]
 
 _PASSED = ("temperature", "top_p", "parallel_tool_calls", "user", "metadata", "stream")
 
@@ -174,7 +181,7 @@ def responses_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
             "total_tokens": prompt + completion}
 
 
-def _envelope(body: dict[str, Any], response_id: str, created: int) -> dict[str, Any]:
+def response_envelope(body: dict[str, Any], response_id: str, created: int) -> dict[str, Any]:
     """What every response object repeats of its request."""
     return {
         "id": response_id, "object": "response", "created_at": created,
@@ -212,7 +219,7 @@ def response_object(
     """The ``response`` for a chat completion of the chat body made from ``body``."""
     choices = completion.get("choices") or [{}]
     choice = choices[0]
-    result = _envelope(body, response_id or new_id("resp"), created or int(time.time()))
+    result = response_envelope(body, response_id or new_id("resp"), created or int(time.time()))
     result["model"] = completion.get("model") or result["model"]
     cut = choice.get("finish_reason") == "length"
     result["status"] = "incomplete" if cut else "completed"

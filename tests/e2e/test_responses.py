@@ -112,3 +112,62 @@ def test_bad_responses_requests_get_openai_errors(server: RunningServer) -> None
                                                  "metadata": {"mock_fault": "error"}})
         assert failed.status_code == 502
         assert failed.json()["error"]["type"]
+
+
+TEXT_EVENTS = [
+    "response.created", "response.in_progress", "response.output_item.added",
+    "response.content_part.added", "response.output_text.delta",
+]
+CLOSING = ["response.output_text.done", "response.content_part.done",
+           "response.output_item.done", "response.completed"]
+
+
+def test_a_streamed_response_has_the_event_sequence(server: RunningServer) -> None:
+    with _client(server) as client:
+        events = list(client.responses.create(model="mock-gpt", input="Say hello.",
+                                              stream=True))
+        whole = client.responses.create(model="mock-gpt", input="Say hello.")
+    kinds = [event.type for event in events]
+    assert kinds[:5] == TEXT_EVENTS
+    assert kinds[-4:] == CLOSING
+    assert set(kinds[5:-4]) == {"response.output_text.delta"}
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    # The mock answers the same request the same way, streamed or not.
+    assert text == whole.output_text
+    done = events[-1].response
+    assert done.status == "completed" and done.output_text == text
+    assert done.usage is not None and done.usage.output_tokens == whole.usage.output_tokens
+
+
+def test_a_streamed_function_call(server: RunningServer) -> None:
+    with _client(server) as client, client.responses.stream(
+        model="mock-gpt", tools=[WEATHER],  # type: ignore[list-item]
+        input="What is get_weather in Paris?",
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert "response.function_call_arguments.delta" in kinds
+    assert kinds.index("response.function_call_arguments.done") < kinds.index(
+        "response.completed")
+    (call,) = [item for item in final.output if item.type == "function_call"]
+    assert call.name == "get_weather"
+    assert json.loads(call.arguments)
+
+
+def test_a_stream_that_fails_midway_ends_with_an_error_event(
+    gateway_factory: Factory,
+) -> None:
+    server = gateway_factory({"gateway": {"plugins": ["mock"]}, "providers": [
+        {**MOCK, "max_retries": 0}]})
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        answer = client.post("/responses", json={
+            "model": "mock-gpt", "input": "Tell me a story.", "stream": True,
+            "metadata": {"mock_fault": "drop"}})
+    assert answer.status_code == 200
+    events = [line[len("event: "):] for line in answer.text.splitlines()
+              if line.startswith("event: ")]
+    assert events[0] == "response.created"
+    assert events[-1] == "error"
+    assert "response.completed" not in events
