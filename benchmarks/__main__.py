@@ -57,6 +57,9 @@ STREAM_BODY = json.dumps({**json.loads(BODY), "stream": True}).encode()
 PATH = "/v1/chat/completions"
 SCENARIOS = ("a1", "a64", "stream", "embed", "servers", "start", "w2", "b")
 DEFAULT = "a1,a64,stream,embed,servers,start,w2"
+RESPONSES_PATH = "/v1/responses"
+RESPONSES_STREAM_BODY = json.dumps({"model": "gpt-bench", "input": "Say hello.",
+                                    "stream": True}).encode()
 EMBED_PATH = "/v1/embeddings"
 EMBED_BODY = json.dumps({"model": "gpt-bench", "input": "The quick brown fox.",
                          "encoding_format": "base64"}).encode()
@@ -336,6 +339,21 @@ def main() -> None:
                 ("C c=16 CPU / stream (22 events)", "—", ms(b_cpu), ms(g_cpu),
                  f"{g_cpu / b_cpu:.2f}x bare"),
                 ("C errors", str(d.errors), str(b.errors), str(g.errors), ""),
+            ]
+            # The Responses API over the same upstream chat stream: its own events.
+            before = gateway.cpu_seconds()
+            r: LoadResult = run(http_load(gateway.url + RESPONSES_PATH, RESPONSES_STREAM_BODY,
+                                          concurrency=16, duration=6 * scale, stream=True,
+                                          stream_end=b"response.completed"))
+            r_cpu = (gateway.cpu_seconds() - before) / max(r.requests, 1)
+            print(f"  {gateway.name:<16} R c=16 {r.summary()}", file=sys.stderr)
+            rows += [
+                ("R c=16 /v1/responses TTFB p50", ms(d.ttfb(50)), "—", ms(r.ttfb(50)),
+                 f"+{ms(r.ttfb(50) - d.ttfb(50))} added (chat +{ms(g.ttfb(50) - d.ttfb(50))})"),
+                ("R c=16 TTFB p99", ms(d.ttfb(99)), "—", ms(r.ttfb(99)),
+                 f"+{ms(r.ttfb(99) - d.ttfb(99))} added"),
+                ("R c=16 CPU / stream", "—", "—", ms(r_cpu), f"{r_cpu / g_cpu:.2f}x chat"),
+                ("R errors", "—", "—", str(r.errors), ""),
             ]
         if "embed" in only and gateway and bare:
             print("E, embeddings c=64 (one 1536-float vector, base64)", file=sys.stderr)

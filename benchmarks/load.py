@@ -113,6 +113,7 @@ async def http_load(
     stream: bool = False,
     warmup: int = 200,
     headers: dict[str, str] | None = None,
+    stream_end: bytes = b"[DONE]",
 ) -> LoadResult:
     """POST ``body`` to ``url`` (loopback only) in a closed loop."""
     import aiohttp
@@ -137,8 +138,8 @@ async def http_load(
                 tail = b""
                 async for piece in response.content.iter_any():
                     tail = piece
-                if b"[DONE]" not in (first + tail)[-64:]:
-                    raise RuntimeError("stream ended without [DONE]")
+                if stream_end not in (first + tail)[-4096:]:
+                    raise RuntimeError(f"stream ended without {stream_end!r}")
                 return ttfb
 
         if warmup:
