@@ -171,3 +171,23 @@ def test_a_stream_that_fails_midway_ends_with_an_error_event(
     assert events[0] == "response.created"
     assert events[-1] == "error"
     assert "response.completed" not in events
+
+
+def test_limits_and_costs_apply_as_to_chat(gateway_factory: Factory) -> None:
+    server = gateway_factory({
+        "gateway": {"plugins": ["mock", "costs", "limits"]},
+        "providers": [MOCK],
+        "plugin": {"limits": {"default_rpm": 2},
+                   "costs": {"prices": {"mock-gpt": {"input": 1.0, "output": 2.0}}}},
+    })
+    with _client(server) as client:
+        first = client.responses.with_raw_response.create(model="mock-gpt", input="hi")
+        list(client.responses.create(model="mock-gpt", input="hi", stream=True))
+        with pytest.raises(openai.RateLimitError) as limited:
+            client.responses.create(model="mock-gpt", input="hi")
+    usage = first.parse().usage
+    assert usage is not None
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert float(first.headers["x-sluiceway-cost"]) == pytest.approx(
+        (usage.input_tokens * 1.0 + usage.output_tokens * 2.0) / 1e6)
+    assert limited.value.code == "rate_limit_exceeded"
