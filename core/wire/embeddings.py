@@ -41,6 +41,8 @@ def _inputs(value: object) -> list[str] | list[list[int]]:
         raise _invalid("'input' must be a non-empty string, a list of strings, a list of "
                        "token ids or a list of lists of token ids.", "input",
                        "invalid_type" if not isinstance(value, list) else "invalid_value")
+    if _is_tokens(value):  # one input of token ids, however long
+        return [value]
     if len(value) > MAX_INPUTS:
         raise _invalid(f"Too many inputs: {len(value)} (at most {MAX_INPUTS}).", "input")
     if all(isinstance(item, str) for item in value):
@@ -48,8 +50,6 @@ def _inputs(value: object) -> list[str] | list[list[int]]:
             if not item:
                 raise _invalid("An input cannot be an empty string.", f"input[{index}]")
         return list(value)
-    if _is_tokens(value):
-        return [value]
     for index, item in enumerate(value):
         if not _is_tokens(item) or not item:
             raise _invalid("'input' must be strings or token arrays, not a mix, and none "

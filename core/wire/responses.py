@@ -28,9 +28,12 @@ import secrets
 import time
 from typing import Any
 
+import msgspec
+
 from ..errors import InvalidRequest
 
 __all__ = [
+    "INCOMPLETE",
     "chat_body",
     "new_id",
     "output_items",
@@ -39,7 +42,12 @@ __all__ = [
     "responses_usage",
 ]
 
+_encode = msgspec.json.Encoder().encode
 _PASSED = ("temperature", "top_p", "parallel_tool_calls", "user", "metadata", "stream")
+
+
+# chat finish_reason -> why a response is incomplete.
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
 def _invalid(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
@@ -96,8 +104,12 @@ def _messages(items: list[Any]) -> list[dict[str, Any]]:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             output = item.get("output")
+            if isinstance(output, list):  # content parts, as the SDK allows
+                output = [_part(part, f"{param}.output[{i}]") for i, part in enumerate(output)]
+            elif not isinstance(output, str):
+                output = _encode(output).decode()
             messages.append({"role": "tool", "tool_call_id": item.get("call_id"),
-                             "content": output if isinstance(output, str) else str(output)})
+                             "content": output})
         else:
             raise _invalid(f"Input items of type {kind!r} are not supported.", f"{param}.type")
     return messages
@@ -221,10 +233,11 @@ def response_object(
     choice = choices[0]
     result = response_envelope(body, response_id or new_id("resp"), created or int(time.time()))
     result["model"] = completion.get("model") or result["model"]
-    cut = choice.get("finish_reason") == "length"
-    result["status"] = "incomplete" if cut else "completed"
-    if cut:
-        result["incomplete_details"] = {"reason": "max_output_tokens"}
-    result["output"] = output_items(choice.get("message") or {})
+    reason = INCOMPLETE.get(choice.get("finish_reason") or "")
+    result["status"] = "incomplete" if reason else "completed"
+    if reason:
+        result["incomplete_details"] = {"reason": reason}
+    result["output"] = output_items(choice.get("message") or {},
+                                    "incomplete" if reason else "completed")
     result["usage"] = responses_usage(completion.get("usage"))
     return result

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from .responses import new_id, response_envelope, responses_usage
+from .responses import INCOMPLETE, new_id, response_envelope, responses_usage
 
 __all__ = ["ResponsesEventStream"]
 
@@ -78,7 +78,8 @@ class ResponsesEventStream:
 
     def _text_delta(self, text: str) -> list[Event]:
         events: list[Event] = []
-        if self._text is None:
+        if self._text is None or self._text["status"] != "in_progress":
+            # The first text, or text after a tool call: a message item of its own.
             self._text = {"type": "message", "id": new_id("msg"), "status": "in_progress",
                           "role": "assistant", "content": [], "_text": ""}
             index = len(self._items)
@@ -100,7 +101,14 @@ class ResponsesEventStream:
         position = call.get("index", 0)
         item = self._calls.get(position)
         function = call.get("function") or {}
-        if item is None:
+        if item is None and self._text is not None and self._text["status"] == "in_progress":
+            # As the API does: the message is done before the next item starts.
+            events += self._close(self._text, "completed")
+        if item is not None:
+            # Some upstreams send the id or the name after the call's first delta.
+            item["call_id"] = item["call_id"] or call.get("id")
+            item["name"] = item["name"] or function.get("name")
+        else:
             item = {"type": "function_call", "id": new_id("fc"), "status": "in_progress",
                     "call_id": call.get("id"), "name": function.get("name"), "arguments": "",
                     "_index": len(self._items)}
@@ -119,34 +127,42 @@ class ResponsesEventStream:
     @staticmethod
     def _public(item: dict[str, Any]) -> dict[str, Any]:
         public = {k: v for k, v in item.items() if not k.startswith("_")}
-        if item["type"] == "message" and item["status"] == "completed":
+        if item["type"] == "message" and item["status"] != "in_progress":
             public["content"] = [{"type": "output_text", "text": item["_text"],
                                   "annotations": []}]
         return public
 
+    def _close(self, item: dict[str, Any], status: str) -> list[Event]:
+        """An item's done events; it is then final."""
+        item["status"] = status
+        index = item["_index"]
+        events: list[Event] = []
+        if item["type"] == "message":
+            part = {"type": "output_text", "text": item["_text"], "annotations": []}
+            events.append(self._event("response.output_text.done", item_id=item["id"],
+                                      output_index=index, content_index=0, text=item["_text"]))
+            events.append(self._event("response.content_part.done", item_id=item["id"],
+                                      output_index=index, content_index=0, part=part))
+        else:
+            events.append(self._event("response.function_call_arguments.done",
+                                      item_id=item["id"], output_index=index,
+                                      arguments=item["arguments"]))
+        events.append(self._event("response.output_item.done", output_index=index,
+                                  item=self._public(item)))
+        return events
+
     def finish(self) -> list[Event]:
         """The closing events, ending with ``response.completed`` (or incomplete)."""
+        reason = INCOMPLETE.get(self._finish or "")
+        status = "incomplete" if reason else "completed"
         events: list[Event] = []
         for item in self._items:
-            item["status"] = "completed"
-            index = item["_index"]
-            if item["type"] == "message":
-                part = {"type": "output_text", "text": item["_text"], "annotations": []}
-                events.append(self._event("response.output_text.done", item_id=item["id"],
-                                          output_index=index, content_index=0,
-                                          text=item["_text"]))
-                events.append(self._event("response.content_part.done", item_id=item["id"],
-                                          output_index=index, content_index=0, part=part))
-            else:
-                events.append(self._event("response.function_call_arguments.done",
-                                          item_id=item["id"], output_index=index,
-                                          arguments=item["arguments"]))
-            events.append(self._event("response.output_item.done", output_index=index,
-                                      item=self._public(item)))
+            if item["status"] == "in_progress":
+                events += self._close(item, status)
         self._items = [self._public(item) for item in self._items]
-        if self._finish == "length":
+        if reason:
             final = self._snapshot("incomplete")
-            final["incomplete_details"] = {"reason": "max_output_tokens"}
+            final["incomplete_details"] = {"reason": reason}
             events.append(self._event("response.incomplete", response=final))
         else:
             events.append(self._event("response.completed", response=self._snapshot("completed")))

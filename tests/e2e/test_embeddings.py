@@ -35,6 +35,8 @@ def test_the_mock_embeds_deterministically_in_either_encoding(gateway_factory: F
         many = client.embeddings.create(model="mock-embed", input=["the cat sat", "a dog ran"],
                                         dimensions=64)
         tokens = client.embeddings.create(model="mock-embed", input=[[1, 2, 3], [4, 5]])
+        # One input of token ids may be longer than the cap on the number of inputs.
+        long = client.embeddings.create(model="mock-embed", input=[7] * 3000)
     vector = one.data[0].embedding
     assert len(vector) == 1536
     assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-5)
@@ -46,6 +48,7 @@ def test_the_mock_embeds_deterministically_in_either_encoding(gateway_factory: F
     assert many.data[0].embedding != many.data[1].embedding
     assert one.usage.prompt_tokens == 3 and one.usage.total_tokens == 3
     assert tokens.usage.prompt_tokens == 5 and len(tokens.data) == 2
+    assert long.usage.prompt_tokens == 3000 and len(long.data) == 1
     assert one.model == "mock-embed"
 
 

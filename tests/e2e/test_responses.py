@@ -191,3 +191,40 @@ def test_limits_and_costs_apply_as_to_chat(gateway_factory: Factory) -> None:
     assert float(first.headers["x-sluiceway-cost"]) == pytest.approx(
         (usage.input_tokens * 1.0 + usage.output_tokens * 2.0) / 1e6)
     assert limited.value.code == "rate_limit_exceeded"
+
+
+def test_stream_items_close_in_order_and_late_call_ids_are_kept() -> None:
+    from sluiceway.wire.responses_stream import ResponsesEventStream
+
+    stream = ResponsesEventStream({"model": "m"}, created=0)
+    events = stream.start()
+    for delta in ({"content": "Let me check."},
+                  {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\""}}]},
+                  {"tool_calls": [{"index": 0, "id": "call_9",
+                                   "function": {"name": "get_weather", "arguments": ":1}"}}]}):
+        events += stream.feed({"choices": [{"index": 0, "delta": delta}]})
+    events += stream.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+    events += stream.finish()
+    kinds = [kind for kind, _ in events]
+    # The message is done before the call's item is added.
+    assert kinds.index("response.output_item.done") < kinds.index(
+        "response.output_item.added", kinds.index("response.output_text.done"))
+    final = events[-1][1]["response"]
+    assert events[-1][0] == "response.incomplete"
+    message, call = final["output"]
+    # The message was done before the call began; the cut call is incomplete.
+    assert (message["status"], call["status"]) == ("completed", "incomplete")
+    assert (call["call_id"], call["name"], call["arguments"]) == (
+        "call_9", "get_weather", '{"city":1}')
+
+
+def test_function_call_outputs_as_parts_or_objects() -> None:
+    from sluiceway.wire.responses import chat_body
+
+    body = chat_body({"model": "m", "input": [
+        {"type": "function_call_output", "call_id": "c1",
+         "output": [{"type": "input_text", "text": "18 C"}]},
+        {"type": "function_call_output", "call_id": "c2", "output": {"t": 18}},
+    ]})
+    assert body["messages"][0]["content"] == [{"type": "text", "text": "18 C"}]
+    assert json.loads(body["messages"][1]["content"]) == {"t": 18}
