@@ -126,6 +126,7 @@ from .wire.embeddings import embeddings_object, encode_vector
 from .wire.estimate import estimate_input_tokens, estimate_tokens
 from .wire.headers import retry_after_seconds
 from .wire.openai import chunk_object, completion_id, completion_object, usage_object
+from .wire.response_format import asks_for_schema
 from .wire.sse import SSEDecoder, SSEEvent
 from .wire.usage import Usage
 
@@ -246,6 +247,7 @@ __all__ = [
     "UpstreamTimeout",
     "Usage",
     "anthropic_request",
+    "asks_for_schema",
     "check_storage_url",
     "chunk_object",
     "completion_id",

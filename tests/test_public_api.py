@@ -200,6 +200,7 @@ PLUGIN_API = [
     "UpstreamTimeout",
     "Usage",
     "anthropic_request",
+    "asks_for_schema",
     "check_storage_url",
     "chunk_object",
     "completion_id",

@@ -68,6 +68,7 @@ class OpenAIChunkStream:
     __slots__ = (
         "_blocks",
         "_created",
+        "_held",
         "_id",
         "_json",
         "_model",
@@ -77,7 +78,8 @@ class OpenAIChunkStream:
         "provider",
     )
 
-    def __init__(self, *, provider: str = "anthropic", created: int | None = None) -> None:
+    def __init__(self, *, provider: str = "anthropic", created: int | None = None,
+                 json_answer: bool = False) -> None:
         self.provider = provider
         self.done = False
         self._created = created if created is not None else int(time.time())
@@ -89,6 +91,9 @@ class OpenAIChunkStream:
         self._blocks: dict[int, dict[str, Any]] = {}
         # block index -> [tool name, the input so far] of a response_format answer.
         self._json: dict[int, list[str]] = {}
+        # With json_answer, text is held: dropped if the answer tool is called (the
+        # JSON is the content, alone), sent at the end if it is not.
+        self._held: list[str] | None = [] if json_answer else None
 
     def _chunk(
         self, delta: dict[str, Any], finish: str | None = None
@@ -109,6 +114,9 @@ class OpenAIChunkStream:
             index = data.get("index", 0)
             dtype = delta.get("type")
             if dtype == "text_delta":
+                if self._held is not None:
+                    self._held.append(delta.get("text", ""))
+                    return []
                 return [self._chunk({"content": delta.get("text", "")})]
             if dtype == "input_json_delta":
                 fragment = delta.get("partial_json", "")
@@ -179,7 +187,11 @@ class OpenAIChunkStream:
             finish = finish_reason(stop)
             if self._json and not self._tools and finish == "tool_calls":
                 finish = "stop"  # the tool call was the answer
-            return [self._chunk({}, finish)]
+            chunks = []
+            if self._held and not self._json:
+                chunks.append(self._chunk({"content": "".join(self._held)}))
+            self._held = None
+            return [*chunks, self._chunk({}, finish)]
         if kind == "message_stop":
             self.done = True
             usage_chunk = self._chunk({})

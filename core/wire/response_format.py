@@ -16,7 +16,14 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["JSON_TOOL", "WRAPPED_TOOL", "apply_response_format", "is_json_tool", "json_text"]
+__all__ = [
+    "JSON_TOOL",
+    "WRAPPED_TOOL",
+    "apply_response_format",
+    "asks_for_schema",
+    "is_json_tool",
+    "json_text",
+]
 
 JSON_TOOL = "json_response"
 WRAPPED_TOOL = "json_response_value"
@@ -24,6 +31,12 @@ _JSON_OBJECT = "Respond with a single JSON object and nothing else."
 _CALL_THE_TOOL = f"Give your final answer by calling the {JSON_TOOL} tool."
 
 _encode = msgspec.json.Encoder().encode
+
+
+def asks_for_schema(body: dict[str, Any]) -> bool:
+    """Whether a chat body asks for a ``json_schema`` answer (answered by the tool)."""
+    response_format = body.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") == "json_schema"
 
 
 def is_json_tool(name: object) -> bool:
@@ -65,15 +78,22 @@ def apply_response_format(body: dict[str, Any], result: dict[str, Any]) -> None:
     found = spec.get("schema")
     schema: dict[str, Any] = found if isinstance(found, dict) else {"type": "object"}
     name = JSON_TOOL
-    if schema.get("type") != "object":
+    if schema.get("type") != "object" and "properties" not in schema:
         name = WRAPPED_TOOL
-        schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+        inner = {k: v for k, v in schema.items() if k not in ("$defs", "definitions")}
+        # Definitions stay at the root, where "#/$defs/..." references look for them.
+        schema = {"type": "object", "properties": {"value": inner}, "required": ["value"],
+                  **{k: schema[k] for k in ("$defs", "definitions") if k in schema}}
     description = spec.get("description") or "Respond with a JSON value matching this schema."
     result["tools"] = [*result.get("tools", ()),
                        {"name": name, "description": description, "input_schema": schema}]
+    choice = result.get("tool_choice")
     if "thinking" in result:
         _instruct(result, _CALL_THE_TOOL)
-    elif "tool_choice" not in result:
-        # The client's own tools keep the choice it made; else this is the answer.
+    elif choice is None or choice.get("type") == "none":
+        # No tools of the client's to call: this one is the answer.
         result["tool_choice"] = (
             {"type": "tool", "name": name} if len(result["tools"]) == 1 else {"type": "any"})
+    elif choice.get("type") == "auto":
+        # Some tool must be called, the answer's or the client's (its other settings kept).
+        result["tool_choice"] = {**choice, "type": "any"}

@@ -98,3 +98,46 @@ def test_a_streamed_tool_call_streams_as_the_answer() -> None:
     wrapped = _stream("json_response_value", '{"value": [1, 2]}')
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in wrapped if c["choices"])
     assert json.loads(text) == [1, 2]
+
+
+def test_the_clients_tool_choice_cannot_switch_the_answer_off() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": OBJECT}}]
+    none = anthropic_request({"messages": HI, "tools": tools, "tool_choice": "none",
+                              "response_format": _schema(OBJECT)}, model="m")
+    assert none["tool_choice"] == {"type": "any"}
+    auto = anthropic_request({"messages": HI, "tools": tools, "parallel_tool_calls": False,
+                              "response_format": _schema(OBJECT)}, model="m")
+    assert auto["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+
+
+def test_definitions_stay_at_the_root_of_a_wrapped_schema() -> None:
+    schema = {"anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}],
+              "$defs": {"A": {"type": "object"}}}
+    (tool,) = anthropic_request({"messages": HI, "response_format": _schema(schema)},
+                                model="m")["tools"]
+    assert tool["input_schema"]["$defs"] == {"A": {"type": "object"}}
+    assert tool["input_schema"]["properties"]["value"] == {"anyOf": schema["anyOf"]}
+
+
+def test_text_beside_the_answer_is_not_streamed_but_kept_when_there_is_no_answer() -> None:
+    def run(blocks: list[dict[str, Any]]) -> str:
+        translator = OpenAIChunkStream(created=0, json_answer=True)
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": {"id": "m1", "model": "m", "usage": {}}}]
+        for index, block in enumerate(blocks):
+            events.append({"type": "content_block_start", "index": index,
+                           "content_block": {k: v for k, v in block.items() if k != "delta"}})
+            events.append({"type": "content_block_delta", "index": index,
+                           "delta": block["delta"]})
+            events.append({"type": "content_block_stop", "index": index})
+        events += [{"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
+                   {"type": "message_stop"}]
+        chunks = [c for e in events for c in translator.feed(None, e)]
+        return "".join(c["choices"][0]["delta"].get("content") or ""
+                       for c in chunks if c["choices"])
+
+    text = {"type": "text", "text": "", "delta": {"type": "text_delta", "text": "Here: "}}
+    tool = {"type": "tool_use", "id": "t", "name": "json_response", "input": {},
+            "delta": {"type": "input_json_delta", "partial_json": '{"a": 1}'}}
+    assert json.loads(run([text, tool])) == {"a": 1}
+    assert run([text]) == "Here: "

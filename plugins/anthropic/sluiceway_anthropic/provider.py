@@ -25,6 +25,7 @@ from sluiceway.api import (
     OpenAIChunkStream,
     UpstreamError,
     anthropic_request,
+    asks_for_schema,
     openai_completion,
     stream_error,
 )
@@ -84,7 +85,8 @@ class AnthropicProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any] | bytes]:
         body = self._body(request, stream=True)
-        translator = OpenAIChunkStream(provider=self.name)
+        translator = OpenAIChunkStream(provider=self.name,
+                                       json_answer=asks_for_schema(request.body))
         async with self.http.stream(self._url, body, request.upstream_model) as batches:
             async for events in batches:
                 for event in events:
