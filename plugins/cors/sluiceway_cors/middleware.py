@@ -119,20 +119,25 @@ class CORS:
                 requested_method = value
             elif name == b"access-control-request-headers":
                 requested_headers = value
-        if origin is None:
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] == "OPTIONS" and requested_method is not None:
+        if origin is not None and scope["method"] == "OPTIONS" and requested_method is not None:
             await self._answer_preflight(send, origin, requested_method, requested_headers)
             return
-        if not self._allowed(origin.decode("latin-1")):
+        if origin is not None and self._allowed(origin.decode("latin-1")):
+            added = [*self._origin_headers(origin), self._expose]
+        elif self._echo:
+            # The answer depends on the Origin (none here, or one not allowed): say so,
+            # or a shared cache may hand this one to an allowed origin.
+            added = [(b"vary", b"Origin")]
+        else:
             await self.app(scope, receive, send)
             return
-        added = [*self._origin_headers(origin), self._expose]
 
         async def with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *added]
+                # Ours replace any the app set: two values would make the browser refuse.
+                kept = [(name, value) for name, value in message.get("headers", ())
+                        if not name.lower().startswith(b"access-control-")]
+                message["headers"] = [*kept, *added]
             await send(message)
 
         await self.app(scope, receive, with_cors)
@@ -164,8 +169,8 @@ class CORS:
                  else (b"access-control-allow-methods", wanted.encode())]
         if asked:
             reply.append((b"access-control-allow-headers", ", ".join(asked).encode()))
-        if not self._echo:
-            reply.append((b"vary", b"Access-Control-Request-Headers"))
+        # The reply echoes what the preflight asked: caches must key on it.
+        reply.append((b"vary", b"Access-Control-Request-Method, Access-Control-Request-Headers"))
         await send({"type": "http.response.start", "status": 204, "headers": reply})
         await send({"type": "http.response.body", "body": b""})
 
