@@ -17,7 +17,13 @@ from typing import Any
 from ..components import EmbeddingsRequest
 from ..errors import InvalidRequest
 
-__all__ = ["MAX_INPUTS", "embeddings_object", "encode_vector", "parse_embeddings_request"]
+__all__ = [
+    "MAX_INPUTS",
+    "decode_vector",
+    "embeddings_object",
+    "encode_vector",
+    "parse_embeddings_request",
+]
 
 # OpenAI's own cap on the number of inputs in one request.
 MAX_INPUTS = 2048
@@ -85,6 +91,12 @@ def parse_embeddings_request(body: object, *, request_id: str = "") -> Embedding
 def encode_vector(vector: Sequence[float]) -> str:
     """A vector as OpenAI's base64 form: little-endian float32, base64-encoded."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def decode_vector(packed: str) -> list[float]:
+    """A vector from OpenAI's base64 form (little-endian float32)."""
+    raw = base64.b64decode(packed, validate=True)
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
 def embeddings_object(

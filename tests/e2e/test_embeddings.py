@@ -85,15 +85,17 @@ class EmbeddingsUpstream:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.floats = False
+        self.garbage = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         body = json.loads(await read_body(receive))
         self.bodies.append(body)
-        vector = [0.5, -0.25, 0.125]
-        packed = base64.b64encode(struct.pack("<3f", *vector)).decode()
-        as_base64 = body.get("encoding_format") == "base64" and not self.floats
+        vector: list[Any] = [0.5, -0.25, 0.125] if not self.garbage else [0.5, None, "x"]
+        packed = base64.b64encode(struct.pack("<3f", 0.5, -0.25, 0.125)).decode()
+        # A real upstream answers what was asked; this one can be made not to.
+        as_base64 = (body.get("encoding_format") == "base64") != self.floats and not self.garbage
         answer = {"object": "list", "model": body["model"], "data": [
             {"object": "embedding", "index": 0, "embedding": packed if as_base64 else vector}],
             "usage": {"prompt_tokens": 2, "total_tokens": 2}}
@@ -115,7 +117,15 @@ def test_the_openai_provider_passes_embeddings_through(
         passed = client.embeddings.create(model="embed", input="hi", dimensions=3)
         upstream.floats = True
         packed = client.embeddings.create(model="embed", input="hi")
+        unpacked = client.embeddings.create(model="embed", input="hi", encoding_format="float")
+        upstream.floats, upstream.garbage = False, True
+        with pytest.raises(openai.APIStatusError) as garbage:
+            client.embeddings.create(model="embed", input="hi")
     assert passed.data[0].embedding == [0.5, -0.25, 0.125]
+    # Base64 from an upstream that ignored float is unpacked by the gateway.
+    assert unpacked.data[0].embedding == [0.5, -0.25, 0.125]
+    assert garbage.value.status_code == 502
+    assert garbage.value.code == "upstream_invalid_response"
     # Floats from an upstream that ignored base64 are packed by the gateway.
     assert packed.data[0].embedding == [0.5, -0.25, 0.125]
     assert upstream.bodies[0] == {"model": "text-embedding-3-small", "input": "hi",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InvalidRequest, UpstreamError
-from ...wire.embeddings import encode_vector, parse_embeddings_request
+from ...wire.embeddings import decode_vector, encode_vector, parse_embeddings_request
 from ...wire.usage import Usage
 from ..context import CONTEXT_KEY
 from ..responses import send_json
@@ -37,7 +38,7 @@ async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
         return answer
 
     answer = await ctx.gateway.calls.whole(call, attempt)
-    _encode_as_asked(answer, request)
+    _encode_as_asked(answer, request, call.deployment.provider_name if call.deployment else "")
     await send_json(send, 200, answer, headers=call_headers(call))
 
 
@@ -49,12 +50,18 @@ def _checked(answer: object, provider: str) -> dict[str, Any]:
     return answer
 
 
-def _encode_as_asked(answer: dict[str, Any], request: EmbeddingsRequest) -> None:
-    """A provider may answer floats whatever was asked; base64 is what the SDKs ask
-    for by default, so floats are packed here (base64 from upstream passes as is)."""
-    if request.encoding_format != "base64":
-        return
-    for item in answer["data"]:
-        vector = item.get("embedding") if isinstance(item, dict) else None
-        if isinstance(vector, list):
-            item["embedding"] = encode_vector(vector)
+def _encode_as_asked(answer: dict[str, Any], request: EmbeddingsRequest, provider: str) -> None:
+    """Vectors in the encoding the client asked for, whatever the provider sent:
+    floats are packed for base64 (what the SDKs ask for by default), base64 is
+    unpacked for float."""
+    packed = request.encoding_format == "base64"
+    try:
+        for item in answer["data"]:
+            vector = item.get("embedding") if isinstance(item, dict) else None
+            if packed and isinstance(vector, list):
+                item["embedding"] = encode_vector(vector)
+            elif not packed and isinstance(vector, str):
+                item["embedding"] = decode_vector(vector)
+    except (struct.error, TypeError, ValueError):
+        raise UpstreamError(f"Provider {provider!r} answered with an embedding that is not "
+                            "a list of numbers.", code="upstream_invalid_response") from None

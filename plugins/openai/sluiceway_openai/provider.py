@@ -69,8 +69,8 @@ class OpenAIProvider:
         return result
 
     async def embeddings(self, request: EmbeddingsRequest) -> dict[str, Any]:
-        """The client's body with only ``model`` replaced; the answer as it came
-        (the core packs floats as base64 when that was asked and not given)."""
+        """The client's body with only ``model`` replaced; the answer as it came (the
+        core puts its vectors in the encoding the client asked for)."""
         model = request.upstream_model
         result = await self.http.post_json(
             self._embeddings_url, _encode({**request.body, "model": model}), model
