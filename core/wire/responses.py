@@ -24,6 +24,7 @@ when the answer was cut by ``max_output_tokens``, and usage as
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from typing import Any
@@ -39,6 +40,7 @@ __all__ = [
     "output_items",
     "response_envelope",
     "response_object",
+    "responses_error",
     "responses_usage",
 ]
 
@@ -179,6 +181,24 @@ def chat_body(body: object) -> dict[str, Any]:
     if chat.get("stream"):
         chat["stream_options"] = {"include_usage": True}
     return chat
+
+
+# A refused chat field, named as the Responses body names it.
+_PARAMS = (("messages", "input"), ("response_format.json_schema", "text.format"),
+           ("response_format", "text.format"), ("max_completion_tokens", "max_output_tokens"),
+           ("reasoning_effort", "reasoning.effort"))
+
+
+def responses_error(error: InvalidRequest) -> InvalidRequest:
+    """A refusal of the translated chat body, its ``param`` named in Responses terms."""
+    param = error.param or ""
+    for chat, responses in _PARAMS:
+        if param == chat or param.startswith((chat + ".", chat + "[")):
+            param = responses if chat == "messages" else responses + param[len(chat):]
+            break
+    else:
+        param = re.sub(r"^tools\[(\d+)\]\.function\.", r"tools[\1].", param)
+    return InvalidRequest(error.message, param=param or None, code=error.code)
 
 
 def responses_usage(usage: dict[str, Any] | None) -> dict[str, Any]:

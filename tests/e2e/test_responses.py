@@ -101,6 +101,11 @@ def test_bad_responses_requests_get_openai_errors(server: RunningServer) -> None
             ({"model": "mock-gpt", "input": [{"role": "robot", "content": "hi"}]},
              "input[0].role"),
             ({"model": "mock-gpt", "input": [{"type": "reasoning"}]}, "input[0].type"),
+            # Refused once translated: named as the Responses body names it.
+            ({"model": "mock-gpt", "input": "hi", "max_output_tokens": -1},
+             "max_output_tokens"),
+            ({"model": "mock-gpt", "input": "hi", "text": {"format": {
+                "type": "json_schema", "schema": {"type": "object"}}}}, "text.format.name"),
         ]
         for body, param in cases:
             answer = client.post("/responses", json=body)

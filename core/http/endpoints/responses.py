@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ...calls import first_and_rest
+from ...errors import InvalidRequest
 from ...wire.openai import parse_chat_request
-from ...wire.responses import chat_body, response_object
+from ...wire.responses import chat_body, response_object, responses_error
 from ...wire.usage import Usage
 from ..context import CONTEXT_KEY
 from ..responses import send_json
@@ -26,10 +27,13 @@ async def responses(scope: Scope, receive: Receive, send: Send) -> None:
     ctx = scope[CONTEXT_KEY]
     gateway = ctx.gateway
     body = await ctx.json()
-    request = parse_chat_request(
-        chat_body(body), request_id=ctx.request_id,
-        max_messages=gateway.config.gateway.max_messages,
-    )
+    try:
+        request = parse_chat_request(
+            chat_body(body), request_id=ctx.request_id,
+            max_messages=gateway.config.gateway.max_messages,
+        )
+    except InvalidRequest as refused:
+        raise responses_error(refused) from None
     calls = gateway.calls
     call = calls.prepare("responses", ctx, request, stream=request.stream)
     if request.stream:
