@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ...calls import first_and_rest
@@ -14,11 +15,11 @@ from ..streaming import relay_openai_stream
 if TYPE_CHECKING:
     from ...calls import ModelCall, Settlements
     from ...calls.router import Deployment
-    from ...components import Receive, Scope, Send
+    from ...components import ChatRequest, Receive, Scope, Send
 
 Header = tuple[bytes, bytes]
 
-__all__ = ["call_headers", "chat_completions"]
+__all__ = ["ChatRelay", "call_headers", "chat_completions", "run_chat_call"]
 
 
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
@@ -29,31 +30,49 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         await ctx.json(), request_id=ctx.request_id,
         max_messages=gateway.config.gateway.max_messages,
     )
-    calls = gateway.calls
-    call = calls.prepare("chat", ctx, request, stream=request.stream)
+    call = gateway.calls.prepare("chat", ctx, request, stream=request.stream)
+
+    async def relay(call: ModelCall, send: Send, open_stream: Any, settle: Settlements) -> None:
+        await relay_openai_stream(call, send, open_stream, settle,
+                                  include_usage=request.include_usage)
+
+    completion = await run_chat_call(call, request, send, relay)
+    if completion is not None:
+        await send_json(send, 200, completion, headers=call_headers(call))
+
+
+ChatRelay = Callable[["ModelCall", "Send", Any, "Settlements"], Awaitable[None]]
+
+
+async def run_chat_call(
+    call: ModelCall, request: ChatRequest, send: Send, relay: ChatRelay,
+) -> dict[str, Any] | None:
+    """Run a call a provider answers with ``chat`` or ``stream``: a stream goes out
+    through ``relay(call, send, open_stream, settle)`` (and ``None`` comes back); a
+    whole answer's completion is returned for the endpoint to shape and send."""
+    calls = call.context.gateway.calls
     if request.stream:
 
         async def attempt_stream(deployment: Deployment) -> Any:
             return await first_and_rest(deployment, deployment.provider.stream(request))
 
-        async def relay(open_attempts: Any, settle: Settlements) -> None:
+        async def relay_opened(open_attempts: Any, settle: Settlements) -> None:
             async def open_stream() -> Any:
                 first, rest = await open_attempts()
                 return first, rest, call_headers(call)
 
-            await relay_openai_stream(call, send, open_stream, settle,
-                                      include_usage=request.include_usage)
+            await relay(call, send, open_stream, settle)
 
-        await calls.stream(call, relay, attempt_stream)
-        return
+        await calls.stream(call, relay_opened, attempt_stream)
+        return None
 
     async def attempt(deployment: Deployment) -> dict[str, Any]:
         completion = await deployment.provider.chat(request)
         call.usage = Usage.from_openai(completion.get("usage"))
         return completion
 
-    result = await calls.whole(call, attempt)
-    await send_json(send, 200, result, headers=call_headers(call))
+    completion: dict[str, Any] = await calls.whole(call, attempt)
+    return completion
 
 
 def call_headers(call: ModelCall) -> list[Header]:

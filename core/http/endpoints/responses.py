@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ...calls import first_and_rest
 from ...errors import InvalidRequest
 from ...wire.openai import parse_chat_request
 from ...wire.responses import chat_body, response_object, responses_error
-from ...wire.usage import Usage
 from ..context import CONTEXT_KEY
 from ..responses import send_json
 from ..streaming_responses import relay_responses_stream
-from .chat import call_headers
+from .chat import call_headers, run_chat_call
 
 if TYPE_CHECKING:
-    from ...calls import Settlements
-    from ...calls.router import Deployment
+    from ...calls import ModelCall, Settlements
     from ...components import Receive, Scope, Send
 
 __all__ = ["responses"]
@@ -34,27 +31,12 @@ async def responses(scope: Scope, receive: Receive, send: Send) -> None:
         )
     except InvalidRequest as refused:
         raise responses_error(refused) from None
-    calls = gateway.calls
-    call = calls.prepare("responses", ctx, request, stream=request.stream)
-    if request.stream:
+    call = gateway.calls.prepare("responses", ctx, request, stream=request.stream)
 
-        async def attempt_stream(deployment: Deployment) -> Any:
-            return await first_and_rest(deployment, deployment.provider.stream(request))
+    async def relay(call: ModelCall, send: Send, open_stream: Any, settle: Settlements) -> None:
+        await relay_responses_stream(call, send, open_stream, settle, body)
 
-        async def relay(open_attempts: Any, settle: Settlements) -> None:
-            async def open_stream() -> Any:
-                first, rest = await open_attempts()
-                return first, rest, call_headers(call)
-
-            await relay_responses_stream(call, send, open_stream, settle, body)
-
-        await calls.stream(call, relay, attempt_stream)
-        return
-
-    async def attempt(deployment: Deployment) -> dict[str, Any]:
-        completion = await deployment.provider.chat(request)
-        call.usage = Usage.from_openai(completion.get("usage"))
-        return completion
-
-    completion = await calls.whole(call, attempt)
-    await send_json(send, 200, response_object(completion, body), headers=call_headers(call))
+    completion = await run_chat_call(call, request, send, relay)
+    if completion is not None:
+        await send_json(send, 200, response_object(completion, body),
+                        headers=call_headers(call))
