@@ -234,10 +234,6 @@ class ProviderCapabilities:
         """What ``provider`` offers beyond chat and stream."""
         return cls(**{name: _method(provider, name) for name in _OPTIONAL_METHODS})
 
-    def endpoints(self) -> list[str]:
-        """The optional endpoints served natively, for ``sluiceway check``."""
-        return [name for name in _OPTIONAL_METHODS if getattr(self, name) is not None]
-
 
 _OPTIONAL_METHODS = ("count_tokens", "anthropic_messages", "anthropic_messages_stream",
                      "anthropic_count_tokens", "embeddings")
