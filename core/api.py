@@ -13,7 +13,7 @@ The names fall in these groups:
 * the model-call boundary: ``ModelCall``, ``CallPolicy``, ``Settle``, ``Usage``,
   and the token estimate (``estimate_input_tokens``, ``estimate_tokens``);
 * requests and providers: ``ChatRequest``, ``MessagesRequest``, ``EmbeddingsRequest``,
-  ``Provider``,
+  ``ResponsesRequest``, ``Provider``,
   ``ProviderContext``, ``ProviderCapabilities``, ``ModelInfo``, ``Principal``,
   ``RequestContext``, ``CONTEXT_KEY``;
 * upstream HTTP: ``HttpUpstream`` (a provider's client, keys and error mapping in
@@ -57,6 +57,7 @@ from .components import (
     ProviderContext,
     ProviderType,
     Receive,
+    ResponsesRequest,
     Route,
     Scope,
     Send,
@@ -226,6 +227,7 @@ __all__ = [
     "RequestContext",
     "RequestEnded",
     "RequestStarted",
+    "ResponsesRequest",
     "Route",
     "SSEDecoder",
     "SSEEvent",

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from .requests import ChatRequest, EmbeddingsRequest, MessagesRequest, ResponsesRequest
+
 if TYPE_CHECKING:
     from .calls.call import CallPolicy
     from .config.settings import ModelEntry
@@ -34,6 +36,7 @@ __all__ = [
     "ProviderCapabilities",
     "ProviderContext",
     "ProviderType",
+    "ResponsesRequest",
     "Route",
 ]
 
@@ -55,94 +58,6 @@ class ModelInfo:
     id: str
     owned_by: str
     created: int = 0
-
-
-class ChatRequest:
-    """A validated chat-completions request.
-
-    ``body`` is the client's JSON exactly as parsed (the canonical OpenAI shape),
-    so a provider can forward fields the core does not know about. The core has
-    already checked the fields it relies on and set ``upstream_model``, the id
-    the chosen provider knows the model by.
-    """
-
-    __slots__ = (
-        "body",
-        "include_usage",
-        "messages",
-        "model",
-        "request_id",
-        "stream",
-        "upstream_model",
-    )
-
-    def __init__(
-        self,
-        body: dict[str, Any],
-        *,
-        model: str,
-        messages: list[dict[str, Any]],
-        stream: bool = False,
-        include_usage: bool = False,
-        upstream_model: str | None = None,
-        request_id: str = "",
-    ) -> None:
-        self.body = body
-        self.model = model
-        self.messages = messages
-        self.stream = stream
-        self.include_usage = include_usage
-        self.upstream_model = upstream_model or model
-        self.request_id = request_id
-
-    @property
-    def max_tokens(self) -> int | None:
-        """``max_completion_tokens`` or, failing that, the older ``max_tokens``."""
-        value = self.body.get("max_completion_tokens", self.body.get("max_tokens"))
-        return value if isinstance(value, int) else None
-
-
-class MessagesRequest:
-    """A validated Anthropic Messages request (``POST /v1/messages`` and
-    ``/v1/messages/count_tokens``), for providers that speak Anthropic natively.
-
-    ``body`` is the client's JSON exactly as parsed, in Anthropic's shape; send it
-    on with only ``model`` replaced by ``upstream_model``. ``beta`` and
-    ``version`` are the client's ``anthropic-beta`` and ``anthropic-version``
-    headers (``None`` when absent). ``messages`` is ``body["messages"]``.
-    """
-
-    __slots__ = (
-        "beta",
-        "body",
-        "messages",
-        "model",
-        "request_id",
-        "stream",
-        "upstream_model",
-        "version",
-    )
-
-    def __init__(
-        self,
-        body: dict[str, Any],
-        *,
-        model: str,
-        messages: list[dict[str, Any]],
-        stream: bool = False,
-        upstream_model: str | None = None,
-        request_id: str = "",
-        beta: str | None = None,
-        version: str | None = None,
-    ) -> None:
-        self.body = body
-        self.model = model
-        self.messages = messages
-        self.stream = stream
-        self.upstream_model = upstream_model or model
-        self.request_id = request_id
-        self.beta = beta
-        self.version = version
 
 
 @runtime_checkable
@@ -172,6 +87,14 @@ class Provider(Protocol):
       request, for ``/v1/messages/count_tokens`` (without it the core estimates).
     * ``async embeddings(request: EmbeddingsRequest) -> dict``: an OpenAI list
       of embeddings with usage, for ``/v1/embeddings``.
+    * A provider that serves the Responses API natively serves
+      ``/v1/responses`` without the translation to chat completions (so
+      ``previous_response_id``, reasoning items and built-in tools work):
+      ``async responses(request: ResponsesRequest) -> dict`` (a ``response``
+      object) and ``responses_stream(request) -> AsyncIterator[tuple[str,
+      bytes]]`` (each event's type and its JSON data as received; raise on an
+      ``error`` event, and if the stream ends without ``response.completed``,
+      ``response.incomplete`` or ``response.failed``).
     * A provider that speaks the Anthropic Messages API natively serves
       ``/v1/messages`` without a translation to the canonical shape and back:
       ``async anthropic_messages(request: MessagesRequest) -> dict`` (an
@@ -188,36 +111,6 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-class EmbeddingsRequest:
-    """A validated embeddings request: ``inputs`` in order (texts, or token-id
-    arrays), the ``encoding_format`` the client asked for and ``dimensions`` if
-    given; ``body`` is the client's JSON exactly as parsed, for pass-through."""
-
-    __slots__ = ("body", "dimensions", "encoding_format", "inputs", "messages", "model",
-                 "request_id", "upstream_model")
-
-    def __init__(
-        self,
-        body: dict[str, Any],
-        *,
-        model: str,
-        inputs: list[str] | list[list[int]],
-        encoding_format: str = "float",
-        dimensions: int | None = None,
-        upstream_model: str | None = None,
-        request_id: str = "",
-    ) -> None:
-        self.body = body
-        self.model = model
-        self.inputs = inputs
-        self.encoding_format = encoding_format
-        self.dimensions = dimensions
-        self.upstream_model = upstream_model or model
-        self.request_id = request_id
-        # Routing's prefix affinity reads a conversation; an embedding has none.
-        self.messages: list[dict[str, Any]] = []
-
-
 @dataclass(frozen=True, slots=True)
 class ProviderCapabilities:
     """The optional methods a provider has, looked up once per provider when the
@@ -228,6 +121,8 @@ class ProviderCapabilities:
     anthropic_messages_stream: Callable[[MessagesRequest], AsyncIterator[Any]] | None = None
     anthropic_count_tokens: Callable[[MessagesRequest], Awaitable[int]] | None = None
     embeddings: Callable[[EmbeddingsRequest], Awaitable[dict[str, Any]]] | None = None
+    responses: Callable[[ResponsesRequest], Awaitable[dict[str, Any]]] | None = None
+    responses_stream: Callable[[ResponsesRequest], AsyncIterator[Any]] | None = None
 
     @classmethod
     def of(cls, provider: object) -> ProviderCapabilities:
@@ -236,7 +131,7 @@ class ProviderCapabilities:
 
 
 _OPTIONAL_METHODS = ("count_tokens", "anthropic_messages", "anthropic_messages_stream",
-                     "anthropic_count_tokens", "embeddings")
+                     "anthropic_count_tokens", "embeddings", "responses", "responses_stream")
 
 
 def _method(provider: object, name: str) -> Any:

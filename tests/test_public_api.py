@@ -179,6 +179,7 @@ PLUGIN_API = [
     "RequestContext",
     "RequestEnded",
     "RequestStarted",
+    "ResponsesRequest",
     "Route",
     "SSEDecoder",
     "SSEEvent",

@@ -40,7 +40,10 @@ class ModelCall:
     ``"count_tokens"``...), ``context`` (the HTTP request's
     :class:`~sluiceway.RequestContext`), ``model`` (the name the client asked
     for), ``request`` (the parsed, validated request), ``stream`` and ``group``
-    (the model group the name resolved to).
+    (the model group the name resolved to). ``serves``, if an endpoint sets it
+    before running the call, says which of the group's deployments can take this
+    call at all (a provider without the capability it needs): the others are
+    not tried.
 
     Filled in by the runner: ``attempts`` (what the retry loop did, with the
     ``deployment`` that answered), ``usage`` (a :class:`~sluiceway.Usage`, once
@@ -66,6 +69,7 @@ class ModelCall:
         "kind",
         "model",
         "request",
+        "serves",
         "state",
         "status",
         "stream",
@@ -97,6 +101,7 @@ class ModelCall:
         self.disconnected = False
         self.headers: dict[str, str] = {}
         self.state: dict[str, Any] = {}
+        self.serves: Callable[[Deployment], bool] | None = None
         self._estimate: int | None = None
 
     @property

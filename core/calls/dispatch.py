@@ -135,6 +135,8 @@ class Dispatcher:
         events = ctx.gateway.events
         emit = events.emit if events.enabled else None
         order = group.order(request)
+        if model_call.serves is not None:
+            order = [deployment for deployment in order if model_call.serves(deployment)]
         tried: set[int] = set()
         retries = 0
         alternates = 0

@@ -25,12 +25,14 @@ from .context import absorb_cancel
 
 if TYPE_CHECKING:
     from ..calls.call import ModelCall
+    from ..calls.dispatch import HeldStream
     from ..components import Send
     from .context import RequestContext
 
 __all__ = [
     "SSE_HEADERS",
     "DisconnectWatch",
+    "EventSource",
     "absorb_cancel",
     "end_with_error",
     "first_token",
@@ -53,6 +55,32 @@ SSE_HEADERS = [
 ]
 
 _SHUTDOWN_MESSAGE = "The gateway is shutting down; the stream was ended early."
+
+
+class EventSource:
+    """An opened stream: its first item, the rest (holding the deployment's pool
+    slot), and how each item becomes SSE bytes. Closed exactly once by the relay."""
+
+    __slots__ = ("call", "first", "provider", "rest")
+
+    def __init__(self, call: ModelCall, first: Any, rest: HeldStream[Any],
+                 provider: str) -> None:
+        self.call = call
+        self.first = first
+        self.rest = rest
+        self.provider = provider
+
+    def render(self, item: Any) -> bytes:
+        """The frames for one item (empty when it gives none)."""
+        raise NotImplementedError
+
+    def tail(self) -> bytes:
+        """The closing frames, once the rest is exhausted; raises if the stream
+        ended too early."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self.rest.aclose()
 
 
 async def _watch_disconnect(ctx: RequestContext) -> None:

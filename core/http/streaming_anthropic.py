@@ -30,6 +30,7 @@ from ..wire.usage import Usage
 from .streaming import (
     SSE_HEADERS,
     DisconnectWatch,
+    EventSource,
     Finish,
     first_token,
     stream_failed,
@@ -46,32 +47,6 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 Header = tuple[bytes, bytes]
-
-
-class EventSource:
-    """An opened stream: its first item, the rest (holding the deployment's pool
-    slot), and how each item becomes SSE bytes. Closed exactly once by the relay."""
-
-    __slots__ = ("call", "first", "provider", "rest")
-
-    def __init__(self, call: ModelCall, first: Any, rest: HeldStream[Any],
-                 provider: str) -> None:
-        self.call = call
-        self.first = first
-        self.rest = rest
-        self.provider = provider
-
-    def render(self, item: Any) -> bytes:
-        """The frames for one item (empty when it gives none)."""
-        raise NotImplementedError
-
-    def tail(self) -> bytes:
-        """The closing frames, once the rest is exhausted; raises if the stream
-        ended too early."""
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        await self.rest.aclose()
 
 
 class TranslatedEvents(EventSource):

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .fake_responses import FakeResponsesAPI
 from .faults import (
     END_CHUNK,
     ChunkDelay,
@@ -51,7 +52,10 @@ from .faults import (
     answer_deltas,
     answer_message,
     chunk,
+    error_body,
+    json_bytes,
     response_head,
+    text_of,
 )
 
 __all__ = [
@@ -84,28 +88,10 @@ class RecordedRequest:
     time: float
 
 
-_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                429: "rate_limit_error"}
 _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+_RESPONSES_PATHS = frozenset({"/v1/responses", "/responses"})
 _MODELS_PATHS = frozenset({"/v1/models", "/models"})
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def _error(message: str, status: int, code: str | None = None) -> dict[str, Any]:
-    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
 
 
 class FakeOpenAI:
@@ -113,7 +99,9 @@ class FakeOpenAI:
 
     ``POST /v1/chat/completions`` answers ``"echo: <last user text>"`` (or
     ``reply``) under the request's ``model``, streamed in ``chunks`` pieces when
-    ``stream`` is true; ``GET /v1/models`` lists ``model_ids``. ``latency`` delays
+    ``stream`` is true; ``POST /v1/responses`` is the Responses API, with stored
+    responses (:mod:`sluiceway.testing.fake_responses`); ``GET /v1/models`` lists
+    ``model_ids``. ``latency`` delays
     every answer. Start with :meth:`start` (or ``with``); :meth:`stop` ends it.
     ``requests``, ``disconnects``, ``active`` and ``max_active`` may be read from
     any thread; ``errors`` holds unexpected exceptions of the server itself.
@@ -142,6 +130,7 @@ class FakeOpenAI:
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._served = 0
+        self.responses_api = FakeResponsesAPI(self)
 
     @property
     def url(self) -> str:
@@ -284,11 +273,11 @@ class FakeOpenAI:
         if method == "GET" and path in _MODELS_PATHS:
             models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"}
                       for m in self.model_ids]
-            return await self._answer(conn, 200, _json({"object": "list", "data": models}))
-        if path not in _CHAT_PATHS:
-            return await self._answer(conn, 404, _json(_error(f"No route {path}.", 404)))
+            return await self._answer(conn, 200, json_bytes({"object": "list", "data": models}))
+        if path not in _CHAT_PATHS and path not in _RESPONSES_PATHS:
+            return await self._answer(conn, 404, json_bytes(error_body(f"No route {path}.", 404)))
         if method != "POST":
-            return await self._answer(conn, 405, _json(_error("Use POST.", 405)))
+            return await self._answer(conn, 405, json_bytes(error_body("Use POST.", 405)))
         faults = self._next_faults()
         if (delay := faults.get(Delay)) and not await conn.pause(delay.seconds):
             return False
@@ -297,8 +286,10 @@ class FakeOpenAI:
             return False
         if status := faults.get(Status):
             return await self._status(conn, status)
+        if path in _RESPONSES_PATHS:
+            return await self.responses_api.respond(conn, body, faults)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return await self._answer(conn, 400, _json(_error("Expected messages.", 400)))
+            return await self._answer(conn, 400, json_bytes(error_body("Expected messages.", 400)))
         if body.get("stream"):
             return await self._stream(conn, body, faults)
         return await self._complete(conn, body, faults)
@@ -313,19 +304,20 @@ class FakeOpenAI:
         if isinstance(status.body, bytes):
             data = status.body
         else:
-            data = _json(status.body or _error(f"Fake upstream error {status.code}.", status.code))
+            data = json_bytes(status.body
+                              or error_body(f"Fake upstream error {status.code}.", status.code))
         return await self._answer(conn, status.code, data, status.headers)
 
     def _content(self, body: dict[str, Any], call: ToolCall | None = None
                  ) -> tuple[list[str], dict[str, int]]:
         messages = body["messages"]
         last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-        text = self.reply if self.reply is not None else "echo: " + _text(last.get("content"))
+        text = self.reply if self.reply is not None else "echo: " + text_of(last.get("content"))
         if call is not None:
             text = json.dumps(dict(call.arguments))
         size = max(1, math.ceil(len(text) / max(self.chunks, 1)))
         pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
-        prompt = sum(len(_text(m.get("content")).split()) for m in messages)
+        prompt = sum(len(text_of(m.get("content")).split()) for m in messages)
         usage = {"prompt_tokens": prompt, "completion_tokens": len(pieces),
                  "total_tokens": prompt + len(pieces)}
         return pieces, usage
@@ -342,11 +334,12 @@ class FakeOpenAI:
         if Garbage in faults:
             return await self._answer(conn, 200, faults[Garbage].data)
         if error := faults.get(ErrorEvent):
-            return await self._answer(conn, 500, _json(_error(error.message, 500, error.code)))
+            data = json_bytes(error_body(error.message, 500, error.code))
+            return await self._answer(conn, 500, data)
         call = faults.get(ToolCall)
         pieces, usage = self._content(body, call)
         message, finish = answer_message(call, body, "".join(pieces))
-        data = _json({
+        data = json_bytes({
             "id": self._completion_id(), "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model"),
             "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
@@ -397,7 +390,7 @@ class FakeOpenAI:
             if (stall := strikes(Stall)) and not await conn.pause(stall.seconds):
                 return False
             if error := strikes(ErrorEvent):
-                frame = b"data: " + _json(_error(error.message, 500, error.code)) + b"\n\n"
+                frame = b"data: " + json_bytes(error_body(error.message, 500, error.code)) + b"\n\n"
                 return await conn.send(chunk(frame) + END_CHUNK)
             for fault_type in (Reset, Close):
                 if strikes(fault_type):
@@ -413,7 +406,7 @@ class FakeOpenAI:
                 return False
             if Comments in faults and not await conn.send(chunk(b": keep-alive\n\n")):
                 return False
-            if not await conn.send(chunk(b"data: " + _json(events[sent]) + b"\n\n")):
+            if not await conn.send(chunk(b"data: " + json_bytes(events[sent]) + b"\n\n")):
                 return False
         done = b"" if NoDone in faults else chunk(b"data: [DONE]\n\n")
         return await conn.send(done + END_CHUNK)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import struct
 from collections.abc import Mapping
@@ -36,6 +37,9 @@ __all__ = [
     "ToolCall",
     "answer_deltas",
     "answer_message",
+    "error_body",
+    "json_bytes",
+    "text_of",
 ]
 
 
@@ -167,6 +171,29 @@ Fault: TypeAlias = (
     Status | Delay | Hang | ChunkDelay | Stall | Reset | Close | NoDone | ErrorEvent | Garbage
     | Comments | ToolCall
 )
+
+
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                429: "rate_limit_error"}
+
+def json_bytes(value: Any) -> bytes:
+    """Compact JSON, as upstreams send it."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def error_body(message: str, status: int, code: str | None = None) -> dict[str, Any]:
+    """An OpenAI error object of the type that goes with ``status``."""
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
+
+
+def text_of(content: Any) -> str:
+    """A message's text, whether a string or a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
 
 
 END_CHUNK = b"0\r\n\r\n"

@@ -14,7 +14,12 @@ mock, OpenAI-compatible and Anthropic upstreams all serve it:
   (``json_schema``, ``json_object``) -> ``response_format``;
   ``reasoning.effort`` -> ``reasoning_effort``; ``temperature``, ``top_p``,
   ``parallel_tool_calls``, ``user``, ``metadata`` as they are.
-* ``previous_response_id`` needs an upstream that keeps responses: refused here.
+* ``previous_response_id``, item types other than these (``reasoning``,
+  ``item_reference``...), other content parts and other tool types cannot be
+  said in chat completions: a provider that serves the Responses API natively
+  gets the body as it came, any other refuses them. Given a ``refusals`` list,
+  :func:`chat_body` collects these refusals there (and leaves out what they
+  refuse) instead of raising, so the endpoint can decide per deployment.
 
 A chat completion comes back as a ``response``: a ``message`` output item with
 the text, a ``function_call`` item per tool call, ``status`` ``incomplete``
@@ -61,7 +66,17 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def _part(part: object, param: str) -> dict[str, Any]:
+Refusals = list[InvalidRequest] | None
+
+
+def _refuse(error: InvalidRequest, refusals: Refusals) -> None:
+    """Raise what chat cannot say, or note it when a native provider may say it."""
+    if refusals is None:
+        raise error
+    refusals.append(error)
+
+
+def _part(part: object, param: str, refusals: Refusals) -> dict[str, Any] | None:
     if not isinstance(part, dict):
         raise _invalid("A content part must be an object.", param, "invalid_type")
     kind = part.get("type")
@@ -76,10 +91,17 @@ def _part(part: object, param: str) -> dict[str, Any]:
         if part.get("detail"):
             image["detail"] = part["detail"]
         return {"type": "image_url", "image_url": image}
-    raise _invalid(f"Content parts of type {kind!r} are not supported.", f"{param}.type")
+    _refuse(_invalid(f"Content parts of type {kind!r} are not supported.", f"{param}.type"),
+            refusals)
+    return None
 
 
-def _messages(items: list[Any]) -> list[dict[str, Any]]:
+def _parts(parts: list[Any], param: str, refusals: Refusals) -> list[dict[str, Any]]:
+    found = (_part(part, f"{param}[{i}]", refusals) for i, part in enumerate(parts))
+    return [part for part in found if part is not None]
+
+
+def _messages(items: list[Any], refusals: Refusals) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         param = f"input[{index}]"
@@ -91,7 +113,7 @@ def _messages(items: list[Any]) -> list[dict[str, Any]]:
             if role not in ("user", "assistant", "system", "developer"):
                 raise _invalid(f"Invalid role {role!r}.", f"{param}.role")
             if isinstance(content, list):
-                content = [_part(part, f"{param}.content[{i}]") for i, part in enumerate(content)]
+                content = _parts(content, f"{param}.content", refusals)
             elif not isinstance(content, str):
                 raise _invalid("A message's content must be a string or a list of parts.",
                                f"{param}.content", "invalid_type")
@@ -107,25 +129,27 @@ def _messages(items: list[Any]) -> list[dict[str, Any]]:
         elif kind == "function_call_output":
             output = item.get("output")
             if isinstance(output, list):  # content parts, as the SDK allows
-                output = [_part(part, f"{param}.output[{i}]") for i, part in enumerate(output)]
+                output = _parts(output, f"{param}.output", refusals)
             elif not isinstance(output, str):
                 output = _encode(output).decode()
             messages.append({"role": "tool", "tool_call_id": item.get("call_id"),
                              "content": output})
         else:
-            raise _invalid(f"Input items of type {kind!r} are not supported.", f"{param}.type")
+            _refuse(_invalid(f"Input items of type {kind!r} are not supported.",
+                             f"{param}.type"), refusals)
     return messages
 
 
-def _tools(tools: object) -> list[dict[str, Any]]:
+def _tools(tools: object, refusals: Refusals) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise _invalid("'tools' must be a list.", "tools", "invalid_type")
     converted = []
     for index, tool in enumerate(tools):
         if not isinstance(tool, dict) or tool.get("type") != "function":
             kind = tool.get("type") if isinstance(tool, dict) else None
-            raise _invalid(f"Tools of type {kind!r} are not supported: only 'function'.",
-                           f"tools[{index}].type")
+            _refuse(_invalid(f"Tools of type {kind!r} are not supported: only 'function'.",
+                             f"tools[{index}].type"), refusals)
+            continue
         function = {"name": tool.get("name"), "parameters": tool.get("parameters") or {
             "type": "object", "properties": {}}}
         for key in ("description", "strict"):
@@ -135,19 +159,24 @@ def _tools(tools: object) -> list[dict[str, Any]]:
     return converted
 
 
-def chat_body(body: object) -> dict[str, Any]:
+def chat_body(body: object, refusals: Refusals = None) -> dict[str, Any]:
     """The chat-completions body for a Responses body (see the module docstring)."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_request_body")
     if body.get("previous_response_id") is not None:
-        raise _invalid("'previous_response_id' is not supported: this gateway keeps no "
-                       "responses. Send the conversation in 'input'.", "previous_response_id",
-                       "unsupported_parameter")
+        _refuse(_invalid("'previous_response_id' needs a provider that keeps responses "
+                         "(the Responses API served natively); this model's does not. Send "
+                         "the conversation in 'input'.", "previous_response_id",
+                         "unsupported_parameter"), refusals)
     given = body.get("input")
     if isinstance(given, str):
         messages = [{"role": "user", "content": given}]
     elif isinstance(given, list) and given:
-        messages = _messages(given)
+        messages = _messages(given, refusals)
+        if not messages and refusals:
+            # Nothing chat can say: only a native provider will see this body, and
+            # the canonical one is kept for the estimate alone.
+            messages = [{"role": "user", "content": ""}]
     else:
         raise _invalid("Missing required parameter: 'input' (a string or a list of items).",
                        "input", "missing_required_parameter")
@@ -160,11 +189,15 @@ def chat_body(body: object) -> dict[str, Any]:
             chat[key] = body[key]
     if body.get("max_output_tokens") is not None:
         chat["max_completion_tokens"] = body["max_output_tokens"]
-    if body.get("tools"):
-        chat["tools"] = _tools(body["tools"])
+    if body.get("tools") and (tools := _tools(body["tools"], refusals)):
+        chat["tools"] = tools
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "function":
         chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    elif isinstance(choice, dict):
+        _refuse(_invalid(f"A tool_choice of type {choice.get('type')!r} is not supported: "
+                         "only 'function', 'auto', 'none' and 'required'.", "tool_choice"),
+                refusals)
     elif choice is not None:
         chat["tool_choice"] = choice
     text_format = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) \

@@ -74,6 +74,25 @@ class Usage:
             return None
         return cls((fresh or 0) + read + written, output or 0, read, written)
 
+    @classmethod
+    def from_responses(cls, usage: object) -> Usage | None:
+        """From a Responses API ``usage`` object (``input_tokens`` with the cached
+        ones in ``input_tokens_details``, ``output_tokens`` with reasoning)."""
+        if not isinstance(usage, Mapping):
+            return None
+        prompt = _count(usage.get("input_tokens"))
+        completion = _count(usage.get("output_tokens"))
+        if prompt is None and completion is None:
+            return None
+        found = cls(prompt or 0, completion or 0)
+        details = usage.get("input_tokens_details")
+        if isinstance(details, Mapping):
+            found.cached_tokens = _count(details.get("cached_tokens")) or 0
+        details = usage.get("output_tokens_details")
+        if isinstance(details, Mapping):
+            found.reasoning_tokens = _count(details.get("reasoning_tokens")) or 0
+        return found
+
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI ``usage`` object for these counts."""
         usage: dict[str, Any] = {

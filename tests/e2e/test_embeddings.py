@@ -146,6 +146,27 @@ def test_a_model_without_embeddings_says_so(
     assert "does not serve embeddings" in str(refused.value)
 
 
+def test_an_alias_tries_only_the_targets_that_serve_embeddings(
+    gateway_factory: Factory,
+) -> None:
+    """The first target has no embeddings (and no reachable upstream): it is passed
+    over, not tried and failed."""
+    server = gateway_factory({
+        "gateway": {"plugins": ["mock", "anthropic"]},
+        "providers": [
+            {"name": "claude", "type": "anthropic", "base_url": "http://127.0.0.1:9",
+             "api_key": "unused", "models": ["claude-x"]},
+            {"name": "mock", "type": "mock", "models": ["embed-x"]},
+        ],
+        "aliases": [{"name": "embed", "targets": ["claude/claude-x", "mock/embed-x"]}],
+    })
+    with _client(server) as client:
+        answer = client.embeddings.with_raw_response.create(model="embed", input="hi")
+    assert answer.headers["x-sluiceway-provider"] == "mock"
+    assert answer.headers["x-sluiceway-attempts"] == "1"
+    assert len(answer.parse().data) == 1
+
+
 def test_limits_count_only_input_tokens_and_costs_price_them(gateway_factory: Factory) -> None:
     server = gateway_factory({
         "gateway": {"plugins": ["mock", "costs", "limits"]},

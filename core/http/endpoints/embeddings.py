@@ -24,15 +24,20 @@ async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
     ctx = scope[CONTEXT_KEY]
     request = parse_embeddings_request(await ctx.json(), request_id=ctx.request_id)
     call = ctx.gateway.calls.prepare("embeddings", ctx, request)
+    if not any(_embeds(deployment) for deployment in call.group.deployments):
+        providers = sorted({d.provider_name for d in call.group.deployments})
+        named = ", ".join(map(repr, providers))
+        whose = f"provider {named} has" if len(providers) == 1 else f"providers {named} have"
+        raise InvalidRequest(
+            f"The model {request.model!r} does not serve embeddings (its {whose} none).",
+            param="model", code="model_not_supported",
+        )
+    # An alias may mix providers: only those with embeddings are tried.
+    call.serves = _embeds
 
     async def attempt(deployment: Deployment) -> dict[str, Any]:
         embed = deployment.capabilities.embeddings
-        if embed is None:
-            raise InvalidRequest(
-                f"The model {request.model!r} does not serve embeddings (provider "
-                f"{deployment.provider_name!r} has none).",
-                param="model", code="model_not_supported",
-            )
+        assert embed is not None  # call.serves
         answer = _checked(await embed(request), deployment.provider_name)
         call.usage = Usage.from_openai(answer.get("usage"))
         return answer
@@ -40,6 +45,10 @@ async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
     answer = await ctx.gateway.calls.whole(call, attempt)
     _encode_as_asked(answer, request, call.deployment.provider_name if call.deployment else "")
     await send_json(send, 200, answer, headers=call_headers(call))
+
+
+def _embeds(deployment: Deployment) -> bool:
+    return deployment.capabilities.embeddings is not None
 
 
 def _checked(answer: object, provider: str) -> dict[str, Any]:

@@ -1,42 +1,121 @@
-"""``POST /v1/responses``: the Responses API, served through chat completions."""
+"""``POST /v1/responses``: the Responses API in front of any provider.
+
+As for ``/v1/messages``, each attempt goes to one deployment: a provider that
+serves the Responses API natively (``responses`` / ``responses_stream``, see
+:class:`sluiceway.Provider`) gets the client's own body with only ``model``
+replaced, so ``previous_response_id``, reasoning items and built-in tools reach
+it; any other gets the canonical chat body (translated once, at parse time) and
+its answer comes back as a ``response``. What chat cannot say is refused only
+when no deployment of the model could take it as it is.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ...errors import InvalidRequest
+from ...calls import first_and_rest
+from ...components import ResponsesRequest
+from ...errors import InvalidRequest, UpstreamError
 from ...wire.openai import parse_chat_request
 from ...wire.responses import chat_body, response_object, responses_error
+from ...wire.usage import Usage
 from ..context import CONTEXT_KEY
 from ..responses import send_json
-from ..streaming_responses import relay_responses_stream
-from .chat import call_headers, run_chat_call
+from ..streaming_responses import (
+    NativeResponses,
+    ResponsesSource,
+    TranslatedResponses,
+    relay_responses_stream,
+)
+from .chat import call_headers
 
 if TYPE_CHECKING:
     from ...calls import ModelCall, Settlements
-    from ...components import Receive, Scope, Send
+    from ...calls.router import Deployment
+    from ...components import ChatRequest, Receive, Scope, Send
+    from ..context import RequestContext
 
 __all__ = ["responses"]
 
+Header = tuple[bytes, bytes]
 
-async def responses(scope: Scope, receive: Receive, send: Send) -> None:
-    """Translate to a chat request, run it as a model call, answer a ``response``."""
-    ctx = scope[CONTEXT_KEY]
-    gateway = ctx.gateway
-    body = await ctx.json()
+
+def _prepare(ctx: RequestContext, body: Any
+             ) -> tuple[ModelCall, ChatRequest, ResponsesRequest, InvalidRequest | None]:
+    """The call, its canonical chat request, the native request, and what a
+    provider without the Responses API must refuse, if anything."""
+    refusals: list[InvalidRequest] = []
     try:
         request = parse_chat_request(
-            chat_body(body), request_id=ctx.request_id,
-            max_messages=gateway.config.gateway.max_messages,
+            chat_body(body, refusals), request_id=ctx.request_id,
+            max_messages=ctx.gateway.config.gateway.max_messages,
         )
     except InvalidRequest as refused:
         raise responses_error(refused) from None
-    call = gateway.calls.prepare("responses", ctx, request, stream=request.stream)
+    native = ResponsesRequest(body, model=request.model, stream=request.stream,
+                              request_id=ctx.request_id)
+    call = ctx.gateway.calls.prepare("responses", ctx, request, stream=request.stream)
+    refusal = responses_error(refusals[0]) if refusals else None
+    if refusal is not None:
+        # Only a provider with the Responses API can take this body as it is.
+        if not any(_native(d) for d in call.group.deployments):
+            raise refusal
+        call.serves = _native
+    return call, request, native, refusal
 
-    async def relay(call: ModelCall, send: Send, open_stream: Any, settle: Settlements) -> None:
-        await relay_responses_stream(call, send, open_stream, settle, body)
 
-    completion = await run_chat_call(call, request, send, relay)
-    if completion is not None:
-        await send_json(send, 200, response_object(completion, body),
-                        headers=call_headers(call))
+def _native(deployment: Deployment) -> bool:
+    return deployment.capabilities.responses is not None
+
+
+async def responses(scope: Scope, receive: Receive, send: Send) -> None:
+    """Validate, route, and answer with a ``response`` or its event stream."""
+    ctx: RequestContext = scope[CONTEXT_KEY]
+    calls = ctx.gateway.calls
+    body = await ctx.json()
+    call, request, native_request, refusal = _prepare(ctx, body)
+    if native_request.stream:
+
+        async def open_events(deployment: Deployment) -> ResponsesSource:
+            name = deployment.provider_name
+            native = deployment.capabilities.responses_stream
+            if native is not None:
+                native_request.upstream_model = deployment.upstream_model
+                first, rest = await first_and_rest(deployment, native(native_request))
+                return NativeResponses(call, first, rest, name)
+            if refusal is not None:
+                raise refusal
+            stream = deployment.provider.stream(request)
+            first, rest = await first_and_rest(deployment, stream)
+            return TranslatedResponses(call, first, rest, name, body)
+
+        async def relay(open_attempts: Any, settle: Settlements) -> None:
+            async def open_stream() -> tuple[ResponsesSource, list[Header]]:
+                return await open_attempts(), call_headers(call)
+
+            await relay_responses_stream(call, send, open_stream, settle)
+
+        await calls.stream(call, relay, open_events)
+        return
+
+    async def answer(deployment: Deployment) -> dict[str, Any]:
+        native = deployment.capabilities.responses
+        if native is not None:
+            native_request.upstream_model = deployment.upstream_model
+            response = await native(native_request)
+            if not isinstance(response, dict):
+                raise UpstreamError(
+                    f"Provider {deployment.provider_name!r} answered with something that "
+                    "is not a response object.",
+                    code="upstream_invalid_response",
+                )
+            call.usage = Usage.from_responses(response.get("usage"))
+            return response
+        if refusal is not None:
+            raise refusal
+        completion = await deployment.provider.chat(request)
+        call.usage = Usage.from_openai(completion.get("usage"))
+        return response_object(completion, body)
+
+    response = await calls.whole(call, answer)
+    await send_json(send, 200, response, headers=call_headers(call))

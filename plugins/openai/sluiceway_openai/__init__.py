@@ -18,6 +18,10 @@ Several keys, picked by weight per request, instead of ``api_key``::
         { key = "env:OPENAI_KEY_1", weight = 2, name = "primary" },
         { key = "env:OPENAI_KEY_2", models = ["gpt-4o*"], name = "gpt4o-only" },
     ]
+
+``/v1/responses`` goes to the upstream's own Responses API when ``responses_api``
+is true (the default for api.openai.com), and is translated to chat completions
+otherwise.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ from sluiceway.api import ProviderContext, ProviderType, hookimpl
 from .config import KeyOptions, OpenAIOptions
 from .errors import UpstreamAuthError, UpstreamHTTPError, UpstreamStatusError
 from .provider import OpenAIProvider
+from .responses import OpenAIResponsesProvider
 
 __all__ = [
     "KeyOptions",
     "OpenAIOptions",
     "OpenAIProvider",
+    "OpenAIResponsesProvider",
     "UpstreamAuthError",
     "UpstreamHTTPError",
     "UpstreamStatusError",
@@ -42,7 +48,8 @@ __all__ = [
 
 
 def _create(ctx: ProviderContext) -> OpenAIProvider:
-    return OpenAIProvider(ctx)
+    options: OpenAIOptions = ctx.options
+    return OpenAIResponsesProvider(ctx) if options.serves_responses() else OpenAIProvider(ctx)
 
 
 @hookimpl

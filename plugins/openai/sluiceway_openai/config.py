@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from sluiceway.api import HttpOptions, KeyOptions
 
 __all__ = ["KeyOptions", "OpenAIOptions"]
@@ -19,6 +21,19 @@ class OpenAIOptions(HttpOptions, forbid_unknown_fields=True, kw_only=True):
     carry on. ``read_timeout`` bounds each wait for bytes (the first token, and
     each gap between chunks), not the whole answer. ``pool_timeout`` bounds the
     wait for a free connection when all ``max_connections`` are busy.
+    ``responses_api`` says whether ``/v1/responses`` goes to the upstream's own
+    Responses API (``{base_url}/responses``) or is translated to chat completions.
     """
 
     base_url: str
+    # Serve /v1/responses by the upstream's own Responses API ({base_url}/responses),
+    # so previous_response_id, reasoning items and built-in tools work, instead of
+    # translating to chat completions. None: on for api.openai.com only, as most
+    # OpenAI-compatible servers have no Responses API.
+    responses_api: bool | None = None
+
+    def serves_responses(self) -> bool:
+        """Whether the upstream is taken to serve the Responses API."""
+        if self.responses_api is not None:
+            return self.responses_api
+        return urlsplit(self.base_url).hostname == "api.openai.com"
