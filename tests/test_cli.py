@@ -77,3 +77,53 @@ def test_a_plugin_command_resolves_the_config_given_before_it(
     # Without one, the default still applies.
     CliRunner().invoke(cli, ["where"])
     assert seen[-1] == "plugins.toml"
+
+
+ENDPOINTS = """
+[gateway]
+plugins = ["mock", "openai", "anthropic"]
+
+[[providers]]
+name = "sim"
+type = "mock"
+models = ["mock-gpt"]
+
+[[providers]]
+name = "oai"
+type = "openai"
+base_url = "https://api.openai.com/v1"
+api_key = "sk-literal"
+models = ["gpt-4o"]
+
+[[providers]]
+name = "local"
+type = "openai"
+base_url = "http://127.0.0.1:9/v1"
+models = ["llama"]
+
+[[providers]]
+name = "claude"
+type = "anthropic"
+base_url = "http://127.0.0.1:9"
+api_key = "sk-literal"
+models = ["claude-x"]
+"""
+
+
+def test_check_says_which_endpoints_each_provider_serves_and_how(tmp_path: Path) -> None:
+    path = tmp_path / "stack.toml"
+    path.write_text(ENDPOINTS)
+    runner = CliRunner()
+    result = runner.invoke(build_cli(str(path)), ["check", "--json", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    served = {p["name"]: p["endpoints"] for p in json.loads(result.output)["providers"]}
+    assert served["sim"] == ["/v1/chat/completions", "/v1/responses (translated)",
+                             "/v1/messages (translated)", "/v1/embeddings"]
+    assert served["oai"][1] == "/v1/responses (native)"
+    assert served["local"][1] == "/v1/responses (translated)"
+    assert served["claude"] == ["/v1/chat/completions", "/v1/responses (translated)",
+                                "/v1/messages (native)"]
+    text = runner.invoke(build_cli(str(path)), ["check", "--config", str(path)])
+    assert text.exit_code == 0, text.output
+    assert "serves: /v1/chat/completions, /v1/responses (native)" in text.output
+    assert "sk-literal" not in text.output and "sk-literal" not in result.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -89,10 +91,20 @@ def serve(
 
 
 def _describe(config: Config) -> dict[str, Any]:
+    """The stack, with each provider built (and closed again) to find what it
+    serves: a factory that fails fails the check, as it would fail startup."""
+    from ..calls.topology import open_providers
     from ..http.app import Gateway
     from ..plugins.info import describe
 
-    return describe(Gateway(config))
+    gateway = Gateway(config)
+
+    async def built() -> dict[str, object]:
+        async with contextlib.AsyncExitStack() as stack:
+            opened = await open_providers(gateway._provider_plans, gateway, stack)
+            return {o.settings.name: o.provider for o in opened}
+
+    return describe(gateway, asyncio.run(built()))
 
 
 @click.command()
@@ -125,6 +137,7 @@ def check(config_path: str | None, as_json: bool, debug: bool) -> None:
             or "(provider defaults)"
         )
         click.echo(f"  {p['name']:<16} type={p['type']}  models: {models}")
+        click.echo(f"      serves: {', '.join(p['endpoints'])}")
         for key, value in p["options"].items():
             click.echo(f"      {key} = {value!r}")
     click.echo(f"auth: {description['auth']['chain']}")

@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..components import ProviderCapabilities
 from ..config.values import ByteSize, Duration, Secret
 
 if TYPE_CHECKING:
     from ..http.app import Gateway
 
-__all__ = ["builtin", "describe", "public_options", "redact_text"]
+__all__ = ["builtin", "describe", "public_options", "redact_text", "served_endpoints"]
 
 # Plugin tables are free-form: a value under a name like these is shown only by
 # reference (``env:NAME``, ``file:...``), never literally.
@@ -71,12 +73,33 @@ def _public_value(name: str, value: Any) -> Any:
     return redact_text(value) if isinstance(value, str) else value
 
 
-def describe(gateway: Gateway) -> dict[str, Any]:
-    """Version, plugins, providers and their models, routes, middleware, and the
-    limits in force (the gateway's own and each plugin's table)."""
+def served_endpoints(provider: object) -> list[str]:
+    """The model endpoints a built provider serves, and how: ``native`` (its own
+    API, passed through) or ``translated`` (through chat completions)."""
+    capabilities = ProviderCapabilities.of(provider)
+
+    def how(native: object) -> str:
+        return "native" if native is not None else "translated"
+
+    served = [
+        "/v1/chat/completions",
+        f"/v1/responses ({how(capabilities.responses)})",
+        f"/v1/messages ({how(capabilities.anthropic_messages)})",
+    ]
+    if capabilities.embeddings is not None:
+        served.append("/v1/embeddings")
+    return served
+
+
+def describe(gateway: Gateway, providers: Mapping[str, object] | None = None
+             ) -> dict[str, Any]:
+    """Version, plugins, providers and their models (with the endpoints each serves,
+    once built: ``providers`` by name, the started gateway's by default), routes,
+    middleware, and the limits in force (the gateway's own and each plugin's table)."""
     from .. import __version__
 
     config = gateway.config
+    built = gateway.providers if providers is None else providers
     return {
         "version": __version__,
         "config": config.source,
@@ -87,6 +110,7 @@ def describe(gateway: Gateway) -> dict[str, Any]:
                 "type": p.type,
                 "models": [{"name": m.name, "upstream": m.upstream_id} for m in p.models],
                 "options": public_options(plan.options),
+                **({"endpoints": served_endpoints(built[p.name])} if p.name in built else {}),
             }
             for p, plan in zip(config.providers, gateway._provider_plans, strict=True)
         ],
