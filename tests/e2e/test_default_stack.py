@@ -71,12 +71,18 @@ def test_the_request_from_the_readme_works(client: openai.OpenAI) -> None:
 
 def test_models_list_has_every_configured_model(client: openai.OpenAI) -> None:
     models = client.models.list()
-    assert [m.id for m in models] == ["mock-gpt", "mock-gpt-mini", "mock-reasoner"]
+    assert [m.id for m in models] == ["mock-gpt", "mock-gpt-mini", "mock-reasoner", "mock-embed"]
     assert {m.owned_by for m in models} == {"mock"}
     assert client.models.retrieve("mock-gpt-mini").id == "mock-gpt-mini"
     with pytest.raises(openai.NotFoundError) as info:
         client.models.retrieve("no-such-model")
     assert info.value.code == "model_not_found"
+
+
+def test_the_listed_embedding_model_embeds(client: openai.OpenAI) -> None:
+    vectors = client.embeddings.create(model="mock-embed", input=["one", "two"])
+    assert [len(item.embedding) for item in vectors.data] == [1536, 1536]
+    assert vectors.data[0].embedding != vectors.data[1].embedding
 
 
 def test_streamed_chunks_reassemble_to_the_plain_answer(client: openai.OpenAI) -> None:

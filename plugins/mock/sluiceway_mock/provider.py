@@ -43,7 +43,7 @@ Fault = Literal["error", "rate_limit", "stall", "drop"]
 FAULTS: tuple[Fault, ...] = ("error", "rate_limit", "stall", "drop")
 
 # Served when the providers table lists no models.
-DEFAULT_MODELS = ("mock-gpt", "mock-reasoner")
+DEFAULT_MODELS = ("mock-gpt", "mock-reasoner", "mock-embed")
 # Which of those reason, in that case only: a table that lists models says
 # which of them reason with ``reasoning_models``.
 DEFAULT_REASONING_MODELS = frozenset({"mock-reasoner"})
