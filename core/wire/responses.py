@@ -14,8 +14,8 @@ mock, OpenAI-compatible and Anthropic upstreams all serve it:
   (``json_schema``, ``json_object``) -> ``response_format``;
   ``reasoning.effort`` -> ``reasoning_effort``; ``temperature``, ``top_p``,
   ``parallel_tool_calls``, ``user``, ``metadata`` as they are.
-* ``previous_response_id``, item types other than these (``reasoning``,
-  ``item_reference``...), other content parts and other tool types cannot be
+* ``reasoning`` items (an earlier turn's thinking, sent back) are left out.
+* ``previous_response_id``, item types other than these (``item_reference``...), other content parts and other tool types cannot be
   said in chat completions: a provider that serves the Responses API natively
   gets the body as it came, any other refuses them. Given a ``refusals`` list,
   :func:`chat_body` collects these refusals there (and leaves out what they
@@ -126,6 +126,10 @@ def _messages(items: list[Any], refusals: Refusals) -> list[dict[str, Any]]:
                 last["tool_calls"].append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "reasoning":
+            # An earlier turn's thinking, sent back as the API asks: chat has no
+            # place for it, and the model needs it no more than chat models do.
+            continue
         elif kind == "function_call_output":
             output = item.get("output")
             if isinstance(output, list):  # content parts, as the SDK allows
@@ -262,8 +266,12 @@ def response_envelope(body: dict[str, Any], response_id: str, created: int) -> d
 
 
 def output_items(message: dict[str, Any], status: str = "completed") -> list[dict[str, Any]]:
-    """A chat message's text and tool calls as Responses output items."""
+    """A chat message's reasoning, text and tool calls as Responses output items."""
     items: list[dict[str, Any]] = []
+    thought = message.get("reasoning_content")
+    if isinstance(thought, str) and thought:
+        items.append({"type": "reasoning", "id": new_id("rs"), "status": status, "summary": [],
+                      "content": [{"type": "reasoning_text", "text": thought}]})
     text = message.get("content")
     if isinstance(text, str) and (text or not message.get("tool_calls")):
         items.append({"type": "message", "id": new_id("msg"), "status": status,

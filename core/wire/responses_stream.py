@@ -9,7 +9,9 @@ order, ``response.output_text.done`` / ``response.content_part.done`` or
 ``response.function_call_arguments.done``, then ``response.output_item.done``;
 and last ``response.completed`` (``response.incomplete`` when
 ``max_output_tokens`` cut it) with the whole response and its usage. Every
-event carries a ``sequence_number``.
+event carries a ``sequence_number``. A chat stream's ``reasoning_content``
+becomes a ``reasoning`` item first (``response.reasoning_text.delta``...), done
+when the answer starts.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class ResponsesEventStream:
         self._sequence = 0
         self._items: list[dict[str, Any]] = []
         self._text: dict[str, Any] | None = None
+        self._reasoning: dict[str, Any] | None = None
         self._calls: dict[int, dict[str, Any]] = {}
         self._finish: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -67,6 +70,9 @@ class ResponsesEventStream:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            thought = delta.get("reasoning_content")
+            if thought and isinstance(thought, str):
+                events += self._reasoning_delta(thought)
             text = delta.get("content")
             if text:
                 events += self._text_delta(text)
@@ -76,8 +82,30 @@ class ResponsesEventStream:
                 self._finish = choice["finish_reason"]
         return events
 
-    def _text_delta(self, text: str) -> list[Event]:
+    def _reasoning_delta(self, text: str) -> list[Event]:
         events: list[Event] = []
+        item = self._reasoning
+        if item is None or item["status"] != "in_progress":
+            item = self._reasoning = {"type": "reasoning", "id": new_id("rs"),
+                                      "status": "in_progress", "summary": [], "content": [],
+                                      "_text": "", "_index": len(self._items)}
+            self._items.append(item)
+            events.append(self._event("response.output_item.added", output_index=item["_index"],
+                                      item=self._public(item)))
+        item["_text"] += text
+        events.append(self._event("response.reasoning_text.delta", item_id=item["id"],
+                                  output_index=item["_index"], content_index=0, delta=text))
+        return events
+
+    def _end_reasoning(self) -> list[Event]:
+        """The thinking is done once the answer starts."""
+        item = self._reasoning
+        if item is not None and item["status"] == "in_progress":
+            return self._close(item, "completed")
+        return []
+
+    def _text_delta(self, text: str) -> list[Event]:
+        events: list[Event] = self._end_reasoning()
         if self._text is None or self._text["status"] != "in_progress":
             # The first text, or text after a tool call: a message item of its own.
             self._text = {"type": "message", "id": new_id("msg"), "status": "in_progress",
@@ -101,6 +129,8 @@ class ResponsesEventStream:
         position = call.get("index", 0)
         item = self._calls.get(position)
         function = call.get("function") or {}
+        if item is None:
+            events += self._end_reasoning()
         if item is None and self._text is not None and self._text["status"] == "in_progress":
             # As the API does: the message is done before the next item starts.
             events += self._close(self._text, "completed")
@@ -130,6 +160,8 @@ class ResponsesEventStream:
         if item["type"] == "message" and item["status"] != "in_progress":
             public["content"] = [{"type": "output_text", "text": item["_text"],
                                   "annotations": []}]
+        elif item["type"] == "reasoning" and item["status"] != "in_progress":
+            public["content"] = [{"type": "reasoning_text", "text": item["_text"]}]
         return public
 
     def _close(self, item: dict[str, Any], status: str) -> list[Event]:
@@ -143,6 +175,9 @@ class ResponsesEventStream:
                                       output_index=index, content_index=0, text=item["_text"]))
             events.append(self._event("response.content_part.done", item_id=item["id"],
                                       output_index=index, content_index=0, part=part))
+        elif item["type"] == "reasoning":
+            events.append(self._event("response.reasoning_text.done", item_id=item["id"],
+                                      output_index=index, content_index=0, text=item["_text"]))
         else:
             events.append(self._event("response.function_call_arguments.done",
                                       item_id=item["id"], output_index=index,

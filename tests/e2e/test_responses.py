@@ -16,7 +16,8 @@ from sluiceway_anthropic.testing import FakeAnthropic
 from sluiceway.testing import RunningServer
 
 Factory = Callable[..., RunningServer]
-MOCK = {"name": "mock", "type": "mock", "models": ["mock-gpt"], "allow_request_faults": True}
+MOCK = {"name": "mock", "type": "mock", "models": ["mock-gpt", "mock-reasoner"],
+        "reasoning_models": ["mock-reasoner"], "allow_request_faults": True}
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather now",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                           "required": ["city"]}}
@@ -100,7 +101,8 @@ def test_bad_responses_requests_get_openai_errors(server: RunningServer) -> None
              "tools[0].type"),
             ({"model": "mock-gpt", "input": [{"role": "robot", "content": "hi"}]},
              "input[0].role"),
-            ({"model": "mock-gpt", "input": [{"type": "reasoning"}]}, "input[0].type"),
+            ({"model": "mock-gpt", "input": [{"type": "item_reference", "id": "msg_1"}]},
+             "input[0].type"),
             # Refused once translated: named as the Responses body names it.
             ({"model": "mock-gpt", "input": "hi", "max_output_tokens": -1},
              "max_output_tokens"),
@@ -143,6 +145,37 @@ def test_a_streamed_response_has_the_event_sequence(server: RunningServer) -> No
     done = events[-1].response
     assert done.status == "completed" and done.output_text == text
     assert done.usage is not None and done.usage.output_tokens == whole.usage.output_tokens
+
+
+def test_reasoning_comes_back_as_a_reasoning_item_and_may_be_sent_back(
+    server: RunningServer,
+) -> None:
+    with _client(server) as client:
+        whole = client.responses.create(model="mock-reasoner", input="Think, then answer.")
+        events = list(client.responses.create(model="mock-reasoner", input="Think, then answer.",
+                                              stream=True))
+        # The SDK's way of keeping context by hand: every output item goes back as input.
+        again = client.responses.create(model="mock-reasoner", input=[
+            {"role": "user", "content": "Think, then answer."},
+            *[item.model_dump(exclude_none=True) for item in whole.output],
+            {"role": "user", "content": "And once more?"}])
+    thought, answer = whole.output
+    assert thought.type == "reasoning" and answer.type == "message"
+    assert thought.content and thought.content[0].type == "reasoning_text"
+    assert thought.content[0].text and whole.output_text
+    assert whole.usage is not None and whole.usage.output_tokens_details.reasoning_tokens > 0
+    kinds = [event.type for event in events]
+    assert kinds[2] == "response.output_item.added"
+    assert events[2].item.type == "reasoning"  # type: ignore[union-attr]
+    streamed = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    assert streamed == thought.content[0].text
+    # The thinking is closed before the answer's item opens.
+    done = kinds.index("response.reasoning_text.done")
+    assert kinds[done + 1] == "response.output_item.done"
+    assert kinds[done + 2] == "response.output_item.added"
+    final = events[-1].response  # type: ignore[union-attr]
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert again.output_text
 
 
 def test_a_streamed_function_call(server: RunningServer) -> None:
