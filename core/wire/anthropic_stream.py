@@ -123,6 +123,7 @@ class OpenAIChunkStream:
                 answer = self._json.get(index)
                 if answer is not None and fragment:
                     if answer[0] == JSON_TOOL:  # the input is the answer: stream it as text
+                        answer[1] = "streamed"
                         return [self._chunk({"content": fragment})]
                     answer[1] += fragment  # wrapped: unwrapped once whole
                     return []
@@ -162,6 +163,9 @@ class OpenAIChunkStream:
             return []
         if kind == "content_block_stop":
             answer = self._json.get(data.get("index", 0))
+            if answer is not None and answer[0] == JSON_TOOL and not answer[1]:
+                # An empty input streams no fragment; the whole answer says "{}".
+                return [self._chunk({"content": "{}"})]
             if answer is not None and answer[0] == WRAPPED_TOOL:
                 try:
                     value = msgspec.json.decode(answer[1] or "{}")

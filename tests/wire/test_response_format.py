@@ -100,6 +100,14 @@ def test_a_streamed_tool_call_streams_as_the_answer() -> None:
     assert json.loads(text) == [1, 2]
 
 
+def test_an_empty_answer_streams_as_the_whole_answer_says_it() -> None:
+    """Anthropic streams no fragment for an empty input; the whole answer is "{}"."""
+    chunks = _stream("json_response", "")
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    whole = openai_completion(_message("json_response", {}))
+    assert text == whole["choices"][0]["message"]["content"] == "{}"
+
+
 def test_the_clients_tool_choice_cannot_switch_the_answer_off() -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": OBJECT}}]
     none = anthropic_request({"messages": HI, "tools": tools, "tool_choice": "none",
