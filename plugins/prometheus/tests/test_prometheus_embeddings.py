@@ -32,3 +32,24 @@ def test_embeddings_are_counted_with_their_tokens(
                          model="mock-embed", provider="mock") == prompt
     assert metrics.value("sluiceway_tokens_total", kind="completion",
                          model="mock-embed") == 0
+
+
+def test_responses_are_counted_with_their_tokens_whole_and_streamed(
+    gateway_factory: Callable[..., RunningServer], scrape: Callable[..., Any],
+    settle: Callable[[RunningServer], None],
+) -> None:
+    server = gateway_factory({
+        "gateway": {"plugins": ["mock", "prometheus"]},
+        "providers": [{"name": "mock", "type": "mock", "models": ["mock-gpt"]}],
+    })
+    with openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0) as client:
+        whole = client.responses.create(model="mock-gpt", input="Count me.")
+        events = list(client.responses.create(model="mock-gpt", input="And me.", stream=True))
+    settle(server)
+    metrics = scrape(server.url)
+    assert metrics.value("sluiceway_requests_total", route="responses",
+                         model="mock-gpt", provider="mock", status="200") == 2
+    streamed = events[-1].response.usage  # type: ignore[union-attr]
+    assert whole.usage is not None and streamed is not None
+    assert metrics.value("sluiceway_tokens_total", kind="completion", model="mock-gpt",
+                         provider="mock") == whole.usage.output_tokens + streamed.output_tokens
