@@ -15,9 +15,10 @@ mock, OpenAI-compatible and Anthropic upstreams all serve it:
   ``reasoning.effort`` -> ``reasoning_effort``; ``temperature``, ``top_p``,
   ``parallel_tool_calls``, ``user``, ``metadata`` as they are.
 * ``reasoning`` items (an earlier turn's thinking, sent back) are left out.
-* ``previous_response_id``, item types other than these (``item_reference``...), other content parts and other tool types cannot be
-  said in chat completions: a provider that serves the Responses API natively
-  gets the body as it came, any other refuses them. Given a ``refusals`` list,
+* ``previous_response_id``, item types other than these (``item_reference``...),
+  other content parts and other tool types cannot be said in chat completions:
+  a provider that serves the Responses API natively gets the body as it came,
+  any other refuses them. Given a ``refusals`` list,
   :func:`chat_body` collects these refusals there (and leaves out what they
   refuse) instead of raising, so the endpoint can decide per deployment.
 

@@ -145,7 +145,8 @@ def test_model_in_responses_is_the_upstream_id(mock_gateway: MockGateway) -> Non
 def test_default_models_when_the_table_lists_none(mock_gateway: MockGateway) -> None:
     server = mock_gateway(models=[])
     with openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0) as sdk:
-        assert {model.id for model in sdk.models.list()} == {"mock-gpt", "mock-reasoner", "mock-embed"}
+        listed = {model.id for model in sdk.models.list()}
+        assert listed == {"mock-gpt", "mock-reasoner", "mock-embed"}
         plain = _ask(sdk, model="mock-gpt")
         reasoner = _ask(sdk, model="mock-reasoner")
     assert "reasoning_content" not in (plain.choices[0].message.model_extra or {})
