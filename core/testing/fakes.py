@@ -29,8 +29,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from .fake_responses import FakeResponsesAPI
 from .faults import (
@@ -79,18 +80,19 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """One request as the fake received it; ``body`` is the parsed JSON or ``None``."""
+    """One request as the fake received it; ``body`` is the parsed JSON or ``None``,
+    ``path`` is without the query string, whose parameters are in ``query``."""
 
     method: str
     path: str
     headers: dict[str, str]
     body: Any
     time: float
+    query: dict[str, str] = field(default_factory=dict)
 
 
-_CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
-_RESPONSES_PATHS = frozenset({"/v1/responses", "/responses"})
-_MODELS_PATHS = frozenset({"/v1/models", "/models"})
+# Matched by their ends, so that Azure's /openai/deployments/{name}/... paths work too.
+_CHAT, _RESPONSES, _MODELS = "/chat/completions", "/responses", "/models"
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 
 
@@ -230,14 +232,16 @@ class FakeOpenAI:
         conn = Connection(reader, writer)
         try:
             while (request := await conn.read_request()) is not None:
-                method, path, headers, raw = request
+                method, target, headers, raw = request
+                path, _, query = target.partition("?")
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = None
                 with self._lock:
                     self._requests.append(
-                        RecordedRequest(method, path, headers, body, time.monotonic())
+                        RecordedRequest(method, path, headers, body, time.monotonic(),
+                                        dict(parse_qsl(query)))
                     )
                 self.active += 1
                 self.max_active = max(self.max_active, self.active)
@@ -270,11 +274,11 @@ class FakeOpenAI:
         """Answer one request; ``True`` if the connection may be reused."""
         if self.latency and not await conn.pause(self.latency):
             return False
-        if method == "GET" and path in _MODELS_PATHS:
+        if method == "GET" and path.endswith(_MODELS):
             models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"}
                       for m in self.model_ids]
             return await self._answer(conn, 200, json_bytes({"object": "list", "data": models}))
-        if path not in _CHAT_PATHS and path not in _RESPONSES_PATHS:
+        if not path.endswith((_CHAT, _RESPONSES)):
             return await self._answer(conn, 404, json_bytes(error_body(f"No route {path}.", 404)))
         if method != "POST":
             return await self._answer(conn, 405, json_bytes(error_body("Use POST.", 405)))
@@ -286,7 +290,7 @@ class FakeOpenAI:
             return False
         if status := faults.get(Status):
             return await self._status(conn, status)
-        if path in _RESPONSES_PATHS:
+        if path.endswith(_RESPONSES):
             return await self.responses_api.respond(conn, body, faults)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return await self._answer(conn, 400, json_bytes(error_body("Expected messages.", 400)))

@@ -254,7 +254,7 @@ class Connection:
                 return None
         body = bytes(self.buffer[:length])
         del self.buffer[:length]
-        return method, target.split("?", 1)[0], headers, body
+        return method, target, headers, body
 
     async def send(self, data: bytes) -> bool:
         """Write and drain; ``False`` if the client has gone."""

@@ -27,7 +27,7 @@ import msgspec
 from ..config.values import Duration, Secret
 from ..errors import UpstreamError, UpstreamTimeout
 from ..wire.headers import retry_after_seconds
-from .keys import KeyOptions, check_key_options
+from .keys import KeyOptions, check_headers, check_key_options
 
 log = logging.getLogger("sluiceway.upstream")
 
@@ -95,6 +95,8 @@ class HttpOptions(msgspec.Struct, kw_only=True):
     forbid_unknown_fields=True, kw_only=True)``) and adds its own fields.
     ``max_connections`` defaults to the provider's ``concurrency``, so that no
     request waits inside the client, where a wait would look like a connect failure.
+    ``headers`` and ``query`` are sent with every request (vLLM, OpenRouter,
+    gateways in front of the upstream...); each key's own come over them.
     """
 
     api_key: Secret | None = None
@@ -105,9 +107,13 @@ class HttpOptions(msgspec.Struct, kw_only=True):
     read_timeout: Duration = Duration(60)
     pool_timeout: Duration = Duration(5)
     backend: Literal["aiohttp", "httpx2"] = "aiohttp"
+    # Sent with every request (a key's own come over them); values may be "env:VAR".
+    headers: dict[str, Secret] | None = None
+    query: dict[str, Secret] | None = None
 
     def __post_init__(self) -> None:
         check_key_options(self.api_key, self.api_keys)
+        check_headers(self.headers)
 
     def limits(self, concurrency: int) -> UpstreamLimits:
         """The client's limits, given the provider's ``concurrency``."""

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import translate
 from typing import Annotated
+from urllib.parse import urlencode
 
 import msgspec
 
@@ -42,8 +43,10 @@ __all__ = [
     "Credentials",
     "KeyOptions",
     "KeyRing",
+    "check_headers",
     "check_key_options",
     "key_ring",
+    "revealed",
 ]
 
 
@@ -54,12 +57,38 @@ class KeyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     the keys that may serve a model. ``models`` lists glob patterns of *upstream*
     model ids the key may be used for (all when absent). ``name`` appears in logs
     and errors instead of the secret (default ``key-1``, ``key-2``... by position).
+    ``headers`` and ``query`` go with every request sent with this key (over the
+    provider's own), e.g. an organisation or project header per key; their
+    values may be ``"env:VAR"``.
     """
 
     key: Secret
     weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     models: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
     name: str | None = None
+    headers: dict[str, Secret] | None = None
+    query: dict[str, Secret] | None = None
+
+    def __post_init__(self) -> None:
+        check_headers(self.headers)
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def check_headers(headers: Mapping[str, Secret] | None) -> None:
+    """Header names that are HTTP tokens and values on one line, or ``ValueError``."""
+    for name, value in (headers or {}).items():
+        if not _TOKEN.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        if "\r" in value.reveal() or "\n" in value.reveal():
+            raise ValueError(f"the value of header {name!r} spans lines")
+
+
+def revealed(values: Mapping[str, Secret] | None, *, lower: bool = False) -> dict[str, str]:
+    """A table of ``Secret`` values, read (names lower-cased for headers)."""
+    return {(name.lower() if lower else name): value.reveal()
+            for name, value in (values or {}).items()}
 
 
 def check_key_options(api_key: Secret | None, api_keys: Sequence[KeyOptions] | None) -> None:
@@ -81,6 +110,8 @@ def key_ring(api_key: Secret | None, api_keys: Sequence[KeyOptions] | None) -> K
                 weight=entry.weight,
                 models=tuple(entry.models) if entry.models is not None else None,
                 name=entry.name or f"key-{n}",
+                headers=revealed(entry.headers, lower=True),
+                query=revealed(entry.query),
             )
             for n, entry in enumerate(api_keys, 1)
         ])
@@ -97,13 +128,16 @@ class ApiKey:
     ``models`` is a tuple of glob patterns (``"gpt-4o*"``) limiting which
     upstream models it is used for (``None``: all); ``name`` identifies it in
     logs and errors (a :class:`KeyRing` names unnamed keys ``key-1``, ``key-2``...).
-    The secret is never part of ``repr``.
+    ``headers`` and ``query`` are sent with every request that uses the key. The
+    secret (and those, which may hold secrets) is never part of ``repr``.
     """
 
     secret: str = field(repr=False)
     weight: float = 1.0
     models: tuple[str, ...] | None = None
     name: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    query: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class KeyRing:
@@ -237,11 +271,14 @@ class Credentials:
     """A provider's keys and the request headers for each, built once at startup.
 
     ``credential(secret)`` gives the headers that carry a key (``{"authorization":
-    "Bearer ..."}``, ``{"x-api-key": ...}``). Every model the provider lists must
-    be servable by some key, or the provider does not start.
+    "Bearer ..."}``, ``{"x-api-key": ...}``); a key's own ``headers`` come over
+    those. ``query`` (the provider's query parameters, a key's own over them)
+    is kept per key as the string to append to a URL (:meth:`query_for`). Every
+    model the provider lists must be servable by some key, or the provider does
+    not start.
     """
 
-    __slots__ = ("_anonymous", "_by_key", "cooldown", "provider", "ring")
+    __slots__ = ("_anonymous", "_by_key", "_query", "cooldown", "provider", "ring")
 
     def __init__(
         self,
@@ -253,6 +290,7 @@ class Credentials:
         base_headers: dict[str, str],
         credential: Callable[[str], dict[str, str]],
         models: Sequence[str] = (),
+        query: Mapping[str, str] | None = None,
     ) -> None:
         self.provider = provider
         self.cooldown = cooldown
@@ -260,9 +298,11 @@ class Credentials:
         streaming = {**base_headers, "accept": "text/event-stream"}
         self._anonymous = (base_headers, streaming)
         self._by_key: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        self._query: dict[str | None, str] = {None: urlencode(query or {})}
         for key in self.ring.keys if self.ring is not None else ():
-            carried = credential(key.secret)
+            carried = {**credential(key.secret), **key.headers}
             self._by_key[key.name] = ({**base_headers, **carried}, {**streaming, **carried})
+            self._query[key.name] = urlencode({**(query or {}), **key.query})
         for model in models if self.ring is not None else ():
             assert self.ring is not None
             if not self.ring.serves(model):
@@ -277,6 +317,10 @@ class Credentials:
             return None, self._anonymous[stream]
         key = self.ring.pick(model)
         return key, self._by_key[key.name][stream]
+
+    def query_for(self, key: ApiKey | None) -> str:
+        """The query string (without ``?``) for requests with ``key``; may be empty."""
+        return self._query[key.name if key is not None else None]
 
     def blame(
         self, key: ApiKey | None, error: GatewayError, model: str, headers: Mapping[str, str]

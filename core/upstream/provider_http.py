@@ -21,7 +21,7 @@ import msgspec
 
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout
 from ..wire.sse import SSEDecoder, SSEEvent
-from .keys import ApiKey, Credentials
+from .keys import ApiKey, Credentials, revealed
 
 if TYPE_CHECKING:
     from ..components import ProviderContext
@@ -90,10 +90,13 @@ class UpstreamEvents:
 class HttpUpstream:
     """One provider's way to its upstream: a pooled client, its keys, its error mapping.
 
-    ``headers`` go with every request; ``credential(secret)`` gives the headers
-    that carry a key (``{"authorization": "Bearer ..."}``). ``errors`` maps an
-    answer with status >= 400 to the gateway's error (see the openai plugin's
-    ``error_from_response`` for the kinds the retry loop understands).
+    ``headers`` and ``query`` (the provider's fixed parameters, such as an API
+    version) go with every request; the options' own ``headers`` and ``query``
+    come over them, then ``credential(secret)`` (the headers that carry a key,
+    ``{"authorization": "Bearer ..."}``), then each key's own headers and query.
+    ``errors`` maps an answer with status >= 400 to the gateway's error (see the
+    openai plugin's ``error_from_response`` for the kinds the retry loop
+    understands).
     """
 
     def __init__(
@@ -104,13 +107,16 @@ class HttpUpstream:
         headers: Mapping[str, str],
         credential: Callable[[str], dict[str, str]],
         errors: ErrorMapper,
+        query: Mapping[str, str] | None = None,
     ) -> None:
         self.name = ctx.name
         self.credentials = Credentials(
             ctx.name, options.api_key, options.api_keys,
-            cooldown=float(options.key_cooldown), base_headers=dict(headers),
+            cooldown=float(options.key_cooldown),
+            base_headers={**headers, **revealed(options.headers, lower=True)},
             credential=credential,
             models=[entry.upstream_id for entry in ctx.models],
+            query={**(query or {}), **revealed(options.query)},
         )
         self.client = ctx.http_client(options.limits(ctx.concurrency))
         self._errors = errors
@@ -131,6 +137,13 @@ class HttpUpstream:
         """A key for ``model`` and the headers to send (``extra`` added)."""
         key, headers = self.credentials.pick(model, stream=stream)
         return key, {**headers, **extra} if extra else headers
+
+    def target(self, url: str, key: ApiKey | None) -> str:
+        """``url`` with the query parameters for requests sent with ``key``."""
+        query = self.credentials.query_for(key)
+        if not query:
+            return url
+        return f"{url}{'&' if '?' in url else '?'}{query}"
 
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         """POST ``body``; returns once the answer's headers are in."""
@@ -167,7 +180,7 @@ class HttpUpstream:
         """POST ``body`` for ``model`` and decode the JSON answer; ``None`` if the
         answer is not JSON (the caller says what it expected)."""
         key, headers = self.pick(model, stream=False, extra=extra)
-        response = await self.send(url, body, headers)
+        response = await self.send(self.target(url, key), body, headers)
         try:
             await self.check(response, key, model)
             data = await self.read(response)
@@ -185,7 +198,7 @@ class HttpUpstream:
         """POST ``body`` for ``model`` and give its event stream, checked: an error
         answer raises, and so does one that is not ``text/event-stream``."""
         key, headers = self.pick(model, stream=True, extra=extra)
-        response = await self.send(url, body, headers)
+        response = await self.send(self.target(url, key), body, headers)
         events = UpstreamEvents(self.name, response)
         try:
             await self.check(response, key, model)

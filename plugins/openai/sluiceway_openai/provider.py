@@ -16,7 +16,7 @@ core's retry loop to send the request again to this provider straight away.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -40,21 +40,44 @@ _ERROR_KEY = b'"error"'
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 
 
-class OpenAIProvider:
-    """One ``[[providers]]`` table of type ``openai``: one pooled client, reused."""
+def bearer(secret: str) -> dict[str, str]:
+    """The headers that carry an OpenAI key."""
+    return {"authorization": "Bearer " + secret}
 
-    def __init__(self, ctx: ProviderContext) -> None:
+
+class OpenAIProvider:
+    """One ``[[providers]]`` table of type ``openai``: one pooled client, reused.
+
+    Subclasses serve upstreams that speak the same API at other addresses or
+    with other credentials (Azure OpenAI): ``url(path, model)`` places each
+    request, ``credential`` and ``query`` are given to :class:`HttpUpstream`, and
+    ``auth_headers`` (when set) is awaited per request for headers that change
+    over time, such as a bearer token that expires.
+    """
+
+    auth_headers: Callable[[], Awaitable[Mapping[str, str]]] | None = None
+
+    def __init__(
+        self, ctx: ProviderContext, *, base_url: str | None = None,
+        credential: Callable[[str], dict[str, str]] = bearer,
+        query: Mapping[str, str] | None = None,
+    ) -> None:
         options: OpenAIOptions = ctx.options
         self.name = ctx.name
         self.options = options
-        self._url = options.base_url.rstrip("/") + "/chat/completions"
-        self._embeddings_url = options.base_url.rstrip("/") + "/embeddings"
+        self._base = (base_url or options.base_url).rstrip("/")
         self.http = HttpUpstream(
-            ctx, options, headers=_JSON,
-            credential=lambda secret: {"authorization": "Bearer " + secret},
-            errors=error_from_response,
+            ctx, options, headers=_JSON, credential=credential, errors=error_from_response,
+            query=query,
         )
         self.keys = self.http.credentials.ring
+
+    def url(self, path: str, model: str) -> str:
+        """Where a request for ``model`` to ``path`` (``"chat/completions"``) goes."""
+        return f"{self._base}/{path}"
+
+    async def _extra(self) -> Mapping[str, str] | None:
+        return await self.auth_headers() if self.auth_headers is not None else None
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -62,7 +85,8 @@ class OpenAIProvider:
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         model = request.upstream_model
         result = await self.http.post_json(
-            self._url, _encode({**request.body, "model": model}), model
+            self.url("chat/completions", model), _encode({**request.body, "model": model}),
+            model, extra=await self._extra(),
         )
         if not isinstance(result, dict):
             raise self.http.invalid("something that is not a JSON object")
@@ -73,7 +97,8 @@ class OpenAIProvider:
         core puts its vectors in the encoding the client asked for)."""
         model = request.upstream_model
         result = await self.http.post_json(
-            self._embeddings_url, _encode({**request.body, "model": model}), model
+            self.url("embeddings", model), _encode({**request.body, "model": model}), model,
+            extra=await self._extra(),
         )
         if not isinstance(result, dict):
             raise self.http.invalid("something that is not a JSON object")
@@ -92,7 +117,8 @@ class OpenAIProvider:
                 "include_usage": True,
             },
         }
-        async with self.http.stream(self._url, _encode(upstream_body), model) as batches:
+        async with self.http.stream(self.url("chat/completions", model), _encode(upstream_body),
+                                    model, extra=await self._extra()) as batches:
             # Chunks pass on as the upstream's own JSON bytes: the core frames them.
             async for events in batches:
                 for event in events:

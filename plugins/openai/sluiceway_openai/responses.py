@@ -9,7 +9,7 @@ decodes only the last one, for usage).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -17,9 +17,6 @@ from sluiceway.api import ResponsesRequest, UpstreamError
 
 from .errors import error_fields, is_context_window
 from .provider import OpenAIProvider
-
-if TYPE_CHECKING:
-    from sluiceway.api import ProviderContext
 
 __all__ = ["OpenAIResponsesProvider"]
 
@@ -43,15 +40,12 @@ def _event_type(data: bytes) -> str:
 class OpenAIResponsesProvider(OpenAIProvider):
     """An ``openai`` provider whose upstream also serves the Responses API."""
 
-    def __init__(self, ctx: ProviderContext) -> None:
-        super().__init__(ctx)
-        self._responses_url = self.options.base_url.rstrip("/") + "/responses"
-
     async def responses(self, request: ResponsesRequest) -> dict[str, Any]:
         """The client's body with only ``model`` replaced; the response as it came."""
         model = request.upstream_model
         result = await self.http.post_json(
-            self._responses_url, _encode({**request.body, "model": model}), model
+            self.url("responses", model), _encode({**request.body, "model": model}), model,
+            extra=await self._extra(),
         )
         if not isinstance(result, dict):
             raise self.http.invalid("something that is not a JSON object")
@@ -62,7 +56,8 @@ class OpenAIResponsesProvider(OpenAIProvider):
         """Each event's type and its JSON as received, up to the terminal one."""
         model = request.upstream_model
         body = _encode({**request.body, "model": model, "stream": True})
-        async with self.http.stream(self._responses_url, body, model) as batches:
+        async with self.http.stream(self.url("responses", model), body, model,
+                                    extra=await self._extra()) as batches:
             async for events in batches:
                 for event in events:
                     data = event.data
