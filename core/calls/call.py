@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from ..errors import InvalidRequest
 from ..wire.estimate import estimate_input_tokens, max_output_tokens
 from .dispatch import Attempts
 
@@ -118,6 +119,18 @@ class ModelCall:
     @property
     def request_id(self) -> str:
         return self.context.request_id
+
+    def candidates(self) -> list[Deployment]:
+        """The group's deployments in the order its strategy gives for this request,
+        less those ``serves`` rules out; a 400 ``model_not_supported`` if none is left."""
+        order = self.group.order(self.request)
+        if self.serves is None:
+            return order
+        order = [deployment for deployment in order if self.serves(deployment)]
+        if not order:
+            raise InvalidRequest(f"No deployment of model {self.model!r} can serve this "
+                                 "request.", param="model", code="model_not_supported")
+        return order
 
     @property
     def deployment(self) -> Deployment | None:

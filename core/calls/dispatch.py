@@ -134,9 +134,7 @@ class Dispatcher:
         attempts = model_call.attempts
         events = ctx.gateway.events
         emit = events.emit if events.enabled else None
-        order = group.order(request)
-        if model_call.serves is not None:
-            order = [deployment for deployment in order if model_call.serves(deployment)]
+        order = model_call.candidates()
         tried: set[int] = set()
         retries = 0
         alternates = 0

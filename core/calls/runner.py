@@ -199,7 +199,7 @@ class CallRunner:
         tokens). Policies for the call's kind still admit and settle it."""
 
         async def first_available() -> T:
-            order = call.group.order(call.request)
+            order = call.candidates()
             now = time.monotonic()
             deployment = next((d for d in order if d.health.available(now)), order[0])
             call.request.upstream_model = deployment.upstream_model

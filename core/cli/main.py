@@ -101,6 +101,8 @@ def _describe(config: Config) -> dict[str, Any]:
 
     async def built() -> dict[str, object]:
         async with contextlib.AsyncExitStack() as stack:
+            # As at startup: what providers share (a browser for logins) outlives them.
+            await stack.enter_async_context(gateway.sessions.lifespan())
             opened = await open_providers(gateway._provider_plans, gateway, stack)
             return {o.settings.name: o.provider for o in opened}
 

@@ -66,10 +66,10 @@ class FakeResponsesAPI:
 
     async def respond(self, conn: Connection, body: Any, faults: dict[type, Any]) -> bool:
         """Answer one request; ``True`` if the connection may be reused."""
-        if not isinstance(body, dict) or "input" not in body:
+        previous = body.get("previous_response_id") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or ("input" not in body and previous is None):
             return await self._refuse(conn, "Missing required parameter: 'input'.", "input",
                                       "missing_required_parameter")
-        previous = body.get("previous_response_id")
         if previous is not None and previous not in self.stored:
             return await self._refuse(conn, f"Previous response with id '{previous}' not found.",
                                       "previous_response_id", "previous_response_not_found")

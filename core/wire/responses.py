@@ -15,7 +15,9 @@ mock, OpenAI-compatible and Anthropic upstreams all serve it:
   ``reasoning.effort`` -> ``reasoning_effort``; ``temperature``, ``top_p``,
   ``parallel_tool_calls``, ``user``, ``metadata`` as they are.
 * ``reasoning`` items (an earlier turn's thinking, sent back) are left out.
-* ``previous_response_id``, item types other than these (``item_reference``...),
+* ``previous_response_id``, ``conversation``, ``prompt`` and ``background`` (state
+  the upstream keeps, or work it does on its own), ``input_image`` by
+  ``file_id``, item types other than these (``item_reference``...),
   other content parts and other tool types cannot be said in chat completions:
   a provider that serves the Responses API natively gets the body as it came,
   any other refuses them. Given a ``refusals`` list,
@@ -52,6 +54,8 @@ __all__ = [
 
 _encode = msgspec.json.Encoder().encode
 _PASSED = ("temperature", "top_p", "parallel_tool_calls", "user", "metadata", "stream")
+# What refers to state kept by the upstream, or asks it to keep working on its own.
+_KEPT_UPSTREAM = ("previous_response_id", "conversation", "prompt", "background")
 
 
 # chat finish_reason -> why a response is incomplete.
@@ -86,8 +90,11 @@ def _part(part: object, param: str, refusals: Refusals) -> dict[str, Any] | None
     if kind == "input_image":
         url = part.get("image_url")
         if not isinstance(url, str):
-            raise _invalid("An input_image part needs an 'image_url' (a URL or a data: URL).",
-                           f"{param}.image_url", "missing_required_parameter")
+            # A file_id image is the upstream's own file: only a native provider has it.
+            _refuse(_invalid("An input_image part needs an 'image_url' (a URL or a data: "
+                             "URL) unless the model's provider keeps files.",
+                             f"{param}.image_url", "missing_required_parameter"), refusals)
+            return None
         image: dict[str, Any] = {"url": url}
         if part.get("detail"):
             image["detail"] = part["detail"]
@@ -168,23 +175,26 @@ def chat_body(body: object, refusals: Refusals = None) -> dict[str, Any]:
     """The chat-completions body for a Responses body (see the module docstring)."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_request_body")
-    if body.get("previous_response_id") is not None:
-        _refuse(_invalid("'previous_response_id' needs a provider that keeps responses "
-                         "(the Responses API served natively); this model's does not. Send "
-                         "the conversation in 'input'.", "previous_response_id",
-                         "unsupported_parameter"), refusals)
+    for field in _KEPT_UPSTREAM:
+        if body.get(field) is not None:
+            _refuse(_invalid(f"'{field}' needs a provider that keeps responses (the Responses "
+                             "API served natively); this model's does not. Send the "
+                             "conversation in 'input'.", field, "unsupported_parameter"),
+                    refusals)
     given = body.get("input")
     if isinstance(given, str):
         messages = [{"role": "user", "content": given}]
     elif isinstance(given, list) and given:
         messages = _messages(given, refusals)
-        if not messages and refusals:
-            # Nothing chat can say: only a native provider will see this body, and
-            # the canonical one is kept for the estimate alone.
-            messages = [{"role": "user", "content": ""}]
+    elif given is None and refusals:
+        messages = []  # the input is upstream already (a stored response, a prompt)
     else:
         raise _invalid("Missing required parameter: 'input' (a string or a list of items).",
                        "input", "missing_required_parameter")
+    if not messages and refusals:
+        # Nothing chat can say: only a native provider will see this body, and the
+        # canonical one is kept for the estimate alone.
+        messages = [{"role": "user", "content": ""}]
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
         messages.insert(0, {"role": "system", "content": instructions})

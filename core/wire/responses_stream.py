@@ -86,6 +86,8 @@ class ResponsesEventStream:
         events: list[Event] = []
         item = self._reasoning
         if item is None or item["status"] != "in_progress":
+            if self._text is not None and self._text["status"] == "in_progress":
+                events += self._close(self._text, "completed")  # one item at a time
             item = self._reasoning = {"type": "reasoning", "id": new_id("rs"),
                                       "status": "in_progress", "summary": [], "content": [],
                                       "_text": "", "_index": len(self._items)}

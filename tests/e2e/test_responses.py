@@ -256,6 +256,27 @@ def test_stream_items_close_in_order_and_late_call_ids_are_kept() -> None:
         "call_9", "get_weather", '{"city":1}')
 
 
+def test_reasoning_after_text_opens_a_new_item_only_once_the_text_is_done() -> None:
+    from sluiceway.wire.responses_stream import ResponsesEventStream
+
+    stream = ResponsesEventStream({"model": "m"}, created=0)
+    events = stream.start()
+    for delta in ({"content": "First."}, {"reasoning_content": "Hmm."}, {"content": "Then."}):
+        events += stream.feed({"choices": [{"index": 0, "delta": delta}]})
+    events += stream.finish()
+    opened: list[int] = []
+    for kind, data in events:
+        if kind == "response.output_item.added":
+            opened.append(data["output_index"])
+        elif kind == "response.output_item.done":
+            assert opened[-1] == data["output_index"]  # only the newest item is ever open
+            opened.pop()
+        elif "delta" in kind:
+            assert data["output_index"] == opened[-1]
+    final = events[-1][1]["response"]
+    assert [item["type"] for item in final["output"]] == ["message", "reasoning", "message"]
+
+
 def test_function_call_outputs_as_parts_or_objects() -> None:
     from sluiceway.wire.responses import chat_body
 

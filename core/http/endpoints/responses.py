@@ -45,27 +45,39 @@ def _prepare(ctx: RequestContext, body: Any
     """The call, its canonical chat request, the native request, and what a
     provider without the Responses API must refuse, if anything."""
     refusals: list[InvalidRequest] = []
+    chat = chat_body(body, refusals)
+    max_messages = ctx.gateway.config.gateway.max_messages
     try:
-        request = parse_chat_request(
-            chat_body(body, refusals), request_id=ctx.request_id,
-            max_messages=ctx.gateway.config.gateway.max_messages,
-        )
+        request = parse_chat_request(chat, request_id=ctx.request_id, max_messages=max_messages)
     except InvalidRequest as refused:
-        raise responses_error(refused) from None
+        if not refusals:
+            raise responses_error(refused) from None
+        # What is left once chat's refusals are left out may not stand on its own (a
+        # tool_choice naming a built-in tool): a native provider still takes it all.
+        refusals.append(refused)
+        request = parse_chat_request(
+            {"model": chat.get("model"), "messages": chat["messages"],
+             "stream": bool(chat.get("stream"))},
+            request_id=ctx.request_id, max_messages=max_messages)
     native = ResponsesRequest(body, model=request.model, stream=request.stream,
                               request_id=ctx.request_id)
     call = ctx.gateway.calls.prepare("responses", ctx, request, stream=request.stream)
     refusal = responses_error(refusals[0]) if refusals else None
     if refusal is not None:
         # Only a provider with the Responses API can take this body as it is.
-        if not any(_native(d) for d in call.group.deployments):
+        serves = _streams_natively if request.stream else _answers_natively
+        if not any(serves(d) for d in call.group.deployments):
             raise refusal
-        call.serves = _native
+        call.serves = serves
     return call, request, native, refusal
 
 
-def _native(deployment: Deployment) -> bool:
+def _answers_natively(deployment: Deployment) -> bool:
     return deployment.capabilities.responses is not None
+
+
+def _streams_natively(deployment: Deployment) -> bool:
+    return deployment.capabilities.responses_stream is not None
 
 
 async def responses(scope: Scope, receive: Receive, send: Send) -> None:

@@ -134,6 +134,24 @@ def test_reasoning_items_and_built_in_tools_reach_the_client_and_the_upstream(
     assert _responses_requests(fake)[0]["tools"] == [WEB_SEARCH]
 
 
+def test_bodies_chat_cannot_say_reach_a_native_upstream_whole(
+    gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    """A tool_choice that needs a built-in tool, an image by file id, no input at all
+    after a stored response: each would be a 400 on the way through chat."""
+    image = {"role": "user", "content": [{"type": "input_text", "text": "What is this?"},
+                                         {"type": "input_image", "file_id": "file-1"}]}
+    with _client(gateway) as client:
+        first = client.responses.create(model="gpt-x", input="Search.", tools=[WEB_SEARCH],
+                                        tool_choice="required")
+        client.responses.create(model="gpt-x", input=[image])  # type: ignore[list-item]
+        follow = client.responses.create(model="gpt-x", previous_response_id=first.id)
+    sent = _responses_requests(fake)
+    assert sent[0]["tool_choice"] == "required" and sent[0]["tools"] == [WEB_SEARCH]
+    assert sent[1]["input"] == [image]
+    assert "input" not in sent[2] and follow.previous_response_id == first.id
+
+
 def test_a_stream_passes_the_upstreams_events_through(
     gateway: RunningServer, fake: FakeOpenAI, usage_log: UsageLog
 ) -> None:
@@ -200,6 +218,10 @@ def test_without_the_responses_api_requests_are_translated_and_refused_by_name(
     assert chained.value.param == "previous_response_id"
     assert "keeps responses" in chained.value.message
     assert built_in.value.param == "tools[0].type"
+    with _client(server) as client, pytest.raises(openai.BadRequestError) as by_file:
+        client.responses.create(model="gpt-x", input=[{"role": "user", "content": [
+            {"type": "input_image", "file_id": "file-1"}]}])  # type: ignore[list-item]
+    assert by_file.value.param == "input[0].content[0].image_url"
 
 
 def test_an_alias_over_both_kinds_sends_each_what_it_can_take(
