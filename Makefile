@@ -23,9 +23,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check core plugins tests benchmarks examples
 	$(BIN)/mypy core
-	@# The editable install maps core/ to `sluiceway` in a way mypy cannot follow from
-	@# the plugins; a link gives it the package under its import name.
+	@# The editable installs map core/ to `sluiceway` (and each plugin to its package) in
+	@# a way mypy cannot follow from the plugins; links give it each under its import name.
 	@mkdir -p build/mypy-path && ln -sfn ../../core build/mypy-path/sluiceway
+	@for p in $(filter-out %.egg-info,$(wildcard plugins/*/sluiceway_*)); do ln -sfn ../../$$p build/mypy-path/$$(basename $$p); done
 	MYPYPATH=build/mypy-path $(BIN)/mypy --strict $(filter-out %.egg-info,$(wildcard plugins/*/sluiceway_*))
 
 bench: setup
