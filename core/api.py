@@ -17,7 +17,10 @@ The names fall in these groups:
   ``ProviderContext``, ``ProviderCapabilities``, ``ModelInfo``, ``Principal``,
   ``RequestContext``, ``CONTEXT_KEY``;
 * upstream HTTP: ``HttpUpstream`` (a provider's client, keys and error mapping in
-  one), ``UpstreamEvents``, ``ErrorMapper``, ``error_snippet``, ``name_provider``,
+  one), ``UpstreamEvents``, ``ErrorMapper``, ``status_error`` (the usual mapping of
+  an error answer, with ``UpstreamStatusError``, ``UpstreamAuthError``,
+  ``UpstreamHTTPError``, ``error_fields``, ``is_context_window``),
+  ``error_snippet``, ``name_provider``,
   ``UpstreamClient``, ``UpstreamLimits``, ``UpstreamResponse``, ``HttpOptions``,
   ``retry_after_seconds``, ``SSEDecoder``, ``SSEEvent``;
 * wire shapes: the OpenAI objects (``completion_object``, ``chunk_object``...),
@@ -119,6 +122,14 @@ from .upstream.provider_http import (
     UpstreamEvents,
     error_snippet,
     name_provider,
+)
+from .upstream.status import (
+    UpstreamAuthError,
+    UpstreamHTTPError,
+    UpstreamStatusError,
+    error_fields,
+    is_context_window,
+    status_error,
 )
 from .wire.anthropic import parse_error as parse_anthropic_error
 from .wire.anthropic_stream import OpenAIChunkStream, stream_error
@@ -241,11 +252,14 @@ __all__ = [
     "Settle",
     "SluicewayError",
     "StartupError",
+    "UpstreamAuthError",
     "UpstreamClient",
     "UpstreamError",
     "UpstreamEvents",
+    "UpstreamHTTPError",
     "UpstreamLimits",
     "UpstreamResponse",
+    "UpstreamStatusError",
     "UpstreamTimeout",
     "Usage",
     "anthropic_request",
@@ -257,11 +271,13 @@ __all__ = [
     "create_app",
     "embeddings_object",
     "encode_vector",
+    "error_fields",
     "error_snippet",
     "estimate_input_tokens",
     "estimate_tokens",
     "format_duration",
     "hookimpl",
+    "is_context_window",
     "load_config",
     "name_provider",
     "openai_completion",
@@ -272,6 +288,7 @@ __all__ = [
     "retry_after_seconds",
     "send_bytes",
     "send_error",
+    "status_error",
     "stream_error",
     "usage_object",
     "validate_options",

@@ -26,18 +26,14 @@ message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import msgspec
-
 from sluiceway.api import (
-    GatewayError,
-    RateLimited,
-    UpstreamError,
-    error_snippet,
-    retry_after_seconds,
+    UpstreamAuthError,
+    UpstreamHTTPError,
+    UpstreamStatusError,
+    error_fields,
+    is_context_window,
 )
+from sluiceway.api import status_error as error_from_response
 
 __all__ = [
     "UpstreamAuthError",
@@ -47,129 +43,3 @@ __all__ = [
     "error_from_response",
     "is_context_window",
 ]
-
-# What the OpenAI SDK still retries; the core caps its own headers the same way.
-_MAX_RETRY_AFTER = 120.0
-_CONTEXT_CODES = frozenset({"context_length_exceeded", "model_context_window_exceeded"})
-_CONTEXT_PHRASES = ("context length", "maximum context", "context window", "too many tokens")
-_decode = msgspec.json.Decoder().decode
-# "Busy, come back later" rather than "broken": 503, and 529 from Anthropic-style upstreams.
-_OVERLOADED = frozenset({503, 529})
-
-
-class UpstreamStatusError(GatewayError):
-    """An upstream 4xx answer, passed through with its own status and fields."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        error_type: str | None,
-        code: str | None,
-        param: str | None,
-        kind: str = "client",
-    ) -> None:
-        super().__init__(message, code=code, param=param, kind=kind)
-        self.status = status
-        self.error_type = error_type or "invalid_request_error"
-
-
-class UpstreamHTTPError(UpstreamError):
-    """The upstream answered with a server error (or a status we cannot pass on)."""
-
-    def __init__(self, message: str, *, upstream_status: int, code: str | None = None) -> None:
-        super().__init__(message, code=code, kind="server")
-        self.upstream_status = upstream_status
-
-
-class UpstreamAuthError(UpstreamError):
-    """The upstream refused the gateway's credential (401/403): a 502, because the
-    client's own request is not at fault. The upstream's message (which may quote
-    part of the key) stays in ``upstream_message`` for the log."""
-
-    default_code = "upstream_auth_error"
-    kind = "auth"
-
-    def __init__(
-        self, message: str, *, upstream_status: int, upstream_message: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.upstream_status = upstream_status
-        self.upstream_message = upstream_message
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def error_fields(body: bytes) -> dict[str, Any]:
-    """``message``/``type``/``code``/``param`` from an error body, whatever its shape.
-
-    Understands ``{"error": {...}}`` (OpenAI), ``{"error": "text"}`` and
-    ``{"message": ...}``; anything else gives an empty dict.
-    """
-    try:
-        data = _decode(body) if body else None
-    except msgspec.DecodeError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    error = data.get("error", data)
-    if isinstance(error, str):
-        return {"message": error}
-    if not isinstance(error, dict):
-        return {}
-    return {
-        "message": _text(error.get("message")),
-        "type": _text(error.get("type")),
-        "code": _text(error.get("code")),
-        "param": _text(error.get("param")),
-    }
-
-
-def is_context_window(code: str | None, message: str | None) -> bool:
-    """Whether an error says the prompt is too long for the model."""
-    if code in _CONTEXT_CODES:
-        return True
-    lowered = (message or "").lower()
-    return any(phrase in lowered for phrase in _CONTEXT_PHRASES)
-
-
-def error_from_response(
-    provider: str, status: int, body: bytes, headers: Mapping[str, str]
-) -> GatewayError:
-    """The error to raise for an upstream answer with ``status >= 400``."""
-    fields = error_fields(body)
-    message = fields.get("message") or ""
-    code = fields.get("code")
-    if status in (401, 403):
-        return UpstreamAuthError(
-            f"Provider {provider!r} refused the gateway's upstream credential "
-            f"(HTTP {status}).",
-            upstream_status=status,
-            upstream_message=message or error_snippet(body),
-        )
-    if status == 429:
-        wait = retry_after_seconds(headers)
-        return RateLimited(
-            message or f"Provider {provider!r} is rate limited.",
-            code=code or "rate_limit_exceeded",
-            retry_after=None if wait is None else min(wait, _MAX_RETRY_AFTER),
-        )
-    if 400 <= status < 500:
-        if not message:
-            detail = error_snippet(body)
-            message = f"The upstream answered HTTP {status}" + (f": {detail}" if detail else ".")
-        return UpstreamStatusError(
-            status, message, error_type=fields.get("type"), code=code, param=fields.get("param"),
-            kind="context_window" if status == 400 and is_context_window(code, message)
-            else "client",
-        )
-    detail = message or error_snippet(body) or "no details"
-    return UpstreamHTTPError(
-        f"Provider {provider!r} failed with HTTP {status}: {detail}", upstream_status=status,
-        code="upstream_overloaded" if status in _OVERLOADED else None,
-    )
