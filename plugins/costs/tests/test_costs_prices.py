@@ -38,10 +38,14 @@ def test_costs_bundled_table_covers_the_well_known_families() -> None:
     names = set(bundled.prices)
     for family in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano",
                    "o3", "o4-mini", "claude-sonnet-4", "claude-3-5-haiku", "claude-opus-4",
-                   "claude-haiku-4-5", "claude-3-7-sonnet"):
+                   "claude-haiku-4-5", "claude-3-7-sonnet", "gemini-2.5-pro", "gemini-2.5-flash",
+                   "text-embedding-3-small", "gemini-embedding-001"):
         assert family in names, family
     for name, price in bundled.prices.items():
         assert name == name.lower()
+        if "embedding" in name:  # an embedding produces no tokens
+            assert 0 < price.input <= 1 and price.output == 0, name
+            continue
         assert 0 < price.input <= 100 and 0 < price.output <= 200, name
         assert price.output >= price.input, name  # output never costs less than input
         if price.cached_input is not None:
