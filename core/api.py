@@ -17,7 +17,7 @@ The names fall in these groups:
   ``ProviderContext``, ``ProviderCapabilities``, ``ModelInfo``, ``Principal``,
   ``RequestContext``, ``CONTEXT_KEY``;
 * upstream HTTP: ``HttpUpstream`` (a provider's client, keys and error mapping in
-  one), ``UpstreamEvents``, ``ErrorMapper``, ``status_error`` (the usual mapping of
+  one), ``UpstreamEvents``, ``UpstreamBytes``, ``ErrorMapper``, ``status_error`` (the usual mapping of
   an error answer, with ``UpstreamStatusError``, ``UpstreamAuthError``,
   ``UpstreamHTTPError``, ``error_fields``, ``is_context_window``),
   ``error_snippet``, ``name_provider``,
@@ -119,6 +119,7 @@ from .upstream.client import (
 from .upstream.provider_http import (
     ErrorMapper,
     HttpUpstream,
+    UpstreamBytes,
     UpstreamEvents,
     error_snippet,
     name_provider,
@@ -253,6 +254,7 @@ __all__ = [
     "SluicewayError",
     "StartupError",
     "UpstreamAuthError",
+    "UpstreamBytes",
     "UpstreamClient",
     "UpstreamError",
     "UpstreamEvents",

@@ -194,6 +194,7 @@ PLUGIN_API = [
     "SluicewayError",
     "StartupError",
     "UpstreamAuthError",
+    "UpstreamBytes",
     "UpstreamClient",
     "UpstreamError",
     "UpstreamEvents",

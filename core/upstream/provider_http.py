@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from ..components import ProviderContext
     from .client import HttpOptions, UpstreamResponse
 
-__all__ = ["ErrorMapper", "HttpUpstream", "UpstreamEvents", "error_snippet", "name_provider"]
+__all__ = ["ErrorMapper", "HttpUpstream", "UpstreamBytes", "UpstreamEvents", "error_snippet",
+           "name_provider"]
 
 log = logging.getLogger("sluiceway.upstream")
 
@@ -53,15 +54,45 @@ def name_provider(provider: str, error: UpstreamError | UpstreamTimeout) -> Gate
     return renamed
 
 
-class UpstreamEvents:
-    """The server-sent events of one streamed answer, a batch per network read."""
+class UpstreamBytes:
+    """The body of one streamed answer, as the network gives it; transport errors
+    name the provider."""
 
-    __slots__ = ("_decoder", "_ended", "_provider", "_raw", "response")
+    __slots__ = ("_provider", "_raw", "response")
 
     def __init__(self, provider: str, response: UpstreamResponse) -> None:
         self._provider = provider
         self.response = response
         self._raw = response.aiter_bytes()
+
+    def __aiter__(self) -> UpstreamBytes:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self._raw)
+        except (UpstreamError, UpstreamTimeout) as exc:
+            raise name_provider(self._provider, exc) from exc.__cause__
+
+    def events(self) -> UpstreamEvents:
+        """The same body as server-sent events."""
+        return UpstreamEvents(self)
+
+    async def aclose(self) -> None:
+        close = getattr(self._raw, "aclose", None)
+        if close is not None:
+            await close()
+        await self.response.aclose()
+
+
+class UpstreamEvents:
+    """The server-sent events of one streamed answer, a batch per network read."""
+
+    __slots__ = ("_bytes", "_decoder", "_ended", "response")
+
+    def __init__(self, chunks: UpstreamBytes) -> None:
+        self._bytes = chunks
+        self.response = chunks.response
         self._decoder = SSEDecoder()
         self._ended = False
 
@@ -72,19 +103,14 @@ class UpstreamEvents:
         if self._ended:
             raise StopAsyncIteration
         try:
-            received = await anext(self._raw)
+            received = await anext(self._bytes)
         except StopAsyncIteration:
             self._ended = True
             return self._decoder.flush()
-        except (UpstreamError, UpstreamTimeout) as exc:
-            raise name_provider(self._provider, exc) from exc.__cause__
         return self._decoder.feed(received)
 
     async def aclose(self) -> None:
-        close = getattr(self._raw, "aclose", None)
-        if close is not None:
-            await close()
-        await self.response.aclose()
+        await self._bytes.aclose()
 
 
 class HttpUpstream:
@@ -197,17 +223,29 @@ class HttpUpstream:
     ) -> AsyncIterator[UpstreamEvents]:
         """POST ``body`` for ``model`` and give its event stream, checked: an error
         answer raises, and so does one that is not ``text/event-stream``."""
+        async with self.stream_bytes(url, body, model, extra=extra) as chunks:
+            yield chunks.events()
+
+    @contextlib.asynccontextmanager
+    async def stream_bytes(
+        self, url: str, body: bytes, model: str, *, extra: Mapping[str, str] | None = None,
+        content_type: str = "text/event-stream",
+    ) -> AsyncIterator[UpstreamBytes]:
+        """POST ``body`` for ``model`` and give the answer's bytes as they arrive, for
+        an upstream with framing of its own (AWS's binary event stream): checked as
+        :meth:`stream` checks, against ``content_type``."""
         key, headers = self.pick(model, stream=True, extra=extra)
         response = await self.send(self.target(url, key), body, headers)
-        events = UpstreamEvents(self.name, response)
+        chunks = UpstreamBytes(self.name, response)
         try:
             await self.check(response, key, model)
-            content_type = response.headers.get("content-type", "")
-            if not content_type.startswith("text/event-stream"):
+            received = response.headers.get("content-type", "")
+            if not received.startswith(content_type):
+                wanted = ("an event stream" if content_type == "text/event-stream"
+                          else repr(content_type))
                 raise self.invalid(
-                    f"{content_type or 'no content type'!r} to a stream request, not an "
-                    "event stream"
+                    f"{received or 'no content type'!r} to a stream request, not {wanted}"
                 )
-            yield events
+            yield chunks
         finally:
-            await events.aclose()
+            await chunks.aclose()
