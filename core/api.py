@@ -17,9 +17,10 @@ The names fall in these groups:
   ``ProviderContext``, ``ProviderCapabilities``, ``ModelInfo``, ``Principal``,
   ``RequestContext``, ``CONTEXT_KEY``;
 * upstream HTTP: ``HttpUpstream`` (a provider's client, keys and error mapping in
-  one), ``UpstreamEvents``, ``UpstreamBytes``, ``ErrorMapper``, ``status_error`` (the usual mapping of
-  an error answer, with ``UpstreamStatusError``, ``UpstreamAuthError``,
-  ``UpstreamHTTPError``, ``error_fields``, ``is_context_window``),
+  one), ``UpstreamEvents``, ``UpstreamBytes``, ``ErrorMapper``, ``status_error``
+  (the usual mapping of an error answer, with ``UpstreamStatusError``,
+  ``UpstreamAuthError``, ``UpstreamHTTPError``, ``error_fields``,
+  ``is_context_window``),
   ``error_snippet``, ``name_provider``,
   ``UpstreamClient``, ``UpstreamLimits``, ``UpstreamResponse``, ``HttpOptions``,
   ``retry_after_seconds``, ``SSEDecoder``, ``SSEEvent``;

@@ -202,9 +202,11 @@ class _AiohttpClient:
     def __init__(self, limits: UpstreamLimits) -> None:
         # Imported here, at provider startup, not on the first request (~100 ms).
         import aiohttp  # noqa: F401
+        from yarl import URL
 
         self.limits = limits
         self._session: Any = None
+        self._url = URL
 
     def _get_session(self) -> Any:
         # Created on first use, inside the serving loop, never at import or build time.
@@ -243,7 +245,10 @@ class _AiohttpClient:
     ) -> UpstreamResponse:
         session = self._get_session()
         try:
-            response = await session.request(method, url, headers=headers, data=body)
+            # As built, never re-quoted: a signed request (AWS SigV4) must go out with
+            # the exact path it was signed for (a model id's %3A stays %3A).
+            response = await session.request(method, self._url(url, encoded=True),
+                                             headers=headers, data=body)
         except Exception as exc:
             raise _translate_aiohttp(exc) from exc
         return _AiohttpResponse(response)

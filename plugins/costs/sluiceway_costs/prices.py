@@ -4,7 +4,8 @@ The table is the bundled ``prices.toml`` (defaults an operator should check),
 then a ``prices_file``, then ``[plugin.costs] prices``: a later source replaces
 a model's whole entry. Lookup (:meth:`PriceTable.find`) tries the deployment's
 upstream model id, then the name the client asked for, each as written, then
-without a ``provider/`` prefix, then without a date or ``-latest`` suffix.
+without a ``provider/`` prefix, then without Bedrock's decoration, then without
+a date or ``-latest`` suffix.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ _Dollars = Annotated[float, msgspec.Meta(ge=0)]
 # Suffixes a provider adds to pin a snapshot: OpenAI's -2024-08-06,
 # Anthropic's -20250514, Vertex's @20241022, and the -latest aliases.
 _SNAPSHOT = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-latest)$")
+# Bedrock's model ids: us.anthropic.claude-sonnet-4-20250514-v1:0.
+_BEDROCK = re.compile(r"^(?:(?:us|eu|apac|us-gov|global)\.)?(?:anthropic|amazon|meta|mistral"
+                      r"|cohere|ai21|deepseek)\.|-v\d+:\d+$")
 
 
 class Price(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -75,12 +79,18 @@ class PricesFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def name_candidates(name: str) -> Iterator[str]:
     """The names a model id is looked up under, in order: as written (lower
-    case), without a ``provider/`` prefix, then without a snapshot suffix
-    (``-2024-08-06``, ``-20250514``, ``@20241022``, ``-latest``)."""
+    case), without a ``provider/`` prefix, without Bedrock's decoration (a
+    ``us.`` / ``eu.``... inference profile, the ``anthropic.`` vendor, the
+    ``-v2:0`` version), then without a snapshot suffix (``-2024-08-06``,
+    ``-20250514``, ``@20241022``, ``-latest``)."""
     lowered = name.strip().lower()
     yield lowered
     base = lowered.rpartition("/")[2]
     if base != lowered:
+        yield base
+    bare = _BEDROCK.sub("", base)
+    if bare != base:
+        base = bare
         yield base
     undated = _SNAPSHOT.sub("", base)
     if undated and undated != base:

@@ -84,6 +84,12 @@ def test_costs_name_candidates_strip_prefix_then_snapshot() -> None:
         "claude-3-5-sonnet-v2@20241022", "claude-3-5-sonnet-v2"]
     assert list(name_candidates("claude-3-7-sonnet-latest")) == [
         "claude-3-7-sonnet-latest", "claude-3-7-sonnet"]
+    # Bedrock's ids: an inference profile, the vendor and the version go first.
+    assert list(name_candidates("us.anthropic.claude-sonnet-4-20250514-v1:0")) == [
+        "us.anthropic.claude-sonnet-4-20250514-v1:0", "claude-sonnet-4-20250514",
+        "claude-sonnet-4"]
+    assert list(name_candidates("amazon.nova-pro-v1:0")) == ["amazon.nova-pro-v1:0", "nova-pro"]
+    assert list(name_candidates("deepseek-v3")) == ["deepseek-v3"]
     # Only a whole date is a snapshot: a version number is part of the name.
     assert list(name_candidates("gpt-4o-mini")) == ["gpt-4o-mini"]
     assert list(name_candidates("model-2024")) == ["model-2024"]
