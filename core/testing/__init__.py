@@ -1,7 +1,10 @@
 """What plugin tests use, bundled or third-party: ``fixtures`` (the pytest plugin:
 a gateway on a free port, fake upstreams, Redis servers, gateway processes),
-``fakes`` (``FakeOpenAI``), ``faults`` (what a fake can be scripted to do) and
-``redis`` (real redis-server, Sentinel and Cluster fixtures)."""
+``fakes`` (``FakeOpenAI``, with its Responses API in ``fake_responses``),
+``faults`` (what a fake can be scripted to do), ``redis`` (real redis-server,
+Sentinel and Cluster fixtures), ``conformance`` (the suite every provider
+plugin runs, ``ProviderConformance``) and ``fault_proxy`` (``FaultProxy``, the
+fault-injecting proxy it puts in front of any upstream)."""
 
 from .fixtures import (
     GatewayProcess,

@@ -70,8 +70,9 @@ class UpstreamStatusError(GatewayError):
 class UpstreamHTTPError(UpstreamError):
     """The upstream answered with a server error (or a status we cannot pass on)."""
 
-    def __init__(self, message: str, *, upstream_status: int, code: str | None = None) -> None:
-        super().__init__(message, code=code, kind="server")
+    def __init__(self, message: str, *, upstream_status: int, code: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, code=code, kind="server", retry_after=retry_after)
         self.upstream_status = upstream_status
 
 
@@ -140,7 +141,8 @@ def status_error(
 ) -> GatewayError:
     """The error to raise for an upstream answer with ``status >= 400`` (usable as
     an :data:`~sluiceway.api.ErrorMapper`). ``retry_after`` overrides the wait the
-    headers give, for upstreams that say it in the body."""
+    headers give, for upstreams that say it in the body; a 5xx's wait, like a
+    429's, paces the core's retry."""
     fields = error_fields(body)
     message = fields.get("message") or ""
     code = fields.get("code")
@@ -168,7 +170,10 @@ def status_error(
             else "client",
         )
     detail = message or error_snippet(body) or "no details"
+    # A busy upstream's Retry-After paces the core's retry of it, as a 429's does.
+    wait = retry_after if retry_after is not None else retry_after_seconds(headers)
     return UpstreamHTTPError(
         f"Provider {provider!r} failed with HTTP {status}: {detail}", upstream_status=status,
         code="upstream_overloaded" if status in _OVERLOADED else None,
+        retry_after=None if wait is None else min(wait, MAX_RETRY_AFTER_SECONDS),
     )

@@ -16,6 +16,7 @@ import pytest
 
 import sluiceway.api as sluiceway
 from sluiceway.testing import RunningServer, read_body
+from sluiceway.testing.conformance import ProviderConformance
 
 Factory = Callable[..., RunningServer]
 USER = [{"role": "user", "content": "hello there"}]
@@ -28,18 +29,6 @@ class TextGenOptions(sluiceway.HttpOptions, forbid_unknown_fields=True, kw_only=
     base_url: str
 
 
-def textgen_error(provider: str, status: int, body: bytes, headers: Any) -> sluiceway.GatewayError:
-    """What the API's error answers mean to the gateway's retry loop."""
-    detail = sluiceway.error_snippet(body) or "no details"
-    if status == 429:
-        retry_after = sluiceway.retry_after_seconds(headers)
-        return sluiceway.RateLimited(f"{provider}: {detail}", retry_after=retry_after)
-    if status in (401, 403):
-        return sluiceway.UpstreamError(f"{provider}: key refused", code="upstream_auth_error",
-                                       kind="auth")
-    return sluiceway.UpstreamError(f"{provider} failed with HTTP {status}: {detail}")
-
-
 class TextGenProvider:
     """POST {base_url}/generate answers {"text", "tokens"}; with "stream": true, it
     sends events {"delta": ...} and then an event named "done" with the token count."""
@@ -49,7 +38,8 @@ class TextGenProvider:
         self.url = ctx.options.base_url.rstrip("/") + "/generate"
         self.http = sluiceway.HttpUpstream(
             ctx, ctx.options, headers={"content-type": "application/json"},
-            credential=lambda secret: {"x-textgen-key": secret}, errors=textgen_error,
+            # Its errors are {"error": "text"}: the usual mapping reads them.
+            credential=lambda secret: {"x-textgen-key": secret}, errors=sluiceway.status_error,
         )
 
     def body(self, request: sluiceway.ChatRequest, stream: bool) -> bytes:
@@ -76,6 +66,10 @@ class TextGenProvider:
                 for event in events:
                     data = msgspec.json.decode(event.data)
                     if event.event == "done":
+                        yield sluiceway.chunk_object(
+                            id=chunk_id, model=model, created=created,
+                            choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                        )
                         yield sluiceway.chunk_object(
                             id=chunk_id, model=model, created=created, choices=[],
                             usage=sluiceway.usage_object(
@@ -266,3 +260,19 @@ def test_http_upstream_names_the_provider_when_the_upstream_is_gone(
         client.chat.completions.create(model="tg-1", messages=USER)
     assert gone.value.status_code == 502
     assert "Provider 'tg'" in str(gone.value)
+
+
+class TestTextGenConformance(ProviderConformance):
+    """The conformance suite, as a third-party author runs it on a provider that is
+    not installed yet: the plugin object goes in ``plugin_objects``."""
+
+    plugin_objects = (("textgen", TextGenPlugin()),)
+    model = "tg-1"
+
+    @pytest.fixture
+    def upstream_url(self, serve_asgi: Factory) -> str:
+        return serve_asgi(TextGenUpstream()).url
+
+    def provider_table(self, url: str) -> dict[str, Any]:
+        return {"type": "textgen", "base_url": url, "api_key": "tg-secret-1",
+                "models": [self.model]}

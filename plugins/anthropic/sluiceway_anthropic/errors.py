@@ -65,4 +65,4 @@ def error_from_response(
     if 400 <= status < 500:
         return AnthropicStatusError(status, text, error_type=error_type)
     code = "upstream_overloaded" if status == 529 or error_type == "overloaded_error" else None
-    return UpstreamError(text, code=code, kind="server")
+    return UpstreamError(text, code=code, kind="server", retry_after=retry_after_seconds(headers))
