@@ -222,3 +222,22 @@ def test_exactly_one_kind_of_credential(fake_openai: StartFake) -> None:
         create_app(_config(fake))
     with pytest.raises(ConfigError, match="not api_key/api_keys and entra_token"):
         create_app(_config(fake, api_key="a", entra_token="b"))
+
+
+def test_anthropic_clients_reach_azure_and_get_its_errors_in_their_dialect(
+    fake_openai: StartFake, gateway_factory: StartServer,
+) -> None:
+    import anthropic
+
+    fake = fake_openai()
+    server = gateway_factory(_config(fake, api_key="sk-azure"))
+    with anthropic.Anthropic(base_url=server.url, api_key="client", max_retries=0) as client:
+        message = client.messages.create(model="gpt-4o", max_tokens=32,
+                                         messages=[{"role": "user", "content": "hi"}])
+        fake.script(Status(429, headers={"retry-after": "3"}))
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            client.messages.create(model="gpt-4o", max_tokens=32,
+                                   messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text == "echo: hi"  # type: ignore[union-attr]
+    assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert fake.requests[0].path == "/openai/deployments/my-gpt4o/chat/completions"

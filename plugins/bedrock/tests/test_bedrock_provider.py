@@ -207,3 +207,21 @@ def test_credentials_are_required(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="no region"):
         create_app({"gateway": {"plugins": ["bedrock"]}, "providers": [
             {"name": "b", "type": "bedrock", "models": ["m"]}]})
+
+
+def test_bedrock_errors_reach_anthropic_clients_in_their_dialect(gateway: RunningServer) -> None:
+    with anthropic.Anthropic(base_url=gateway.url, api_key="client", max_retries=0) as client:
+        with pytest.raises(anthropic.InternalServerError) as failed:
+            client.messages.create(model="claude", max_tokens=64,
+                                   messages=[{"role": "user", "content": "500"}])
+        streamed = client.messages.create(model="claude", max_tokens=64, stream=True,
+                                          messages=[{"role": "user", "content": "tools"}],
+                                          tools=[{"name": "get_weather", "input_schema": {
+                                              "type": "object", "properties": {}}}])
+        events = list(streamed)
+    assert failed.value.status_code == 502
+    assert failed.value.body["type"] == "error"  # type: ignore[index]
+    uses = [e for e in events if e.type == "content_block_start"
+            and e.content_block.type == "tool_use"]
+    assert uses and uses[0].content_block.name == "get_weather"  # type: ignore[union-attr]
+    assert events[-1].type == "message_stop"

@@ -235,3 +235,16 @@ def test_embeddings(gateway: RunningServer, fake: FakeGemini) -> None:
                                    "content": {"parts": [{"text": "a"}]},
                                    "outputDimensionality": 4}
     assert ids.value.param == "input[0]"
+
+
+def test_gemini_errors_reach_anthropic_clients_in_their_dialect(gateway: RunningServer) -> None:
+    with anthropic.Anthropic(base_url=gateway.url, api_key="client", max_retries=0) as client:
+        with pytest.raises(anthropic.BadRequestError) as blocked:
+            client.messages.create(model="gemini-2.5-flash", max_tokens=64,
+                                   messages=[{"role": "user", "content": "blocked"}])
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            client.messages.create(model="gemini-2.5-flash", max_tokens=64,
+                                   messages=[{"role": "user", "content": "429"}])
+    assert blocked.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "SAFETY" in blocked.value.message
+    assert limited.value.response.headers["retry-after"] == "17"
