@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from sluiceway import ConfigError, create_app
-from sluiceway.testing import RunningServer
+from sluiceway.testing import RunningServer, read_body
 from sluiceway.testing.fakes import FakeOpenAI, Status
 
 StartFake = Callable[..., FakeOpenAI]
@@ -46,12 +46,7 @@ class TokenEndpoint:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.forms.append(dict(parse_qsl(body.decode())))
         self.paths.append(scope["path"])
         await asyncio.sleep(0.05)  # long enough for concurrent requests to pile up

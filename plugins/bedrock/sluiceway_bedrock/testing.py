@@ -29,6 +29,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from sluiceway.testing import read_body
+
 __all__ = ["FakeBedrock", "encode_frame"]
 
 Message = dict[str, Any]
@@ -182,12 +184,7 @@ class FakeBedrock:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         raw_path = scope.get("raw_path", scope["path"].encode()).decode()
         body = json.loads(raw) if raw else None

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from sluiceway.testing import read_body
+
 __all__ = ["SIGNATURE", "FakeGemini"]
 
 Message = dict[str, Any]
@@ -184,12 +186,7 @@ class FakeGemini:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         query = dict(parse_qsl(scope.get("query_string", b"").decode()))
         path = scope["path"]
