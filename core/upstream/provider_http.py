@@ -235,6 +235,8 @@ class HttpUpstream:
         an upstream with framing of its own (AWS's binary event stream): checked as
         :meth:`stream` checks, against ``content_type``."""
         key, headers = self.pick(model, stream=True, extra=extra)
+        if content_type != "text/event-stream":
+            headers = {**headers, "accept": content_type}
         response = await self.send(self.target(url, key), body, headers)
         chunks = UpstreamBytes(self.name, response)
         try:

@@ -107,12 +107,12 @@ def test_a_static_entra_token_is_sent_as_a_bearer_token(
 def test_entra_tokens_are_fetched_once_shared_and_renewed_before_expiry(
     fake_openai: StartFake, gateway_factory: StartServer, serve_asgi: StartServer,
 ) -> None:
-    tokens = TokenEndpoint(lifetime=2)
+    tokens = TokenEndpoint(lifetime=4)
     authority = serve_asgi(tokens)
     fake = fake_openai()
     server = gateway_factory(_config(fake, entra={
         "tenant_id": "tenant-1", "client_id": "app-1", "client_secret": "shh",
-        "authority": authority.url, "refresh_before": "1s"}))
+        "authority": authority.url, "refresh_before": "2s"}))
 
     async def burst() -> None:
         async with openai.AsyncOpenAI(base_url=server.base_url, api_key="k",
@@ -127,8 +127,15 @@ def test_entra_tokens_are_fetched_once_shared_and_renewed_before_expiry(
                                "client_secret": "shh",
                                "scope": "https://cognitiveservices.azure.com/.default"}
     assert {r.headers["authorization"] for r in fake.requests} == {"Bearer entra-token-1"}
-    time.sleep(1.1)  # within refresh_before of the 2 s lifetime: renewed
+    time.sleep(2.1)  # within refresh_before of the 4 s lifetime: due for renewal
     with _client(server) as client:
+        # The token is still valid: this request does not wait for the renewal it starts.
+        client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+        assert fake.requests[-1].headers["authorization"] == "Bearer entra-token-1"
+        give_up = time.monotonic() + 5
+        while len(tokens.forms) < 2 and time.monotonic() < give_up:
+            time.sleep(0.02)
+        time.sleep(0.1)  # the grant's answer reaches the provider
         client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
     assert len(tokens.forms) == 2
     assert fake.requests[-1].headers["authorization"] == "Bearer entra-token-2"
@@ -143,11 +150,16 @@ def test_a_refused_application_is_the_gateways_auth_error_not_the_clients(
     server = gateway_factory(_config(fake, entra={
         "tenant_id": "t", "client_id": "c", "client_secret": "wrong",
         "authority": authority.url}))
-    with _client(server) as client, pytest.raises(openai.APIStatusError) as refused:
-        client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
-    assert refused.value.status_code == 502
+    with _client(server) as client:
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+        with pytest.raises(openai.APIStatusError) as again:
+            client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+    assert refused.value.status_code == again.value.status_code == 502
     assert refused.value.code == "upstream_auth_error"
-    assert "wrong" not in str(refused.value)
+    # The endpoint's own text (it names the tenant and app) stays in the log.
+    assert "wrong" not in str(refused.value) and "Bad secret" not in str(refused.value)
+    assert len(tokens.forms) == 1  # the failure is not retried at once
     assert not fake.requests
 
 

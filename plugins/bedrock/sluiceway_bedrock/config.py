@@ -47,6 +47,9 @@ class BedrockOptions(HttpOptions, forbid_unknown_fields=True, kw_only=True):
             raise ValueError("no region: set region, or AWS_REGION / AWS_DEFAULT_REGION")
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ValueError("give access_key_id and secret_access_key together")
+        # A request is signed for its exact URL: parameters added after would break it.
+        if self.query or any(key.query for key in self.api_keys or ()):
+            raise ValueError("query is not supported: Bedrock's requests are signed")
 
     def resolved_region(self) -> str | None:
         return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")

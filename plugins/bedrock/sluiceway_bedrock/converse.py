@@ -16,7 +16,8 @@ Requests:
   its ``thinking`` budget in ``additionalModelRequestFields``.
 * ``response_format`` has no Converse equivalent and is refused by name.
 
-Answers: ``text`` -> content, ``reasoningContent`` -> ``reasoning_content``,
+Answers: ``text`` -> content, ``reasoningContent`` -> ``reasoning_content`` and
+``thinking_blocks`` (signed, sent back before the tool use they led to),
 ``toolUse`` -> ``tool_calls``; ``stopReason`` ``end_turn`` / ``stop_sequence`` ->
 ``stop``, ``tool_use`` -> ``tool_calls``, ``max_tokens`` -> ``length``,
 ``guardrail_intervened`` / ``content_filtered`` -> ``content_filter``; usage
@@ -33,7 +34,7 @@ import msgspec
 
 from sluiceway.api import InvalidRequest, Usage, completion_id
 
-__all__ = ["converse_request", "finish_reason", "openai_completion", "usage"]
+__all__ = ["converse_request", "finish_reason", "openai_completion", "thinking_block", "usage"]
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -41,7 +42,8 @@ _IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif",
                   "image/webp": "webp"}
 _EFFORT = {"low": 1024, "medium": 4096, "high": 16384}
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls",
-           "max_tokens": "length", "guardrail_intervened": "content_filter",
+           "max_tokens": "length", "model_context_window_exceeded": "length",
+           "guardrail_intervened": "content_filter",
            "content_filtered": "content_filter"}
 
 
@@ -99,6 +101,25 @@ def _tool_use(call: Mapping[str, Any], param: str) -> dict[str, Any]:
                         "input": arguments}}
 
 
+def _reasoning(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A thinking block (as the gateway returns them) as Converse's reasoning."""
+    if block.get("type") == "redacted_thinking":
+        return {"reasoningContent": {"redactedContent": block.get("data", "")}}
+    text = {"text": block.get("thinking", "")}
+    if block.get("signature"):
+        text["signature"] = block["signature"]
+    return {"reasoningContent": {"reasoningText": text}}
+
+
+def thinking_block(reasoning: Mapping[str, Any]) -> dict[str, Any]:
+    """Converse's reasoning as a thinking block, to be sent back as it came."""
+    if reasoning.get("redactedContent"):
+        return {"type": "redacted_thinking", "data": reasoning["redactedContent"]}
+    text = reasoning.get("reasoningText") or {}
+    return {"type": "thinking", "thinking": text.get("text", ""),
+            "signature": text.get("signature", "")}
+
+
 def _tool_result(message: Mapping[str, Any]) -> dict[str, Any]:
     content = message.get("content")
     text = content if isinstance(content, str) else "".join(
@@ -107,7 +128,10 @@ def _tool_result(message: Mapping[str, Any]) -> dict[str, Any]:
         value = _decode(text)
     except msgspec.DecodeError:
         value = None
-    result = [{"json": value}] if isinstance(value, dict) else [{"text": text}]
+    if isinstance(value, dict):
+        result: list[dict[str, Any]] = [{"json": value}]
+    else:  # Converse refuses a blank text block
+        result = [{"text": text}] if text.strip() else [{"json": {"result": text}}]
     return {"toolResult": {"toolUseId": message.get("tool_call_id"), "content": result}}
 
 
@@ -145,7 +169,9 @@ def converse_request(body: Mapping[str, Any], model: str, *,
         elif role == "user":
             _append(messages, "user", _blocks(message.get("content"), f"{param}.content"))
         elif role == "assistant":
-            blocks = _blocks(message.get("content"), f"{param}.content")
+            # Claude wants its signed thinking back before the tool use it led to.
+            blocks = [_reasoning(block) for block in message.get("thinking_blocks") or ()]
+            blocks += _blocks(message.get("content"), f"{param}.content")
             blocks += [_tool_use(call, f"{param}.tool_calls[{n}].function.arguments")
                        for n, call in enumerate(message.get("tool_calls") or ())]
             _append(messages, "assistant", blocks)
@@ -177,8 +203,12 @@ def converse_request(body: Mapping[str, Any], model: str, *,
     if effort in _EFFORT and "anthropic." in model:
         budget = _EFFORT[effort]
         extra["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        if limit is None:  # Claude wants room for the answer beyond the thinking
-            request.setdefault("inferenceConfig", {})["maxTokens"] = budget + 4096
+        inference = request.setdefault("inferenceConfig", {})
+        if limit is None or limit <= budget:  # room for the answer beyond the thinking
+            inference["maxTokens"] = budget + (limit or 4096)
+        # Claude refuses sampling settings while it thinks.
+        inference.pop("temperature", None)
+        inference.pop("topP", None)
     if extra:
         request["additionalModelRequestFields"] = extra
     return request
@@ -204,6 +234,7 @@ def openai_completion(answer: Mapping[str, Any], model: str) -> dict[str, Any]:
     message = (answer.get("output") or {}).get("message") or {}
     text: list[str] = []
     thoughts: list[str] = []
+    blocks: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     for block in message.get("content") or ():
         if "text" in block:
@@ -213,12 +244,14 @@ def openai_completion(answer: Mapping[str, Any], model: str) -> dict[str, Any]:
             calls.append({"id": use.get("toolUseId"), "type": "function", "function": {
                 "name": use.get("name"), "arguments": _encode(use.get("input") or {}).decode()}})
         elif "reasoningContent" in block:
-            thoughts.append(((block["reasoningContent"] or {}).get("reasoningText") or {})
-                            .get("text", ""))
+            kept = thinking_block(block["reasoningContent"] or {})
+            blocks.append(kept)
+            thoughts.append(kept.get("thinking", ""))
     reply: dict[str, Any] = {"role": "assistant",
                              "content": "".join(text) if text or not calls else None}
     if thoughts:
         reply["reasoning_content"] = "".join(thoughts)
+        reply["thinking_blocks"] = blocks
     if calls:
         reply["tool_calls"] = calls
     return {"id": completion_id(), "object": "chat.completion", "created": int(time.time()),

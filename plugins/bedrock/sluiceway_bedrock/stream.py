@@ -18,7 +18,7 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 
 from sluiceway.api import RateLimited, UpstreamError, completion_id
 
-from .converse import finish_reason, usage
+from .converse import finish_reason, thinking_block, usage
 
 __all__ = ["ChunkTranslator", "frames"]
 
@@ -47,6 +47,7 @@ class ChunkTranslator:
         self.id = completion_id()
         self.created = int(time.time())
         self.tools: dict[int, int] = {}
+        self.thinking: dict[int, dict[str, Any]] = {}
         self.stop: str | None = None
         self.stopped = False
 
@@ -82,8 +83,22 @@ class ChunkTranslator:
                 position = self.tools.get(event.get("contentBlockIndex", 0), 0)
                 yield self._chunk({"tool_calls": [{"index": position, "function": {
                     "arguments": (delta["toolUse"] or {}).get("input", "")}}]})
-            elif "reasoningContent" in delta and (delta["reasoningContent"] or {}).get("text"):
-                yield self._chunk({"reasoning_content": delta["reasoningContent"]["text"]})
+            elif "reasoningContent" in delta:
+                reasoning = delta["reasoningContent"] or {}
+                block = self.thinking.setdefault(event.get("contentBlockIndex", 0), {})
+                for key in ("text", "signature", "redactedContent"):
+                    if reasoning.get(key):
+                        block[key] = block.get(key, "") + reasoning[key]
+                if reasoning.get("text"):
+                    yield self._chunk({"reasoning_content": reasoning["text"]})
+        elif name == "contentBlockStop":
+            thought = self.thinking.pop(event.get("contentBlockIndex", 0), None)
+            if thought is not None:
+                # Whole and signed, so that a client can send it back, as for Anthropic.
+                yield self._chunk({"thinking_blocks": [thinking_block({
+                    "reasoningText": {"text": thought.get("text", ""),
+                                      "signature": thought.get("signature", "")},
+                    "redactedContent": thought.get("redactedContent")})]})
         elif name == "messageStop":
             self.stopped = True
             yield self._chunk({}, finish_reason(event.get("stopReason")))

@@ -10,7 +10,7 @@ tool results answering earlier tool uses, a ``toolConfig`` whenever tools were
 used). Streams are AWS's binary event stream, encoded here frame by frame with
 their CRCs. It answers by the last user text: anything (``"echo: <text>"``;
 after tool results, ``"result: <the first result>"``), ``tools``, ``think``,
-``guardrail``, ``long``, ``429``, ``500``, and for streams
+``think-tools`` (a signed thought, then a tool use), ``guardrail``, ``long``, ``429``, ``500``, and for streams
 ``error-mid-stream``, ``no-stop`` and ``bad-crc``. ``requests`` keeps
 ``(raw path, headers, body)``.
 """
@@ -90,6 +90,17 @@ def check_converse(body: Any) -> None:
                 raise Refused("An image needs its bytes.")
     if used and "toolConfig" not in body:
         raise Refused("The toolConfig field must be defined when using toolUse and toolResult.")
+    if "thinking" in (body.get("additionalModelRequestFields") or {}):
+        config = body.get("inferenceConfig") or {}
+        if "temperature" in config or "topP" in config:
+            raise Refused("temperature and top_p may not be set while thinking is enabled")
+        for message in messages:
+            content = message["content"]
+            if message["role"] == "assistant" and any("toolUse" in b for b in content) and (
+                    (content[0].get("reasoningContent") or {}).get("reasoningText", {})
+                    .get("signature") != "sig"):
+                raise Refused("Expected a thinking block with its signature before tool_use "
+                              "when thinking is enabled.")
 
 
 class FakeBedrock:
@@ -136,9 +147,14 @@ class FakeBedrock:
             use = {"toolUseId": "tooluse_1", "name": tool, "input": {"city": "Oslo"}}
             content = [{"text": "Checking."}, {"toolUse": use}]
             stop = "tool_use"
-        elif said == "think":
+        elif said in ("think", "think-tools"):
             content = [{"reasoningContent": {"reasoningText": {
                 "text": "Two and two make four.", "signature": "sig"}}}, {"text": "4"}]
+            if said == "think-tools":
+                tool = body["toolConfig"]["tools"][0]["toolSpec"]["name"]
+                content[1] = {"toolUse": {"toolUseId": "tooluse_2", "name": tool,
+                                          "input": {"city": "Oslo"}}}
+                stop = "tool_use"
         elif said == "guardrail":
             content, stop = [{"text": "Sorry."}], "guardrail_intervened"
         else:
@@ -164,9 +180,11 @@ class FakeBedrock:
                 frames.append(_event("contentBlockDelta", {"contentBlockIndex": index, "delta": {
                     "toolUse": {"input": json.dumps(use["input"])}}}))
             else:
-                text = block["reasoningContent"]["reasoningText"]["text"]
+                reasoning = block["reasoningContent"]["reasoningText"]
                 frames.append(_event("contentBlockDelta", {"contentBlockIndex": index, "delta": {
-                    "reasoningContent": {"text": text}}}))
+                    "reasoningContent": {"text": reasoning["text"]}}}))
+                frames.append(_event("contentBlockDelta", {"contentBlockIndex": index, "delta": {
+                    "reasoningContent": {"signature": reasoning["signature"]}}}))
             frames.append(_event("contentBlockStop", {"contentBlockIndex": index}))
         frames.append(_event("messageStop", {"stopReason": answer["stopReason"]}))
         frames.append(_event("metadata", {"usage": answer["usage"], "metrics": {"latencyMs": 5}}))

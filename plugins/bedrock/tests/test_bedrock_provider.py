@@ -225,3 +225,38 @@ def test_bedrock_errors_reach_anthropic_clients_in_their_dialect(gateway: Runnin
             and e.content_block.type == "tool_use"]
     assert uses and uses[0].content_block.name == "get_weather"  # type: ignore[union-attr]
     assert events[-1].type == "message_stop"
+
+
+def test_a_thinking_tool_loop_sends_the_signed_thinking_back(
+    gateway: RunningServer, fake: FakeBedrock,
+) -> None:
+    """Claude refuses a tool loop whose thinking did not come back signed."""
+    ask = {"model": "claude", "tools": [WEATHER], "reasoning_effort": "low",
+           "temperature": 0.3}
+    with _client(gateway) as client:
+        first = client.chat.completions.create(messages=_user("think-tools"), **ask)
+        message = first.choices[0].message
+        call = message.tool_calls[0]  # type: ignore[index]
+        second = client.chat.completions.create(**ask, messages=[
+            *_user("think-tools"), message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": ""}])
+        streamed = list(client.chat.completions.create(messages=_user("think-tools"),
+                                                       stream=True, **ask))
+    blocks = (message.model_extra or {})["thinking_blocks"]
+    assert blocks == [{"type": "thinking", "thinking": "Two and two make four.",
+                       "signature": "sig"}]
+    assert second.choices[0].message.content == 'result: {"json": {"result": ""}}'
+    sent = fake.requests[1][2]
+    assert "temperature" not in sent["inferenceConfig"]
+    assert sent["messages"][1]["content"][0] == {"reasoningContent": {"reasoningText": {
+        "text": "Two and two make four.", "signature": "sig"}}}
+    streamed_blocks = [b for c in streamed if c.choices
+                       for b in (c.choices[0].delta.model_extra or {}).get("thinking_blocks") or ()]
+    assert streamed_blocks == blocks
+
+
+def test_query_parameters_are_refused_as_they_would_break_signatures(
+    upstream: RunningServer,
+) -> None:
+    with pytest.raises(ConfigError, match="signed"):
+        create_app(_config(upstream, query={"x": "1"}))
