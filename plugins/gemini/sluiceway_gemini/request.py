@@ -17,11 +17,16 @@
 
 Gemini signs the function calls of thinking models (``thoughtSignature``) and
 wants the signature back with the call: it travels inside the tool call's id,
-after :data:`SIGNATURE_MARK`, and is split out again here.
+after :data:`SIGNATURE_MARK`, base64url-encoded (so the id keeps to letters,
+digits, ``_`` and ``-``), and is split out again here. A model turn whose first
+call carries no signature (made by another model, or by hand) gets the
+validator-skipping value Gemini documents for such calls, :data:`UNSIGNED`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import mimetypes
 from typing import Any
 
@@ -29,9 +34,10 @@ import msgspec
 
 from sluiceway.api import InvalidRequest
 
-__all__ = ["SIGNATURE_MARK", "gemini_request", "split_call_id"]
+__all__ = ["SIGNATURE_MARK", "UNSIGNED", "gemini_request", "join_call_id", "split_call_id"]
 
-SIGNATURE_MARK = "~sig~"
+SIGNATURE_MARK = "__thought__"
+UNSIGNED = "skip_thought_signature_validator"
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _BUDGETS = {"none": 0, "minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
@@ -40,10 +46,22 @@ _CONFIG = (("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCo
            ("frequency_penalty", "frequencyPenalty"))
 
 
+def join_call_id(call_id: str, signature: str) -> str:
+    """A tool call id carrying ``signature``."""
+    packed = base64.urlsafe_b64encode(base64.b64decode(signature)).rstrip(b"=").decode()
+    return f"{call_id}{SIGNATURE_MARK}{packed}"
+
+
 def split_call_id(call_id: str) -> tuple[str, str | None]:
     """A tool call id and the thought signature it carries, if any."""
-    plain, _, signature = call_id.partition(SIGNATURE_MARK)
-    return plain, signature or None
+    plain, _, packed = call_id.partition(SIGNATURE_MARK)
+    if not packed:
+        return plain, None
+    try:
+        raw = base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4))
+    except (binascii.Error, ValueError):
+        return plain, None
+    return plain, base64.b64encode(raw).decode()
 
 
 def _invalid(message: str, param: str) -> InvalidRequest:
@@ -137,6 +155,8 @@ def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
                                        f"{param}.tool_calls[{number}].function.arguments")}}
                 if signature:
                     part["thoughtSignature"] = signature
+                elif number == 0:
+                    part["thoughtSignature"] = UNSIGNED
                 parts.append(part)
             _append(contents, "model", parts)
         elif role == "tool":
@@ -159,6 +179,9 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
 
 def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
     config = {theirs: body[ours] for ours, theirs in _CONFIG if body.get(ours) is not None}
+    if config.get("candidateCount", 1) != 1:
+        raise _invalid("Only one choice (n = 1) can be asked of Gemini through this gateway.",
+                       "n")
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is not None:
         config["maxOutputTokens"] = limit

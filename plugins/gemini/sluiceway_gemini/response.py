@@ -3,7 +3,7 @@ gateway's.
 
 * ``text`` parts -> ``content``; ``thought`` parts -> ``reasoning_content``;
   ``functionCall`` parts -> ``tool_calls`` (arguments as JSON text, the part's
-  ``thoughtSignature`` kept in the call's id).
+  ``thoughtSignature`` kept in the call's id, see :mod:`sluiceway_gemini.request`).
 * ``finishReason``: ``STOP`` -> ``stop`` (``tool_calls`` when the model called a
   function), ``MAX_TOKENS`` -> ``length``, the safety family (``SAFETY``,
   ``RECITATION``, ``BLOCKLIST``, ``PROHIBITED_CONTENT``, ``SPII``...) ->
@@ -33,14 +33,15 @@ from sluiceway.api import (
     status_error,
 )
 
-from .request import SIGNATURE_MARK
+from .request import join_call_id
 
 __all__ = ["ChunkTranslator", "blocked", "completion", "error_from_response", "usage"]
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "FINISH_REASON_UNSPECIFIED": "stop",
-           "OTHER": "stop", "MALFORMED_FUNCTION_CALL": "stop"}
+           "OTHER": "stop", "MALFORMED_FUNCTION_CALL": "stop", "UNEXPECTED_TOOL_CALL": "stop",
+           "TOO_MANY_TOOL_CALLS": "stop"}
 _SECONDS = "s"
 
 
@@ -53,7 +54,7 @@ def _call(part: dict[str, Any], index: int) -> dict[str, Any]:
     function = part["functionCall"]
     call_id = "call_" + os.urandom(8).hex()
     if part.get("thoughtSignature"):
-        call_id += SIGNATURE_MARK + str(part["thoughtSignature"])
+        call_id = join_call_id(call_id, str(part["thoughtSignature"]))
     return {"index": index, "id": call_id, "type": "function",
             "function": {"name": function.get("name"),
                          "arguments": _encode(function.get("args") or {}).decode()}}

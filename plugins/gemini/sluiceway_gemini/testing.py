@@ -24,14 +24,17 @@ from urllib.parse import parse_qsl
 
 from sluiceway.testing import read_body
 
-__all__ = ["SIGNATURE", "FakeGemini"]
+__all__ = ["SIGNATURE", "UNSIGNED", "FakeGemini"]
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-#: The thoughtSignature of every function call the fake makes.
-SIGNATURE = "c2lnbmVkLWJ5LWdlbWluaQ=="
+#: The thoughtSignature of every function call the fake makes (base64, with the
+#: characters a tool call id may not hold).
+SIGNATURE = "c2lnbmVkL2J5K2dlbWluaT8/Pz4+"
+#: What Gemini accepts for a call it did not sign.
+UNSIGNED = "skip_thought_signature_validator"
 _PART_DATA = {"text", "inlineData", "fileData", "functionCall", "functionResponse"}
 _PART_EXTRA = {"thought", "thoughtSignature"}
 _REQUEST = {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig",
@@ -59,7 +62,7 @@ def _error(status: int, name: str, message: str, details: list[Any]) -> bytes:
     return json.dumps({"error": error}).encode()
 
 
-def _check_part(part: Any, where: str, asked: set[str]) -> None:
+def _check_part(part: Any, where: str, asked: set[str], first_call: bool) -> None:
     if not isinstance(part, dict):
         raise Refused(f"{where}: a part must be an object")
     data = _PART_DATA & part.keys()
@@ -70,7 +73,8 @@ def _check_part(part: Any, where: str, asked: set[str]) -> None:
     if kind == "functionCall":
         if not isinstance(value.get("args", {}), dict) or not value.get("name"):
             raise Refused(f"{where}.functionCall: needs a name and object args")
-        if part.get("thoughtSignature") != SIGNATURE:
+        # As Gemini 3 does: the first call of a model turn must carry its signature.
+        if first_call and part.get("thoughtSignature") not in (SIGNATURE, UNSIGNED):
             raise Refused(f"{where}: function call is missing its thought_signature")
         asked.add(value["name"])
     elif kind == "functionResponse":
@@ -94,8 +98,10 @@ def check_request(body: Any) -> None:
     for i, content in enumerate(contents):
         if content.get("role") not in ("user", "model") or not content.get("parts"):
             raise Refused(f"contents[{i}]: role must be user or model, with parts")
+        calls = 0
         for j, part in enumerate(content["parts"]):
-            _check_part(part, f"contents[{i}].parts[{j}]", asked)
+            _check_part(part, f"contents[{i}].parts[{j}]", asked, calls == 0)
+            calls += "functionCall" in part
     for part in (body.get("systemInstruction") or {}).get("parts", []):
         if set(part) != {"text"}:
             raise Refused("systemInstruction parts must be text")

@@ -5,6 +5,7 @@ strictly as the Gemini API does (the key, the path, every part and field)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from sluiceway_gemini.request import UNSIGNED, split_call_id
 from sluiceway_gemini.testing import SIGNATURE, FakeGemini
 
 from sluiceway.testing import RunningServer
@@ -115,7 +117,9 @@ def test_a_tool_call_round_trip_keeps_gemini_s_signature(
     assert first.choices[0].message.content == "Checking."
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Paris"}
-    assert SIGNATURE in call.id
+    # The signature rides in the id, which keeps to what every provider accepts.
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", call.id) and len(call.id) > len("call_")
+    assert split_call_id(call.id)[1] == SIGNATURE
     assert second.choices[0].message.content == 'result: {"temp": 21}'
     sent = fake.requests[0][3]
     assert sent["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"] == \
@@ -248,3 +252,27 @@ def test_gemini_errors_reach_anthropic_clients_in_their_dialect(gateway: Running
     assert blocked.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "SAFETY" in blocked.value.message
     assert limited.value.response.headers["retry-after"] == "17"
+
+
+def test_calls_gemini_did_not_sign_go_with_the_documented_stand_in(
+    gateway: RunningServer, fake: FakeGemini,
+) -> None:
+    """A conversation whose tool calls another model made (or a client wrote)."""
+    with _client(gateway) as client:
+        answer = client.chat.completions.create(model="gemini-2.5-flash", tools=[WEATHER],
+                                                messages=[
+            *_user("tools"),
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "toolu_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
+                {"id": "toolu_2", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "toolu_2", "content": "rain"}])
+        with pytest.raises(openai.BadRequestError) as several:
+            client.chat.completions.create(model="gemini-2.5-flash", messages=_user("hi"), n=2)
+    assert answer.choices[0].message.content == 'result: {"result": "sunny"}'
+    model_turn = fake.requests[0][3]["contents"][1]["parts"]
+    assert model_turn[0]["thoughtSignature"] == UNSIGNED
+    assert "thoughtSignature" not in model_turn[1]
+    assert several.value.param == "n"
