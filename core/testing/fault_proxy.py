@@ -40,7 +40,7 @@ class ScriptedAnswer:
 class FaultProxy:
     """Forward to ``target`` (``http://host:port``), with scripted faults."""
 
-    def __init__(self, target: str, *, piece: int = 48, pause: float = 0.05) -> None:
+    def __init__(self, target: str, *, piece: int = 16, pause: float = 0.05) -> None:
         parts = urlsplit(target)
         self.host, self.port_to = parts.hostname or "127.0.0.1", parts.port or 80
         self.piece, self.pause = piece, pause
@@ -107,10 +107,18 @@ class FaultProxy:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
+            chunked = False
             for line in head.split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
+                name = name.strip().lower()
+                if name == b"content-length":
                     length = int(value.strip())
+                elif name == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
+            if chunked:  # gateways send Content-Length; anything else is not this proxy's
+                writer.write(response_head(411, {"connection": "close"}, 0))
+                await writer.drain()
+                return
             body = await reader.readexactly(length)
             self.arrivals.append(time.monotonic())
             with self._lock:
@@ -143,20 +151,29 @@ class FaultProxy:
             await up_writer.drain()
             answer_head = await up_reader.readuntil(b"\r\n\r\n")
             kept = [line for line in answer_head.split(b"\r\n") if line and not
-                    line.lower().startswith(b"connection:")]
+                    line.lower().startswith((b"connection:", b"keep-alive:"))]
             writer.write(b"\r\n".join([*kept, b"connection: close"]) + b"\r\n\r\n")
             await writer.drain()
             trickle = self._trickle
-            while data := await up_reader.read(self.piece if trickle else 65536):
+            while True:
+                # The gateway's hang-up is seen even while the upstream says nothing.
+                read = asyncio.ensure_future(up_reader.read(self.piece if trickle else 65536))
+                await asyncio.wait({read, gone}, return_when=asyncio.FIRST_COMPLETED)
                 if gone.done():
+                    read.cancel()
                     self.disconnects += 1
+                    return
+                data = read.result()
+                if not data:
                     return
                 writer.write(data)
                 await writer.drain()
                 if trickle:
                     await asyncio.wait({gone}, timeout=self.pause)
         except (ConnectionError, OSError):
-            self.disconnects += 1
+            # Only the gateway's side counts: the upstream's failures are not hang-ups.
+            if gone.done() or writer.is_closing():
+                self.disconnects += 1
         finally:
             gone.cancel()
             up_writer.close()

@@ -21,6 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import quote
 
 import msgspec
 
@@ -172,6 +173,10 @@ class _AiohttpResponse:
             self._response.close()
 
 
+# What a URL may hold as it is: the reserved characters and existing %XX escapes.
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
 def _translate_aiohttp(exc: BaseException) -> Exception:
     import aiohttp
 
@@ -244,6 +249,8 @@ class _AiohttpClient:
         body: bytes | None = None,
     ) -> UpstreamResponse:
         session = self._get_session()
+        if not url.isascii() or " " in url:
+            url = quote(url, safe=_URL_SAFE)  # a space or a letter from a base_url
         try:
             # As built, never re-quoted: a signed request (AWS SigV4) must go out with
             # the exact path it was signed for (a model id's %3A stays %3A).

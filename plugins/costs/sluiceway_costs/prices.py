@@ -41,8 +41,8 @@ _Dollars = Annotated[float, msgspec.Meta(ge=0)]
 # Anthropic's -20250514, Vertex's @20241022, and the -latest aliases.
 _SNAPSHOT = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-latest)$")
 # Bedrock's model ids: us.anthropic.claude-sonnet-4-20250514-v1:0.
-_BEDROCK = re.compile(r"^(?:(?:us|eu|apac|us-gov|global)\.)?(?:anthropic|amazon|meta|mistral"
-                      r"|cohere|ai21|deepseek)\.|-v\d+:\d+$")
+_BEDROCK = re.compile(r"^(?:(?:us|eu|apac|jp|au|ca|us-gov|global)\.)?(?:anthropic|amazon|meta"
+                      r"|mistral|cohere|ai21|deepseek|openai|qwen|writer)\.|-v\d+:\d+(?::\w+)?$")
 
 
 class Price(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

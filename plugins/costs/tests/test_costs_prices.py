@@ -90,6 +90,8 @@ def test_costs_name_candidates_strip_prefix_then_snapshot() -> None:
         "claude-sonnet-4"]
     assert list(name_candidates("amazon.nova-pro-v1:0")) == ["amazon.nova-pro-v1:0", "nova-pro"]
     assert list(name_candidates("deepseek-v3")) == ["deepseek-v3"]
+    assert list(name_candidates("jp.anthropic.claude-haiku-4-5-20251001-v1:0:200k"))[-1] == \
+        "claude-haiku-4-5"
     # Only a whole date is a snapshot: a version number is part of the name.
     assert list(name_candidates("gpt-4o-mini")) == ["gpt-4o-mini"]
     assert list(name_candidates("model-2024")) == ["model-2024"]
