@@ -10,8 +10,9 @@ tool results answering earlier tool uses, a ``toolConfig`` whenever tools were
 used). Streams are AWS's binary event stream, encoded here frame by frame with
 their CRCs. It answers by the last user text: anything (``"echo: <text>"``;
 after tool results, ``"result: <the first result>"``), ``tools``, ``think``,
-``think-tools`` (a signed thought, then a tool use), ``guardrail``, ``long``, ``429``, ``500``, and for streams
-``error-mid-stream``, ``no-stop`` and ``bad-crc``. ``requests`` keeps
+``think-tools`` (a signed thought, then a tool use), ``guardrail``, ``long``,
+``429``, ``500``, and for streams ``error-mid-stream``, ``no-stop`` and
+``bad-crc``. ``requests`` keeps
 ``(raw path, headers, body)``.
 """
 
