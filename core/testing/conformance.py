@@ -1,10 +1,11 @@
 """The provider conformance suite: what every provider plugin, bundled or
 third-party, must do the same way, checked end to end.
 
-Subclass :class:`ProviderConformance` in a test module, as ``Test...``, and say
-how to reach a fake of your upstream::
+Subclass :class:`ProviderConformance` (a provider with no upstream, such as a
+simulator) or :class:`HttpProviderConformance` (one that calls an HTTP API) in a
+test module, as ``Test...``, and say how to reach a fake of your upstream::
 
-    class TestMyProviderConformance(ProviderConformance):
+    class TestMyProviderConformance(HttpProviderConformance):
         plugins = ("myprovider",)
         model = "my-model"
 
@@ -16,9 +17,12 @@ how to reach a fake of your upstream::
             return {"type": "myprovider", "base_url": url, "api_key": "k",
                     "models": [self.model]}
 
-Each test starts a real gateway, with a :class:`FaultProxy` between it and your
-fake, and drives it with the real ``openai`` SDK: a whole answer and a stream
-(text, ``finish_reason``, usage in the answer and on the call), upstream errors
+Each test starts a real gateway and drives it with the real ``openai`` SDK: a
+whole answer and a stream (text, ``finish_reason``, usage in the answer and on
+the call) and a client hang-up mid-stream that ends the call (settled, and
+marked ``disconnected``).
+The HTTP suite puts a :class:`FaultProxy` between the gateway and your fake and
+adds: upstream errors
 mapped to the gateway's statuses (401/403 -> 502 ``upstream_auth_error``, 429
 -> 429 with ``Retry-After``, other 4xx passed on, 5xx -> 502), retries of a 429
 and a 503 that wait the upstream's ``Retry-After``, a garbage answer as a 502,
@@ -41,23 +45,26 @@ import pytest
 from ..api import CallPolicyType, ModelCall, Settle, Usage, hookimpl
 from .fault_proxy import FaultProxy
 
-__all__ = ["ProviderConformance"]
+__all__ = ["HttpProviderConformance", "ProviderConformance"]
 
 Serve = Callable[..., Any]
 
 
 class _UsageLog:
-    """Keeps each settled call's status and usage, as a call policy sees them."""
+    """Keeps each settled call's status and usage, and the calls whose client hung
+    up, as a call policy sees them."""
 
     name = "conformance-usage"
     kinds = frozenset({"chat"})
 
     def __init__(self) -> None:
         self.settled: list[tuple[int, Usage | None]] = []
+        self.hung_up = 0
 
     async def admit(self, call: ModelCall) -> Settle:
         async def settle(call: ModelCall) -> None:
             self.settled.append((call.status, call.usage))
+            self.hung_up += call.disconnected
 
         return settle
 
@@ -67,9 +74,11 @@ class _UsageLog:
 
 
 class ProviderConformance:
-    """The suite; see the module docstring. Override ``plugins``, ``model``,
-    ``upstream_url`` (a fixture giving the fake's ``http://127.0.0.1:PORT``) and
-    ``provider_table(url)``; optionally ``prompt`` and ``error_body``."""
+    """The suite for any provider; see the module docstring. Override ``plugins``
+    (or ``plugin_objects``), ``model`` and ``provider_table(url)`` (``url`` is
+    empty here: there is no upstream); optionally ``prompt``. The provider's
+    streams must be slow enough for a hang-up to land mid-stream (a simulator's
+    delay between tokens)."""
 
     plugins: ClassVar[tuple[str, ...]] = ()
     # Plugin objects registered in-process, as ``gateway_factory(plugins=...)`` takes them
@@ -82,36 +91,26 @@ class ProviderConformance:
         """The ``[[providers]]`` table (without ``name``) whose upstream is at ``url``."""
         raise NotImplementedError
 
-    def error_body(self, status: int) -> bytes:
-        """An error answer of ``status`` in the upstream's shape."""
-        return json.dumps({"error": {"message": f"Conformance error {status}.",
-                                     "type": "error", "code": None}}).encode()
-
     # -- the parts ---------------------------------------------------------
-
-    @pytest.fixture
-    def proxy(self, upstream_url: str) -> Iterator[FaultProxy]:
-        proxy = FaultProxy(upstream_url).start()
-        yield proxy
-        proxy.stop()
-        if proxy.errors:
-            raise RuntimeError(f"the fault proxy failed: {proxy.errors[0]!r}")
 
     @pytest.fixture
     def usage_log(self) -> _UsageLog:
         return _UsageLog()
 
-    def _gateway(self, gateway_factory: Serve, proxy: FaultProxy, usage_log: _UsageLog,
+    def _gateway(self, gateway_factory: Serve, url: str, usage_log: _UsageLog,
                  **policy: Any) -> Any:
-        table = {"name": "conformance", "max_retries": 0, "key_cooldown": "1s",
-                 **self.provider_table(proxy.url), **policy}
+        table = {"name": "conformance", "max_retries": 0, **self.provider_table(url), **policy}
         return gateway_factory({"gateway": {"plugins": list(self.plugins)},
                                 "providers": [table]},
                                plugins=[("conformance-usage", usage_log), *self.plugin_objects])
 
     @pytest.fixture
-    def gateway(self, gateway_factory: Serve, proxy: FaultProxy, usage_log: _UsageLog) -> Any:
-        return self._gateway(gateway_factory, proxy, usage_log)
+    def gateway(self, gateway_factory: Serve, usage_log: _UsageLog) -> Any:
+        return self._gateway(gateway_factory, "", usage_log)
+
+    @pytest.fixture
+    def slow_stream(self) -> None:
+        """Makes the next stream slow enough to hang up in the middle of."""
 
     def _client(self, server: Any) -> openai.OpenAI:
         return openai.OpenAI(base_url=server.base_url, api_key="conformance", max_retries=0)
@@ -119,6 +118,10 @@ class ProviderConformance:
     def _ask(self, client: openai.OpenAI, **extra: Any) -> Any:
         return client.chat.completions.create(
             model=self.model, messages=[{"role": "user", "content": self.prompt}], **extra)
+
+    def _body(self, **extra: Any) -> dict[str, Any]:
+        return {"model": self.model, "messages": [{"role": "user", "content": self.prompt}],
+                **extra}
 
     # -- the suite ---------------------------------------------------------
 
@@ -153,6 +156,52 @@ class ProviderConformance:
         assert status == 200 and seen is not None
         assert seen.completion_tokens == chunks[-1].usage.completion_tokens
 
+    def test_conformance_a_client_hang_up_ends_the_call(
+        self, gateway: Any, usage_log: _UsageLog, slow_stream: None,
+    ) -> None:
+        with httpx.Client(base_url=gateway.base_url, timeout=30) as http, http.stream(
+            "POST", "/chat/completions", json=self._body(stream=True),
+        ) as answer:
+            assert answer.status_code == 200
+            next(answer.iter_raw())  # the first bytes, then hang up
+        give_up = time.monotonic() + 5.0
+        while not usage_log.settled and time.monotonic() < give_up:
+            time.sleep(0.02)
+        assert len(usage_log.settled) == 1, "the call was not settled"
+        assert usage_log.hung_up == 1, "the call was settled as if the client had stayed"
+
+
+class HttpProviderConformance(ProviderConformance):
+    """The suite for a provider that calls an HTTP API. Also override
+    ``upstream_url`` (a fixture giving the fake's ``http://127.0.0.1:PORT``);
+    ``provider_table(url)`` gets the proxy's address in front of it.
+    ``error_body(status)`` gives an error answer in the upstream's own shape."""
+
+    def error_body(self, status: int) -> bytes:
+        """An error answer of ``status`` in the upstream's shape."""
+        return json.dumps({"error": {"message": f"Conformance error {status}.",
+                                     "type": "error", "code": None}}).encode()
+
+    @pytest.fixture
+    def upstream_url(self) -> str:
+        raise NotImplementedError("an HTTP provider's suite needs its fake's address")
+
+    @pytest.fixture
+    def proxy(self, upstream_url: str) -> Iterator[FaultProxy]:
+        proxy = FaultProxy(upstream_url).start()
+        yield proxy
+        proxy.stop()
+        if proxy.errors:
+            raise RuntimeError(f"the fault proxy failed: {proxy.errors[0]!r}")
+
+    @pytest.fixture
+    def gateway(self, gateway_factory: Serve, proxy: FaultProxy, usage_log: _UsageLog) -> Any:
+        return self._gateway(gateway_factory, proxy.url, usage_log, key_cooldown="1s")
+
+    @pytest.fixture
+    def slow_stream(self, proxy: FaultProxy) -> None:
+        proxy.trickle()
+
     @pytest.mark.parametrize(("upstream", "status", "code"), [
         (400, 400, None), (401, 502, "upstream_auth_error"), (403, 502, "upstream_auth_error"),
         (429, 429, None), (500, 502, None), (503, 502, None),
@@ -162,8 +211,7 @@ class ProviderConformance:
     ) -> None:
         proxy.fail(upstream, self.error_body(upstream), {"retry-after": "7"})
         with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
-            answer = http.post("/chat/completions", json={
-                "model": self.model, "messages": [{"role": "user", "content": self.prompt}]})
+            answer = http.post("/chat/completions", json=self._body())
         assert answer.status_code == status, answer.text
         error = answer.json()["error"]
         assert error["message"] and "Traceback" not in answer.text
@@ -176,11 +224,11 @@ class ProviderConformance:
     def test_conformance_429_and_5xx_are_retried_after_their_retry_after(
         self, gateway_factory: Serve, proxy: FaultProxy, usage_log: _UsageLog, upstream: int,
     ) -> None:
-        server = self._gateway(gateway_factory, proxy, usage_log, max_retries=1)
+        server = self._gateway(gateway_factory, proxy.url, usage_log, max_retries=1,
+                               key_cooldown="1s")
         proxy.fail(upstream, self.error_body(upstream), {"retry-after": "1"})
         with self._client(server) as client:
-            answer = client.chat.completions.with_raw_response.create(
-                model=self.model, messages=[{"role": "user", "content": self.prompt}])
+            answer = client.chat.completions.with_raw_response.create(**self._body())
         assert answer.parse().choices[0].message.content
         assert answer.headers["x-sluiceway-attempts"] == "2"
         first, second = proxy.arrivals[-2:]
@@ -193,23 +241,19 @@ class ProviderConformance:
         proxy.fail(200, b"\x00\xff<html>not what was asked</html>",
                    {"content-type": "application/json"})
         with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
-            answer = http.post("/chat/completions", json={
-                "model": self.model, "messages": [{"role": "user", "content": self.prompt}]})
+            answer = http.post("/chat/completions", json=self._body())
         assert answer.status_code == 502, answer.text
         assert answer.json()["error"]["message"]
 
     def test_conformance_a_client_hang_up_closes_the_upstream_stream(
-        self, gateway: Any, proxy: FaultProxy,
+        self, gateway: Any, proxy: FaultProxy, slow_stream: None,
     ) -> None:
-        proxy.trickle()
         with httpx.Client(base_url=gateway.base_url, timeout=30) as http, http.stream(
-            "POST", "/chat/completions", json={
-                "model": self.model, "stream": True,
-                "messages": [{"role": "user", "content": self.prompt}]},
+            "POST", "/chat/completions", json=self._body(stream=True),
         ) as answer:
             assert answer.status_code == 200
-            next(answer.iter_raw())  # the first bytes, then hang up
+            next(answer.iter_raw())
         give_up = time.monotonic() + 5.0
         while proxy.disconnects == 0 and time.monotonic() < give_up:
             time.sleep(0.02)
-        assert proxy.disconnects == 1
+        assert proxy.disconnects == 1, f"the upstream saw {proxy.disconnects} hang-ups"

@@ -16,7 +16,7 @@ import pytest
 
 import sluiceway.api as sluiceway
 from sluiceway.testing import RunningServer, read_body
-from sluiceway.testing.conformance import ProviderConformance
+from sluiceway.testing.conformance import HttpProviderConformance
 
 Factory = Callable[..., RunningServer]
 USER = [{"role": "user", "content": "hello there"}]
@@ -262,7 +262,7 @@ def test_http_upstream_names_the_provider_when_the_upstream_is_gone(
     assert "Provider 'tg'" in str(gone.value)
 
 
-class TestTextGenConformance(ProviderConformance):
+class TestTextGenConformance(HttpProviderConformance):
     """The conformance suite, as a third-party author runs it on a provider that is
     not installed yet: the plugin object goes in ``plugin_objects``."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -21,6 +22,7 @@ from sluiceway_markov import build_chain, generate
 import sluiceway
 from sluiceway.cli import build_cli
 from sluiceway.testing import RunningServer
+from sluiceway.testing.conformance import ProviderConformance
 
 CONFIG = {
     "gateway": {"plugins": ["markov"]},
@@ -84,3 +86,15 @@ def test_command_is_added_to_the_cli(tmp_path: Path) -> None:
     # Without the plugin listed, the command does not exist.
     config.write_text("[gateway]\nplugins = []\n")
     assert "markov" not in build_cli(str(config)).commands
+
+
+class TestMarkovConformance(ProviderConformance):
+    """The conformance suite every provider runs; markov has no upstream, so the
+    part for HTTP providers does not apply."""
+
+    plugins = ("markov",)
+    model = "markov"
+    prompt = TEXT
+
+    def provider_table(self, url: str) -> dict[str, Any]:
+        return {"type": "markov", "seed": 7, "length": 12, "delay": "50ms"}

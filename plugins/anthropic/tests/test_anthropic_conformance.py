@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sluiceway_anthropic.testing import FakeAnthropic
 
-from sluiceway.testing.conformance import ProviderConformance
+from sluiceway.testing.conformance import HttpProviderConformance
 
 
-class TestAnthropicConformance(ProviderConformance):
+class TestAnthropicConformance(HttpProviderConformance):
     plugins = ("anthropic",)
     model = "claude-x"
     prompt = "hi"

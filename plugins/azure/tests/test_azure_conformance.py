@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from sluiceway.testing.conformance import ProviderConformance
+from sluiceway.testing.conformance import HttpProviderConformance
 from sluiceway.testing.fakes import FakeOpenAI
 
 
-class TestAzureConformance(ProviderConformance):
+class TestAzureConformance(HttpProviderConformance):
     plugins = ("azure",)
     model = "gpt-4o"
 

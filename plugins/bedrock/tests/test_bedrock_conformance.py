@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from sluiceway_bedrock.testing import FakeBedrock
 
-from sluiceway.testing.conformance import ProviderConformance
+from sluiceway.testing.conformance import HttpProviderConformance
 
 
-class TestBedrockConformance(ProviderConformance):
+class TestBedrockConformance(HttpProviderConformance):
     plugins = ("bedrock",)
     model = "claude"
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sluiceway_gemini.testing import FakeGemini
 
-from sluiceway.testing.conformance import ProviderConformance
+from sluiceway.testing.conformance import HttpProviderConformance
 
 
-class TestGeminiConformance(ProviderConformance):
+class TestGeminiConformance(HttpProviderConformance):
     plugins = ("gemini",)
     model = "gemini-2.5-flash"
 

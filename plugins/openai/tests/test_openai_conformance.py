@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from sluiceway.testing.conformance import ProviderConformance
+from sluiceway.testing.conformance import HttpProviderConformance
 from sluiceway.testing.fakes import FakeOpenAI
 
 
-class TestOpenAIConformance(ProviderConformance):
+class TestOpenAIConformance(HttpProviderConformance):
     plugins = ("openai",)
     model = "gpt-x"
 
