@@ -37,6 +37,8 @@ from redis.exceptions import RedisError
 from .errors import ServiceUnavailable
 
 __all__ = [
+    "LEASE_ACQUIRE",
+    "LEASE_RENEW",
     "REDIS_ERRORS",
     "STORAGE_SCHEMES",
     "OnStorageError",
@@ -56,6 +58,40 @@ REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 # wait for a refused connection nor pile up on a dead server.
 RETRY_AFTER_FAILURE = 1.0
 WARN_EVERY = 10.0
+
+
+# Slots held across processes, as leases: a sorted set of lease ids scored by
+# their expiry on the Redis clock, so that a crashed holder's slots lapse.
+# KEYS[1]: the lease set. ARGV: limit, lease id, lease ttl (ms). 1: taken, 0: full.
+LEASE_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+# KEYS[1]: the lease set. ARGV: lease ttl (ms), then the lease ids still held: each
+# that has not lapsed is extended. Returns how many were.
+LEASE_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- a lapsed lease stays lapsed
+local renewed = 0
+for i = 2, #ARGV do
+  renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + ttl, ARGV[i])
+end
+if renewed > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return renewed
+"""
 
 
 def check_storage_url(url: str) -> None:

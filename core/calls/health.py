@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 from typing import Literal
 
 __all__ = ["BreakerSettings", "DeploymentHealth"]
@@ -52,6 +53,7 @@ class DeploymentHealth:
         "_probe_out",
         "inflight",
         "latency",
+        "on_open",
         "open_reason",
         "open_until",
         "settings",
@@ -72,6 +74,8 @@ class DeploymentHealth:
         self._failures: collections.deque[float] = collections.deque()
         self._opened_times = 0
         self._probe_out = False
+        # Told (rest in seconds, reason) when this breaker opens: for sharing the rest.
+        self.on_open: Callable[[float, str | None], None] | None = None
 
     def available(self, now: float | None = None) -> bool:
         """Whether a request could be sent now; claims nothing."""
@@ -153,3 +157,16 @@ class DeploymentHealth:
         self.open_until = now + cooldown
         self._probe_out = False
         self._failures.clear()
+        if self.on_open is not None:
+            self.on_open(cooldown, self.open_reason)
+
+    def rest(self, seconds: float, reason: str | None, now: float | None = None) -> None:
+        """Rest for ``seconds`` from now, as another instance decided (a longer rest
+        already under way stands)."""
+        now = time.monotonic() if now is None else now
+        if self.state == "open" and self.open_until >= now + seconds:
+            return
+        self.state = "open"
+        self.open_until = now + seconds
+        self.open_reason = reason
+        self._probe_out = False

@@ -8,8 +8,9 @@ request never queues silently for minutes. Waiting for a slot is not an
 upstream failure and never counts against a provider's health.
 
 The fast path (a free slot, nobody waiting) takes no lock and creates no
-future. Pools live in one process; a cap shared by several instances needs
-shared storage, which the limits plugin provides.
+future. A :class:`Pool` lives in one process; with ``[state] backend = "redis"``
+the gateway uses :class:`~sluiceway.state.SharedPool` instead, whose slots every
+instance shares.
 """
 
 from __future__ import annotations
@@ -17,10 +18,34 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+from typing import Protocol
 
 from ..errors import ServiceUnavailable
 
-__all__ = ["Pool"]
+__all__ = ["Pool", "SlotPool"]
+
+
+class SlotPool(Protocol):
+    """What the runner and the retry loop need of a pool: :class:`Pool` in one
+    process, :class:`~sluiceway.state.SharedPool` across instances."""
+
+    name: str
+    concurrency: int
+
+    @property
+    def active(self) -> int: ...
+
+    @property
+    def waiting(self) -> int: ...
+
+    @property
+    def available(self) -> int: ...
+
+    def full(self) -> bool: ...
+
+    async def acquire(self, max_wait: float | None = None) -> None: ...
+
+    def release(self) -> None: ...
 
 
 class Pool:

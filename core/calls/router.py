@@ -22,7 +22,7 @@ from ..errors import NotFound, PermissionDenied
 if TYPE_CHECKING:
     from ..components import Principal, Provider
     from .health import DeploymentHealth
-    from .pools import Pool
+    from .pools import SlotPool
     from .strategies import Strategy
 
 __all__ = ["Deployment", "ModelAccess", "ModelGroup", "ModelRouter", "Routable"]
@@ -44,7 +44,7 @@ class Deployment:
     provider_name: str
     provider: Provider
     upstream_model: str
-    pool: Pool
+    pool: SlotPool
     health: DeploymentHealth
     weight: float = 1.0
     # Resolved from the provider when the deployment is built.

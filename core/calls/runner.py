@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..components import ChatRequest, EmbeddingsRequest, MessagesRequest
     from ..http.context import RequestContext
     from .dispatch import Dispatcher
-    from .pools import Pool
+    from .pools import SlotPool
     from .router import Deployment, ModelAccess, ModelRouter
 
 __all__ = ["CallRunner", "Settlements"]
@@ -104,7 +104,7 @@ class CallRunner:
     def __init__(
         self,
         dispatcher: Dispatcher,
-        capacity: Pool | None,
+        capacity: SlotPool | None,
         policies: Sequence[CallPolicy],
         router: Callable[[], ModelRouter],
         access: ModelAccess,

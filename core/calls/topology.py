@@ -18,13 +18,14 @@ from ..components import Provider, ProviderContext
 from ..config.settings import AliasSettings, Config, ModelEntry, ProviderSettings
 from ..errors import ConfigError, StartupError
 from .health import BreakerSettings, DeploymentHealth
-from .pools import Pool
+from .pools import Pool, SlotPool
 from .router import Deployment, ModelGroup, ModelRouter
 from .strategies import make_strategy
 
 if TYPE_CHECKING:
     from ..components import ProviderType
     from ..http.app import Gateway
+    from ..state import SharedState
 
 __all__ = ["OpenedProvider", "ProviderPlan", "build_router", "check_routing", "open_providers"]
 
@@ -123,24 +124,23 @@ async def open_providers(
     return opened
 
 
-def build_router(config: Config, opened: Sequence[OpenedProvider]) -> ModelRouter:
-    """One group per listed model, one per alias; pools per provider, health per upstream."""
+def build_router(config: Config, opened: Sequence[OpenedProvider],
+                 state: SharedState | None = None) -> ModelRouter:
+    """One group per listed model, one per alias; pools per provider, health per
+    upstream (shared by every instance when ``state`` is given)."""
     router = ModelRouter()
     by_name = {o.settings.name: o for o in opened}
-    pools: dict[str, Pool] = {}
+    pools: dict[str, SlotPool] = {}
     health: dict[tuple[str, str], DeploymentHealth] = {}
 
     def deployment(item: OpenedProvider, upstream: str, weight: float = 1.0) -> Deployment:
         policy = item.settings.policy
         name = item.settings.name
         if name not in pools:
-            pools[name] = Pool(
-                f"provider {name!r}",
-                concurrency=policy.concurrency,
-                buffer=policy.buffer,
-                drop_excess=policy.drop_excess,
-                queue_timeout=policy.queue_timeout,
-            )
+            sizes: dict[str, Any] = {"concurrency": policy.concurrency, "buffer": policy.buffer,
+                     "drop_excess": policy.drop_excess, "queue_timeout": policy.queue_timeout}
+            pools[name] = (Pool(f"provider {name!r}", **sizes) if state is None
+                           else state.pool(f"provider:{name}", f"provider {name!r}", **sizes))
         key = (name, upstream)
         if key not in health:
             health[key] = DeploymentHealth(
@@ -151,6 +151,8 @@ def build_router(config: Config, opened: Sequence[OpenedProvider]) -> ModelRoute
                     max_cooldown=max(policy.cooldown * 10, policy.cooldown),
                 )
             )
+            if state is not None:
+                state.rests.watch(f"{name}/{upstream}", health[key])
         return Deployment(name, item.provider, upstream, pools[name], health[key], weight)
 
     for item in opened:

@@ -22,13 +22,15 @@ from .settings import (
     ProviderSettings,
     ServerSettings,
     SessionSettings,
+    StateSettings,
 )
 from .values import _describe, validate_options
 
 __all__ = ["load_config", "parse_config"]
 
 
-_TOP_LEVEL = {"gateway", "server", "auth", "providers", "aliases", "plugin", "sessions"}
+_TOP_LEVEL = {"gateway", "server", "auth", "providers", "aliases", "plugin", "sessions",
+              "state"}
 
 
 def _provider(raw: object, index: int, source: str) -> ProviderSettings:
@@ -106,6 +108,7 @@ def parse_config(
     sessions = validate_options(
         data.get("sessions", {}), SessionSettings, source=source, key="sessions"
     )
+    state = validate_options(data.get("state", {}), StateSettings, source=source, key="state")
     auth_raw = data.get("auth", {})
     if not isinstance(auth_raw, dict):
         raise ConfigError("expected a table", source=source, key="auth")
@@ -159,6 +162,7 @@ def parse_config(
         aliases=aliases,
         plugin=dict(plugin_tables),
         sessions=sessions,
+        state=state,
         source=source,
         base_dir=base_dir,
     )

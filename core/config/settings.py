@@ -118,6 +118,39 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 SESSION_KEY_ENV = "SLUICEWAY_SESSION_KEY"
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+
+
+class StateSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[state]``: where the state that must hold across gateway instances lives.
+
+    ``memory`` (the default): each process keeps its own. ``redis``: the gateway-wide
+    in-flight cap, each provider's pool and its deployments' rests (open breakers,
+    rate-limit cooldowns) are shared by every instance on ``url``; a slot a crashed
+    instance held frees itself within ``lease_ttl``.
+    """
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = None
+    key_prefix: str = "sluiceway:"
+    # Slots are leases renewed while held; a dead holder's lapse after this long.
+    lease_ttl: Duration = Duration(30)
+    # How often each instance reads the rests the others decided.
+    sync_interval: Duration = Duration(0.5)
+    # When Redis is down: "open" falls back to this process's own caps (logged),
+    # "closed" answers 503 until it is back.
+    on_storage_error: Literal["open", "closed"] = "open"
+
+    def __post_init__(self) -> None:
+        if self.backend == "redis" and not (self.url or "").startswith(_REDIS_SCHEMES):
+            raise ValueError(f"backend = \"redis\" needs a url starting with one of "
+                             f"{', '.join(_REDIS_SCHEMES)}")
+        if self.backend == "memory" and self.url is not None:
+            raise ValueError('url is for backend = "redis"')
+        if not (self.lease_ttl > 0 and self.sync_interval > 0):
+            raise ValueError("lease_ttl and sync_interval must be longer than 0s")
+
+
 class SessionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[sessions]``: the encrypted store of logins (browser sessions, tokens) that
     providers whose credentials expire keep between requests and restarts."""
@@ -253,9 +286,16 @@ class Config(msgspec.Struct, kw_only=True):
     aliases: list[AliasSettings] = msgspec.field(default_factory=list)
     plugin: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     sessions: SessionSettings = msgspec.field(default_factory=SessionSettings)
+    state: StateSettings = msgspec.field(default_factory=StateSettings)
     source: str = "<config>"
     base_dir: str = "."
 
     def plugin_options(self, name: str) -> dict[str, Any]:
         """The raw ``[plugin.<name>]`` table (empty if absent)."""
         return self.plugin.get(name, {})
+
+    def shared_storage(self) -> str:
+        """Where state shared by instances lives unless a plugin's table says: the
+        ``[state]`` Redis URL, or ``memory://`` (each process its own)."""
+        state = self.state
+        return state.url if state.backend == "redis" and state.url else "memory://"

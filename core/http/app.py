@@ -15,10 +15,10 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..calls import CallRunner, Dispatcher, RetryBudget
-from ..calls.pools import Pool
+from ..calls.pools import Pool, SlotPool
 from ..calls.router import ModelAccess, ModelRouter
 from ..calls.topology import build_router, check_routing, open_providers
 from ..components import ASGIApp, Provider, Receive, Scope, Send
@@ -44,6 +44,9 @@ from .context import RequestContext
 from .middleware import AuthMiddleware, RequestContextMiddleware
 from .routes import RouteTable
 from .stats import RequestStats
+
+if TYPE_CHECKING:
+    from ..state import SharedState
 
 __all__ = ["Gateway", "create_app"]
 
@@ -85,17 +88,19 @@ class Gateway:
             RetryBudget(gateway_settings.retry_budget, gateway_settings.retry_budget_min),
             inflight=lambda: len(self.inflight),
         )
+        # What must hold across instances, in Redis ([state] backend = "redis").
+        self.state: SharedState | None = None
+        if config.state.backend == "redis":
+            from ..state import SharedState
+
+            self.state = SharedState(config.state)
         # The gateway-wide cap on requests served at once, if configured.
-        self.capacity: Pool | None = (
-            Pool(
-                "the gateway",
-                concurrency=gateway_settings.max_concurrent_requests,
-                buffer=1 << 30,
-                queue_timeout=gateway_settings.queue_timeout,
-            )
-            if gateway_settings.max_concurrent_requests
-            else None
-        )
+        self.capacity: SlotPool | None = None
+        if gateway_settings.max_concurrent_requests:
+            sizes: dict[str, Any] = {"concurrency": gateway_settings.max_concurrent_requests,
+                     "buffer": 1 << 30, "queue_timeout": float(gateway_settings.queue_timeout)}
+            self.capacity = (Pool("the gateway", **sizes) if self.state is None
+                             else self.state.pool("gateway", "the gateway", **sizes))
         # Built middleware, sinks and policies that own resources (a ``lifespan()`` method).
         self._owned_lifespans: OwnedLifespans = []
         self.events = build_events(self.registry, self, self._owned_lifespans)
@@ -229,13 +234,16 @@ class Gateway:
             raise
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> None:
+        if self.state is not None:
+            # Left last: slots still held are given back once every request ended.
+            await stack.enter_async_context(self.state.lifespan())
         # Entered first, so left last: what providers share for their logins (a
         # browser) closes after every provider has.
         await stack.enter_async_context(self.sessions.lifespan())
         opened = await open_providers(self._provider_plans, self, stack)
         await self.sessions.prepare()
         self.providers = {o.settings.name: o.provider for o in opened}
-        self.router = build_router(self.config, opened)
+        self.router = build_router(self.config, opened, self.state)
         managers: list[tuple[str, Any]] = [
             (plugin.name, manager)
             for plugin, manager in self.plugins.call_each("lifespan", gateway=self)

@@ -51,7 +51,8 @@ def _config_option(command: F) -> F:
 def _load(config_path: str | None) -> tuple[Config, CostsOptions]:
     try:
         config = load_config(resolve_config_path(config_path))
-        return config, parse_options(config.plugin_options(PLUGIN), source=config.source)
+        return config, parse_options({"storage": config.shared_storage(),
+                                      **config.plugin_options(PLUGIN)}, source=config.source)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -247,7 +247,9 @@ def _decided(call: ModelCall, allowed: bool, key: str) -> None:
 def create_policy(gateway: Gateway) -> CostsPolicy:
     """The ``factory(gateway)`` of the registered call policy."""
     config = gateway.config
-    options = parse_options(config.plugin_options(PLUGIN), source=config.source)
+    # Without a storage of its own, the spend lives where [state] keeps shared state.
+    options = parse_options({"storage": config.shared_storage(), **config.plugin_options(PLUGIN)},
+                            source=config.source)
     prices = build_price_table(options, config.base_dir)
     if options.storage == "memory://":
         return CostsPolicy(options, prices)

@@ -221,8 +221,10 @@ def _decided(ctx: RequestContext | None, limit: str, *, allowed: bool,
 def load_options(gateway: Gateway) -> GuardOptions:
     """``[plugin.guard]``, validated; a ``ConfigError`` names a bad key."""
     config = gateway.config
+    # Without a storage of its own, the bans live where [state] keeps shared state.
     return validate_options(
-        config.plugin_options(PLUGIN), GuardOptions, source=config.source, key=f"plugin.{PLUGIN}"
+        {"storage": config.shared_storage(), **config.plugin_options(PLUGIN)}, GuardOptions,
+        source=config.source, key=f"plugin.{PLUGIN}",
     )
 
 

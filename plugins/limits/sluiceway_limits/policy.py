@@ -254,8 +254,10 @@ def refusal(message: str, decision: Decision, headers: dict[str, str]) -> RateLi
 def create_policy(gateway: Gateway) -> LimitsPolicy:
     """The ``factory(gateway)`` of the registered call policy."""
     config = gateway.config
+    # Without a storage of its own, the limits live where [state] keeps shared state.
     options = validate_options(
-        config.plugin_options(PLUGIN), LimitsOptions, source=config.source, key=f"plugin.{PLUGIN}"
+        {"storage": config.shared_storage(), **config.plugin_options(PLUGIN)}, LimitsOptions,
+        source=config.source, key=f"plugin.{PLUGIN}",
     )
     if options.storage == "memory://":
         return LimitsPolicy(options)
