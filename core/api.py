@@ -146,7 +146,14 @@ from .wire.usage import Usage
 
 if TYPE_CHECKING:
     from .cli.options import CONFIG_ENV, DEFAULT_CONFIG, resolve_config_path
-    from .redis_store import OnStorageError, RedisConnection, check_storage_url, redact_url
+    from .redis_store import (
+        LEASE_ACQUIRE,
+        LEASE_RENEW,
+        OnStorageError,
+        RedisConnection,
+        check_storage_url,
+        redact_url,
+    )
     from .sessions import Session, SessionRejected
     from .upstream.keys import ApiKey, Credentials, KeyOptions
 
@@ -158,6 +165,8 @@ _LAZY = {
     "ApiKey": ".upstream.keys",
     "Credentials": ".upstream.keys",
     "KeyOptions": ".upstream.keys",
+    "LEASE_ACQUIRE": ".redis_store",
+    "LEASE_RENEW": ".redis_store",
     "OnStorageError": ".redis_store",
     "RedisConnection": ".redis_store",
     "check_storage_url": ".redis_store",
@@ -186,6 +195,8 @@ __all__ = [
     "DEFAULT_CONFIG",
     "HOOK_API_VERSION",
     "JSON_LINE",
+    "LEASE_ACQUIRE",
+    "LEASE_RENEW",
     "MAX_RETRY_AFTER_SECONDS",
     "ASGIApp",
     "ApiKey",

@@ -153,6 +153,8 @@ PLUGIN_API = [
     "InvalidRequest",
     "JSON_LINE",
     "KeyOptions",
+    "LEASE_ACQUIRE",
+    "LEASE_RENEW",
     "LimitDecided",
     "MAX_RETRY_AFTER_SECONDS",
     "Message",

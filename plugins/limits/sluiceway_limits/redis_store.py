@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from sluiceway.api import OnStorageError, RedisConnection
+from sluiceway.api import LEASE_ACQUIRE, OnStorageError, RedisConnection
 
 from .limiter import _EPSILON, Decision, InMemoryConcurrency, SlidingWindowCounter, _Counter
 
@@ -85,21 +85,6 @@ end
 return current
 """
 
-# KEYS[1]: the key's lease set. ARGV: limit, lease id, lease ttl (ms).
-ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ttl)
-return 1
-"""
-
-
 class RedisStore(RedisConnection):
     """The limits' connection: :class:`sluiceway.redis_store.RedisConnection` with
     the counter and lease scripts, and the leases' time to live."""
@@ -121,7 +106,7 @@ class RedisStore(RedisConnection):
             timeout=timeout,
         )
         self.lease_ttl = lease_ttl
-        for name, source in (("reserve", RESERVE), ("adjust", ADJUST), ("acquire", ACQUIRE)):
+        for name, source in (("reserve", RESERVE), ("adjust", ADJUST), ("acquire", LEASE_ACQUIRE)):
             self.add_script(name, source)
 
 
