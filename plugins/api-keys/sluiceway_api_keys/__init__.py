@@ -1,4 +1,5 @@
-"""sluiceway auth strategy ``api-keys``: hashed API keys in a file, managed with a CLI.
+"""sluiceway auth strategy ``api-keys``: hashed API keys in a file or in Redis, managed
+with a CLI.
 
 Enable it in plugins.toml::
 
@@ -10,11 +11,14 @@ Enable it in plugins.toml::
 
     [auth.api-keys]
     keys_file = "keys.toml"       # relative to this file's directory
-    reload_interval = "2s"
+    reload_interval = "1s"
+
+or, shared by every instance, ``storage = "redis://127.0.0.1:6379/0"`` instead
+of ``keys_file``.
 
 then ``sluiceway keys create --name crm --rpm 100 --models 'gpt-4o*'`` prints a
 secret once; clients send it as ``Authorization: Bearer``, ``x-api-key`` or
-``api-key``. The keys file holds only hashes and is reloaded when it changes.
+``api-key``. The store holds only hashes and is reloaded when it changes.
 """
 
 from __future__ import annotations
@@ -26,17 +30,21 @@ import click
 from sluiceway.api import AuthStrategyType, hookimpl
 
 from .keyfile import KeyRecord, hash_secret, new_secret, parse_keys, read_keys
-from .store import CreatedKey, KeyNotFound, KeyStore
-from .strategy import ApiKeysOptions, ApiKeysStrategy, create_strategy
+from .redis_keys import RedisKeyStore
+from .store import CreatedKey, KeyNotFound, KeyOperations, KeyStore
+from .strategy import ApiKeysOptions, ApiKeysStrategy, create_strategy, key_store
 
 __all__ = [
     "ApiKeysOptions",
     "ApiKeysStrategy",
     "CreatedKey",
     "KeyNotFound",
+    "KeyOperations",
     "KeyRecord",
     "KeyStore",
+    "RedisKeyStore",
     "hash_secret",
+    "key_store",
     "new_secret",
     "parse_keys",
     "read_keys",

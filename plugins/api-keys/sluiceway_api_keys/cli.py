@@ -1,8 +1,9 @@
 """``sluiceway keys``: create, list, revoke, enable, rotate and delete API keys.
 
-The keys file is the one ``[auth.api-keys] keys_file`` names in the
-configuration (``--config``, ``$SLUICEWAY_CONFIG`` or ``./plugins.toml``), or
-``--keys-file``. A secret is printed once, when it is made, and stored nowhere.
+The keys are where ``[auth.api-keys]`` keeps them in the configuration
+(``--config``, ``$SLUICEWAY_CONFIG`` or ``./plugins.toml``): its ``keys_file``,
+or Redis when its ``storage`` is a Redis URL; ``--keys-file`` names a file
+instead. A secret is printed once, when it is made, and stored nowhere.
 """
 
 from __future__ import annotations
@@ -26,19 +27,17 @@ from sluiceway.api import (
 )
 
 from .keyfile import KeyRecord, as_utc
-from .store import CreatedKey, KeyNotFound, KeyStore
-from .strategy import ApiKeysOptions, resolve_keys_file
+from .store import CreatedKey, KeyNotFound, KeyOperations, KeyStore
+from .strategy import ApiKeysOptions, key_store, resolve_keys_file
 
-__all__ = ["keys", "keys_file_from_config", "parse_expiry"]
+__all__ = ["keys", "keys_file_from_config", "parse_expiry", "store_from_config"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 STRATEGY = "api-keys"
 
 
-def keys_file_from_config(config_path: str | None) -> Path:
-    """The keys file that ``[auth.api-keys] keys_file`` of the configuration names."""
-    path = resolve_config_path(config_path)
-    config = load_config(path)
+def _options_from_config(config_path: str | None) -> tuple[ApiKeysOptions, str]:
+    config = load_config(resolve_config_path(config_path))
     raw = config.auth.options.get(STRATEGY)
     if raw is None:
         raise ConfigError(
@@ -46,7 +45,20 @@ def keys_file_from_config(config_path: str | None) -> Path:
             source=config.source,
         )
     options = validate_options(raw, ApiKeysOptions, source=config.source, key=f"auth.{STRATEGY}")
-    return resolve_keys_file(options.keys_file, config.base_dir)
+    return options, config.base_dir
+
+
+def keys_file_from_config(config_path: str | None) -> Path:
+    """The keys file that ``[auth.api-keys] keys_file`` of the configuration names."""
+    options, base_dir = _options_from_config(config_path)
+    if options.keys_file is None:
+        raise ConfigError(f"[auth.{STRATEGY}] keeps its keys in {options.storage!r}, not a file")
+    return resolve_keys_file(options.keys_file, base_dir)
+
+
+def store_from_config(config_path: str | None) -> KeyOperations:
+    """The store ``[auth.api-keys]`` of the configuration names: the file or Redis."""
+    return key_store(*_options_from_config(config_path))
 
 
 def parse_expiry(value: str, now: datetime | None = None) -> datetime:
@@ -79,9 +91,9 @@ def _store_options(command: F) -> F:
     )(command)
 
 
-def _store(config_path: str | None, keys_file: str | None) -> KeyStore:
+def _store(config_path: str | None, keys_file: str | None) -> KeyOperations:
     try:
-        return KeyStore(Path(keys_file) if keys_file else keys_file_from_config(config_path))
+        return KeyStore(Path(keys_file)) if keys_file else store_from_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -98,6 +110,8 @@ def _run(action: Callable[[], Any]) -> Any:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or 'keys file'}: {exc.strerror}") from None
+    except Exception as exc:  # Redis unreachable, say
+        raise click.ClickException(f"the keys store failed: {type(exc).__name__}: {exc}") from None
 
 
 def _status(record: KeyRecord, now: datetime) -> str:
@@ -133,7 +147,7 @@ def _print_secret(created: CreatedKey, verb: str, as_json: bool) -> None:
     click.echo(f"{verb} key {record.id} for {record.name!r}. Its secret:\n")
     click.echo(f"    {created.secret}\n")
     click.echo("This is the only time the secret is shown: store it now.")
-    click.echo("The keys file keeps only its hash; a lost secret cannot be recovered.")
+    click.echo("The store keeps only its hash; a lost secret cannot be recovered.")
 
 
 @click.group()
@@ -182,7 +196,7 @@ def list_keys(as_json: bool, config_path: str | None, keys_file: str | None) -> 
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo(f"no keys in {store.path} (add one with `sluiceway keys create --name ...`)")
+        click.echo(f"no keys in {store.where} (add one with `sluiceway keys create --name ...`)")
         return
     table = [("ID", "NAME", "PREFIX", "LIMITS", "MODELS", "EXPIRES", "STATUS")]
     for row in rows:

@@ -1,8 +1,15 @@
-"""Changing the keys file safely: one writer at a time, and never a half-written file.
+"""The keys, and changing them safely: one writer at a time, never half written.
 
-Every change is read-modify-write under an exclusive ``fcntl.flock`` on a
-sidecar ``<keys file>.lock``, so two ``sluiceway keys`` processes never lose
-each other's update. The new text goes to a temporary file in the same
+:class:`KeyOperations` is what every store does (create, rotate, revoke,
+enable, delete) as one read-modify-write ``update``; a store says how it reads,
+writes atomically and tells a change (``signature``). :class:`KeyStore` is the
+keys file; :class:`~sluiceway_api_keys.redis_keys.RedisKeyStore` keeps the keys
+in Redis, shared by every instance. The ``sluiceway keys`` commands and the
+gateway use the same stores.
+
+The file: every change is read-modify-write under an exclusive ``fcntl.flock``
+on a sidecar ``<keys file>.lock``, so two ``sluiceway keys`` processes never
+lose each other's update. The new text goes to a temporary file in the same
 directory (mode 0600), is fsynced, and replaces the old file with
 ``os.replace``, which is atomic: the gateway, which reads without the lock,
 sees either the old file or the new one, never a mix. The directory is
@@ -32,7 +39,7 @@ from .keyfile import (
     read_keys,
 )
 
-__all__ = ["CreatedKey", "KeyNotFound", "KeyStore"]
+__all__ = ["CreatedKey", "KeyNotFound", "KeyOperations", "KeyStore"]
 
 FILE_MODE = 0o600
 T = TypeVar("T")
@@ -54,62 +61,28 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-class KeyStore:
-    """The keys file at ``path``, changed only under its lock."""
+class KeyOperations:
+    """The operations on keys, for any store with ``read`` and ``update``."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-
-    # -- plumbing ----------------------------------------------------------
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the exclusive lock (blocking until other writers are done)."""
-        import fcntl  # POSIX only; imported here so that the gateway never needs it
-
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+    #: Where the keys are, for messages ("keys.toml", "redis://host/0").
+    where: str = ""
 
     def read(self) -> list[KeyRecord]:
-        """The current keys; an absent file has none (the first ``create`` makes it)."""
-        if not self.path.exists():
-            return []
-        return read_keys(self.path)
+        raise NotImplementedError
 
-    def write(self, records: list[KeyRecord]) -> None:
-        """Replace the file atomically (call with the lock held)."""
-        text = dump_keys(records).encode("utf-8")
-        directory = self.path.parent
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, FILE_MODE)
-            with os.fdopen(fd, "wb") as file:
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    def load(self) -> list[KeyRecord]:
+        """The keys, for the gateway: as :meth:`read`, but a store that does not
+        exist yet is an error rather than no keys."""
+        return self.read()
 
     def update(self, change: Callable[[list[KeyRecord]], T]) -> T:
-        """Read, ``change`` the list in place, write; all under the lock."""
-        with self.locked():
-            records = self.read()
-            result = change(records)
-            self.write(records)
-            return result
+        """Read, ``change`` the list in place, write it back: atomically, and
+        without losing a concurrent writer's change."""
+        raise NotImplementedError
+
+    def signature(self) -> object:
+        """Something that changes whenever the keys do (checked by the gateway)."""
+        raise NotImplementedError
 
     @staticmethod
     def _index(records: list[KeyRecord], key_id: str) -> int:
@@ -118,7 +91,10 @@ class KeyStore:
                 return index
         raise KeyNotFound(key_id)
 
-    # -- operations --------------------------------------------------------
+    def get(self, key_id: str) -> KeyRecord:
+        """The key ``key_id``, or :class:`KeyNotFound`."""
+        records = self.read()
+        return records[self._index(records, key_id)]
 
     def create(
         self,
@@ -182,5 +158,71 @@ class KeyStore:
         return self.update(change)
 
     def delete(self, key_id: str) -> KeyRecord:
-        """Remove key ``key_id`` from the file altogether."""
+        """Remove key ``key_id`` from the store altogether."""
         return self.update(lambda records: records.pop(self._index(records, key_id)))
+
+
+class KeyStore(KeyOperations):
+    """The keys file at ``path``, changed only under its lock."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.where = str(self.path)
+
+    # -- plumbing ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the exclusive lock (blocking until other writers are done)."""
+        import fcntl  # POSIX only; imported here so that the gateway never needs it
+
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def read(self) -> list[KeyRecord]:
+        """The current keys; an absent file has none (the first ``create`` makes it)."""
+        if not self.path.exists():
+            return []
+        return read_keys(self.path)
+
+    def load(self) -> list[KeyRecord]:
+        return read_keys(self.path)  # a missing file is a ConfigError naming it
+
+    def write(self, records: list[KeyRecord]) -> None:
+        """Replace the file atomically (call with the lock held)."""
+        text = dump_keys(records).encode("utf-8")
+        directory = self.path.parent
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def update(self, change: Callable[[list[KeyRecord]], T]) -> T:
+        """Read, ``change`` the list in place, write; all under the lock."""
+        with self.locked():
+            records = self.read()
+            result = change(records)
+            self.write(records)
+            return result
+
+    def signature(self) -> tuple[int, int, int, int]:
+        info = os.stat(self.path)
+        return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)

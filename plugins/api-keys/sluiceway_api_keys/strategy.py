@@ -1,13 +1,15 @@
-"""The ``api-keys`` auth strategy: hashed keys from a file, reloaded when it changes.
+"""The ``api-keys`` auth strategy: hashed keys from a file or from Redis, reloaded
+when they change.
 
 A request is verified with one SHA-256 and one dict lookup (see
 :mod:`sluiceway_api_keys.keyfile` for why that is safe). The :class:`Principal`
 of every key is built once, when the file is loaded, so accepting a request
 allocates nothing.
 
-Reload: ``authenticate`` looks at the file's ``stat`` at most once per
-``reload_interval``, from the request that finds the interval over, in a worker
-thread (``asyncio.to_thread``), so the event loop never blocks on the disk.
+Reload: ``authenticate`` looks at the store's signature (the file's ``stat``, or
+the version Redis keeps) at most once per ``reload_interval``, from the request
+that finds the interval over, in a worker thread (``asyncio.to_thread``), so the
+event loop never blocks on the disk or the network.
 This is lazy on purpose, rather than a background task started by the
 ``lifespan`` hook: there is nothing to start or stop, it works the same when
 the gateway is mounted in a host app that never runs its lifespan, and an idle
@@ -37,12 +39,15 @@ import msgspec
 
 from sluiceway.api import AuthenticationFailed, ConfigError, Duration, Principal
 
-from .keyfile import KeyRecord, hash_secret, read_keys
+from .keyfile import KeyRecord, hash_secret
+from .redis_keys import SCHEMES, RedisKeyStore
+from .store import KeyOperations, KeyStore
 
 if TYPE_CHECKING:
     from sluiceway.api import Gateway, RequestContext
 
-__all__ = ["ApiKeysOptions", "ApiKeysStrategy", "create_strategy", "resolve_keys_file"]
+__all__ = ["ApiKeysOptions", "ApiKeysStrategy", "create_strategy", "key_store",
+           "resolve_keys_file"]
 
 log = logging.getLogger("sluiceway.api_keys")
 
@@ -54,19 +59,28 @@ KEY_HEADERS = (b"x-api-key", b"api-key")
 _ECHO_MIN_LENGTH = 32
 _ECHO_LENGTH = 8
 
-Signature = tuple[int, int, int, int]
-
 
 class ApiKeysOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[auth.api-keys]``.
 
-    ``keys_file``: the keys file; a relative path is relative to the directory of
-    the configuration file. ``reload_interval``: how often, at most, the file is
-    checked for changes.
+    ``storage``: ``"file"`` (the default: ``keys_file``, a path relative to the
+    directory of the configuration file) or a Redis URL (``redis://``,
+    ``rediss://``, ``unix://``): keys shared by every instance, under
+    ``key_prefix``. ``reload_interval``: how often, at most, the keys are checked
+    for changes (so a key revoked anywhere is refused everywhere within it).
     """
 
-    keys_file: str
-    reload_interval: Duration = Duration(2)
+    storage: str = "file"
+    keys_file: str | None = None
+    key_prefix: str = "sluiceway:keys:"
+    reload_interval: Duration = Duration(1)
+
+    def __post_init__(self) -> None:
+        if self.storage == "file" and not self.keys_file:
+            raise ValueError('keys_file is required with storage = "file"')
+        if self.storage != "file" and not self.storage.startswith(SCHEMES):
+            raise ValueError(f"storage must be \"file\" or a URL starting with one of "
+                             f"{', '.join(SCHEMES)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +98,6 @@ def resolve_keys_file(keys_file: str, base_dir: str | os.PathLike[str]) -> Path:
     """``keys_file`` as an absolute path, relative ones against ``base_dir``."""
     path = Path(keys_file).expanduser()
     return path if path.is_absolute() else (Path(base_dir) / path).resolve()
-
-
-def _signature(path: Path) -> Signature:
-    info = os.stat(path)
-    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 def _index(records: list[KeyRecord]) -> dict[str, _Entry]:
@@ -123,21 +132,28 @@ class ApiKeysStrategy:
     ``invalid_api_key``, ``api_key_revoked`` or ``api_key_expired``.
     """
 
-    def __init__(self, path: Path, reload_interval: float) -> None:
-        self.path = path
+    def __init__(self, source: KeyOperations, reload_interval: float) -> None:
+        self.source = source
         self.reload_interval = float(reload_interval)
-        # stat before reading: a change in between is then seen at the next check.
+        # The signature before reading: a change in between is seen at the next check.
         try:
-            self._signature = _signature(path)
-        except OSError:
-            self._signature = (0, 0, 0, 0)  # read_keys below says what is wrong
-        records = read_keys(path)
-        _warn_if_world_writable(path)
+            self._signature: object = source.signature()
+        except Exception:
+            self._signature = None  # reading below says what is wrong
+        try:
+            records = source.load()
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"cannot read the keys from {source.where}: "
+                              f"{type(exc).__name__}: {exc}") from None
+        if isinstance(source, KeyStore):
+            _warn_if_world_writable(source.path)
         self._entries = _index(records)
         self._next_check = time.monotonic() + self.reload_interval
         self._reload_lock = threading.Lock()
         self._last_problem: str | None = None
-        log.info("api-keys: %d keys loaded from %s", len(records), path)
+        log.info("api-keys: %d keys loaded from %s", len(records), source.where)
         log.debug("api-keys: key ids %s", [record.id for record in records])
 
     @property
@@ -211,21 +227,28 @@ class ApiKeysStrategy:
             return False  # a slow check (a hung network disk) is still running
         try:
             try:
-                signature = _signature(self.path)
+                signature = self.source.signature()
             except OSError as exc:
                 self._problem(f"cannot stat the keys file: {exc.strerror}")
                 return False
+            except Exception as exc:  # Redis down: the keys already loaded go on
+                self._problem(f"cannot reach {self.source.where}: {type(exc).__name__}")
+                return False
             if signature == self._signature:
                 return False
-            self._signature = signature  # a broken version is reported once, not per check
             try:
-                records = read_keys(self.path)
+                records = self.source.load()
             except ConfigError as exc:
+                self._signature = signature  # a broken version is reported once
                 self._problem(str(exc))
                 return False
+            except Exception as exc:
+                self._problem(f"cannot read {self.source.where}: {type(exc).__name__}")
+                return False
+            self._signature = signature
             self._entries = _index(records)
             self._last_problem = None
-            log.info("api-keys: %d keys reloaded from %s", len(records), self.path)
+            log.info("api-keys: %d keys reloaded from %s", len(records), self.source.where)
             log.debug("api-keys: key ids %s", [record.id for record in records])
             return True
         finally:
@@ -239,12 +262,19 @@ class ApiKeysStrategy:
             )
 
 
-def create_strategy(options: ApiKeysOptions, gateway: Gateway) -> ApiKeysStrategy:
-    """The factory of the ``api-keys`` strategy type; reads the keys file at build time.
+def key_store(options: ApiKeysOptions, base_dir: str | os.PathLike[str]) -> KeyOperations:
+    """The store the options name: the keys file, or Redis."""
+    if options.storage == "file":
+        assert options.keys_file is not None
+        return KeyStore(resolve_keys_file(options.keys_file, base_dir))
+    return RedisKeyStore(options.storage, key_prefix=options.key_prefix)
 
-    A missing or broken file is a :class:`ConfigError` naming the option and the file.
+
+def create_strategy(options: ApiKeysOptions, gateway: Gateway) -> ApiKeysStrategy:
+    """The factory of the ``api-keys`` strategy type; reads the keys at build time.
+
+    Keys that cannot be read are a :class:`ConfigError` naming the option and the store.
     """
-    path = resolve_keys_file(options.keys_file, gateway.config.base_dir)
     if not math.isfinite(options.reload_interval) or options.reload_interval <= 0:
         raise ConfigError(
             "expected a positive duration such as '2s'",
@@ -252,8 +282,10 @@ def create_strategy(options: ApiKeysOptions, gateway: Gateway) -> ApiKeysStrateg
             key="auth.api-keys.reload_interval",
         )
     try:
-        return ApiKeysStrategy(path, options.reload_interval)
+        return ApiKeysStrategy(key_store(options, gateway.config.base_dir),
+                               options.reload_interval)
     except ConfigError as exc:
+        key = "keys_file" if options.storage == "file" else "storage"
         raise ConfigError(
-            str(exc), source=gateway.config.source, key="auth.api-keys.keys_file"
+            str(exc), source=gateway.config.source, key=f"auth.api-keys.{key}"
         ) from None

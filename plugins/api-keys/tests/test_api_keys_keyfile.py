@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sluiceway_api_keys import ApiKeysStrategy, hash_secret, new_secret, parse_keys
+from sluiceway_api_keys import ApiKeysStrategy, KeyStore, hash_secret, new_secret, parse_keys
 
 import sluiceway
 
@@ -65,6 +65,6 @@ def test_api_keys_warns_about_a_world_writable_file(
     path.write_text(key())
     path.chmod(0o666)
     with caplog.at_level(logging.WARNING, logger="sluiceway.api_keys"):
-        strategy = ApiKeysStrategy(path, reload_interval=1.0)
+        strategy = ApiKeysStrategy(KeyStore(path), reload_interval=1.0)
     assert strategy.key_count == 1
     assert "world-writable" in caplog.text

@@ -1,0 +1,112 @@
+"""Keys in Redis: the ``sluiceway keys`` commands and two real gateway processes on one
+real redis-server share them; a key revoked once is refused by both within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from sluiceway_api_keys import RedisKeyStore
+
+from sluiceway import ConfigError, create_app
+from sluiceway.cli import build_cli
+from sluiceway.testing import GatewayProcess, RedisServer
+
+Processes = Callable[..., list[GatewayProcess]]
+BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _config(path: Path, redis_url: str) -> Path:
+    path.write_text(f"""
+[gateway]
+plugins = ["mock", "api-keys"]
+
+[auth]
+chain = ["api-keys"]
+
+[auth.api-keys]
+storage = "{redis_url}"
+reload_interval = "200ms"
+
+[[providers]]
+name = "mock"
+type = "mock"
+models = ["mock-gpt"]
+""")
+    return path
+
+
+def test_concurrent_writers_lose_nothing(redis_server: RedisServer) -> None:
+    store = RedisKeyStore(redis_server.url, key_prefix="test:")
+    made: list[str] = []
+
+    def create(n: int) -> None:
+        made.append(store.create(f"app-{n}").record.id)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.id for r in store.read()) == sorted(made)
+    revoked = store.set_enabled(made[0], False)
+    assert not revoked.enabled and not store.get(made[0]).enabled
+    before = store.signature()
+    store.delete(made[1])
+    assert store.signature() > before
+    assert len(store.read()) == 7
+    store.close()
+
+
+async def test_a_key_revoked_once_is_refused_by_every_instance(
+    redis_server: RedisServer, tmp_path: Path, gateway_processes: Processes,
+) -> None:
+    config = _config(tmp_path / "plugins.toml", redis_server.url)
+    runner = CliRunner()
+    created = runner.invoke(build_cli(str(config)),
+                            ["keys", "create", "--name", "crm", "--json", "--config", str(config)])
+    assert created.exit_code == 0, created.output
+    made = json.loads(created.output)
+    gateways = gateway_processes(config, 2)
+    headers = {"authorization": f"Bearer {made['secret']}"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for gateway in gateways:
+            answer = await client.post(gateway.base_url + "/chat/completions", json=BODY,
+                                       headers=headers)
+            assert answer.status_code == 200, answer.text
+        listed = runner.invoke(build_cli(str(config)), ["keys", "list", "--config", str(config)])
+        assert made["id"] in listed.output and "enabled" in listed.output
+        revoked = runner.invoke(build_cli(str(config)),
+                                ["keys", "revoke", made["id"], "--config", str(config)])
+        assert revoked.exit_code == 0, revoked.output
+        started = time.monotonic()
+        refused: list[httpx.Response] = []
+        for gateway in gateways:
+            while time.monotonic() - started < 5:
+                answer = await client.post(gateway.base_url + "/chat/completions", json=BODY,
+                                           headers=headers)
+                if answer.status_code == 401:
+                    refused.append(answer)
+                    break
+                await asyncio.sleep(0.05)
+        # Both instances refuse it, well within a second of the revocation.
+        assert time.monotonic() - started < 1.5
+    assert [r.json()["error"]["code"] for r in refused] == ["api_key_revoked"] * 2
+    for gateway in gateways:
+        assert gateway.stop() == 0, gateway.log.read_text()
+
+
+def test_storage_must_be_file_or_redis() -> None:
+    with pytest.raises(ConfigError, match="keys_file is required"):
+        create_app({"gateway": {"plugins": ["api-keys"]}, "auth": {
+            "chain": ["api-keys"], "api-keys": {}}})
+    with pytest.raises(ConfigError, match="storage must be"):
+        create_app({"gateway": {"plugins": ["api-keys"]}, "auth": {
+            "chain": ["api-keys"], "api-keys": {"storage": "memcached://x"}}})
