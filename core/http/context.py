@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import msgspec
 
@@ -96,6 +97,11 @@ class RequestContext:
                 decoded: str = value.decode("latin-1")
                 return decoded
         return None
+
+    def query_params(self) -> dict[str, str]:
+        """The URL's query parameters (the last of a repeated one), decoded."""
+        raw = self.scope.get("query_string", b"")
+        return dict(parse_qsl(raw.decode("latin-1"))) if raw else {}
 
     async def body(self) -> bytes:
         """The request body, read once. Refused with 413 past ``max_body_size``

@@ -31,7 +31,7 @@ from sluiceway.api import AuthStrategyType, hookimpl
 
 from .keyfile import KeyRecord, hash_secret, new_secret, parse_keys, read_keys
 from .redis_keys import RedisKeyStore
-from .store import CreatedKey, KeyNotFound, KeyOperations, KeyStore
+from .store import CreatedKey, KeyNotFound, KeyOperations, KeyStore, describe_key
 from .strategy import ApiKeysOptions, ApiKeysStrategy, create_strategy, key_store
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "KeyRecord",
     "KeyStore",
     "RedisKeyStore",
+    "describe_key",
     "hash_secret",
     "key_store",
     "new_secret",

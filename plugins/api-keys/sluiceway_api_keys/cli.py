@@ -26,8 +26,8 @@ from sluiceway.api import (
     validate_options,
 )
 
-from .keyfile import KeyRecord, as_utc
-from .store import CreatedKey, KeyNotFound, KeyOperations, KeyStore
+from .keyfile import as_utc
+from .store import CreatedKey, KeyNotFound, KeyOperations, KeyStore, describe_key
 from .strategy import ApiKeysOptions, key_store, resolve_keys_file
 
 __all__ = ["keys", "keys_file_from_config", "parse_expiry", "store_from_config"]
@@ -114,31 +114,6 @@ def _run(action: Callable[[], Any]) -> Any:
         raise click.ClickException(f"the keys store failed: {type(exc).__name__}: {exc}") from None
 
 
-def _status(record: KeyRecord, now: datetime) -> str:
-    if not record.enabled:
-        return "revoked"
-    if record.expires_at is not None and as_utc(record.expires_at) <= now:
-        return "expired"
-    return "enabled"
-
-
-def _when(value: datetime | None) -> str | None:
-    return as_utc(value).isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def _describe(record: KeyRecord, now: datetime) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "name": record.name,
-        "prefix": record.prefix,
-        **record.limits(),
-        "models": record.models,
-        "expires_at": _when(record.expires_at),
-        "created_at": _when(record.created_at),
-        "status": _status(record, now),
-    }
-
-
 def _print_secret(created: CreatedKey, verb: str, as_json: bool) -> None:
     record = created.record
     if as_json:
@@ -191,7 +166,7 @@ def list_keys(as_json: bool, config_path: str | None, keys_file: str | None) -> 
     """List the keys (never their secrets)."""
     store = _store(config_path, keys_file)
     now = datetime.now(UTC)
-    rows = [_describe(record, now) for record in _run(store.read)]
+    rows = [describe_key(record, now) for record in _run(store.read)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -25,13 +25,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
 from .keyfile import (
     PREFIX_LENGTH,
     KeyRecord,
+    as_utc,
     dump_keys,
     hash_secret,
     new_key_id,
@@ -39,9 +40,12 @@ from .keyfile import (
     read_keys,
 )
 
-__all__ = ["CreatedKey", "KeyNotFound", "KeyOperations", "KeyStore"]
+__all__ = ["CHANGEABLE", "CreatedKey", "KeyNotFound", "KeyOperations", "KeyStore",
+           "describe_key", "key_status"]
 
 FILE_MODE = 0o600
+# What may change of a key after it was made (never its id, secret or history).
+CHANGEABLE = frozenset({"name", "rpm", "tpm", "max_concurrent", "models", "expires_at"})
 T = TypeVar("T")
 
 
@@ -59,6 +63,33 @@ class CreatedKey:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def key_status(record: KeyRecord, now: datetime) -> str:
+    """``enabled``, ``revoked`` or ``expired``."""
+    if not record.enabled:
+        return "revoked"
+    if record.expires_at is not None and as_utc(record.expires_at) <= now:
+        return "expired"
+    return "enabled"
+
+
+def _when(value: datetime | None) -> str | None:
+    return as_utc(value).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def describe_key(record: KeyRecord, now: datetime | None = None) -> dict[str, Any]:
+    """A key as the CLI and the admin API show it: never its secret or hash."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "prefix": record.prefix,
+        **record.limits(),
+        "models": record.models,
+        "expires_at": _when(record.expires_at),
+        "created_at": _when(record.created_at),
+        "status": key_status(record, now or datetime.now(UTC)),
+    }
 
 
 class KeyOperations:
@@ -156,6 +187,20 @@ class KeyOperations:
             return records[index]
 
         return self.update(change)
+
+    def change(self, key_id: str, **fields: object) -> KeyRecord:
+        """Set some of key ``key_id``'s ``name``, ``rpm``, ``tpm``, ``max_concurrent``,
+        ``models`` and ``expires_at`` (``None`` clears a limit)."""
+        unknown = set(fields) - CHANGEABLE
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a key")
+
+        def apply(records: list[KeyRecord]) -> KeyRecord:
+            index = self._index(records, key_id)
+            records[index] = msgspec.structs.replace(records[index], **fields)
+            return records[index]
+
+        return self.update(apply)
 
     def delete(self, key_id: str) -> KeyRecord:
         """Remove key ``key_id`` from the store altogether."""

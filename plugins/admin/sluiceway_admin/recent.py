@@ -1,0 +1,78 @@
+"""What the admin API reports of traffic: the last requests, and spend per day.
+
+:class:`TrafficLog` is an event sink: every ``RequestEnded`` goes into a ring of
+the last ``recent_requests`` (what ``GET /admin/v1/requests`` lists) and into the
+day's totals per key and per model (requests, tokens, US dollars), kept for
+:data:`DAYS` days. It lives in each instance's memory: with several instances,
+ask each, or read the request log.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sluiceway.api import RequestEnded
+
+if TYPE_CHECKING:
+    from sluiceway.api import Event, Gateway
+
+__all__ = ["DAYS", "TrafficLog"]
+
+DAYS = 31
+
+
+def _day(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+
+
+class TrafficLog:
+    """The last requests and the daily totals of one instance."""
+
+    def __init__(self, size: int) -> None:
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
+        # day -> ("key" | "model", name) -> totals
+        self.days: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
+
+    def handle(self, event: Event) -> None:
+        if not isinstance(event, RequestEnded):
+            return
+        now = time.time()
+        usage = dict(event.usage or {})
+        self.recent.append({
+            "request_id": event.request_id, "at": now, "path": event.path,
+            "route": event.route, "status": event.status,
+            "duration_ms": round(event.duration * 1000, 3), "key_id": event.key_id,
+            "model": event.model, "provider": event.provider, "stream": event.stream,
+            "error_code": event.error_code, "usage": usage or None, "cost": event.cost,
+        })
+        if event.model is None:
+            return  # not a model call: nothing to spend
+        day = self.days.setdefault(_day(now), {})
+        tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        for kind, name in (("key", event.key_id or "anonymous"), ("model", event.model)):
+            totals = day.setdefault((kind, name), {"requests": 0, "tokens": 0, "cost": 0.0})
+            totals["requests"] += 1
+            totals["tokens"] += tokens
+            totals["cost"] += event.cost or 0.0
+        if len(self.days) > DAYS:
+            del self.days[min(self.days)]
+
+    def spend(self, by: str, days: int) -> list[dict[str, Any]]:
+        """Totals per day and per ``by`` (``"key"`` or ``"model"``), newest day first."""
+        rows = []
+        for day in sorted(self.days, reverse=True)[:days]:
+            for (kind, name), totals in sorted(self.days[day].items()):
+                if kind == by:
+                    rows.append({"day": day, by: name, "requests": int(totals["requests"]),
+                                 "tokens": int(totals["tokens"]),
+                                 "cost": round(totals["cost"], 10)})
+        return rows
+
+
+def create_log(gateway: Gateway) -> TrafficLog:
+    from .options import load_options
+
+    return TrafficLog(load_options(gateway.config).recent_requests)
