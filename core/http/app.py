@@ -62,6 +62,14 @@ class Gateway:
 
     def __init__(self, config: Config, *, plugins: Sequence[tuple[str, object]] = ()) -> None:
         self.config = config
+        # Hot reload: the root is the object a server holds; it sends requests to the
+        # active generation (itself until a reload) and tracks the retiring ones.
+        self.root: Gateway = self
+        self.active: Gateway = self
+        self.retiring: set[Gateway] = set()
+        self.background: set[asyncio.Task[None]] = set()
+        self.extra_plugins = tuple(plugins)
+        self._reload_lock: asyncio.Lock | None = None
         self.plugins: PluginSet = load_plugins(
             config.gateway.plugins, source=config.source, extra=plugins
         )
@@ -275,8 +283,17 @@ class Gateway:
         """End in-flight requests properly, then close providers and plugin resources.
 
         Afterwards the gateway refuses requests (503) rather than restarting on one;
-        :meth:`startup` may still be called explicitly.
+        :meth:`startup` may still be called explicitly. A root closes the generations
+        a reload made too.
         """
+        others = {*self.retiring, self.active} - {self}
+        for generation in others:
+            await generation.close_generation()
+        await self.close_generation()
+
+    async def close_generation(self) -> None:
+        """Close this generation's own providers and plugin resources (a reload
+        retires the previous one this way)."""
         self.closed = True
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
@@ -311,9 +328,26 @@ class Gateway:
 
     # -- ASGI --------------------------------------------------------------
 
+    def reload_lock(self) -> asyncio.Lock:
+        """One reload at a time."""
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
+        return self._reload_lock
+
+    async def reload(self, config: Config | None = None) -> Gateway:
+        """Serve ``config`` (default: the configuration file, read again) from now on,
+        without dropping a request: see :mod:`sluiceway.http.reload`."""
+        from .reload import reload
+
+        return await reload(self, config)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            active = self.active
+            if active is not self:
+                await active._app(scope, receive, send)
+                return
             await self._app(scope, receive, send)
         elif kind == "lifespan":
             await self._serve_lifespan(receive, send)

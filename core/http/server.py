@@ -1,5 +1,6 @@
 """Serving the gateway standalone on hypercorn, with a graceful drain.
 
+On SIGHUP the configuration file is reloaded (:mod:`sluiceway.http.reload`).
 On SIGTERM or SIGINT the gateway stops reporting ready, hypercorn stops
 accepting connections, and in-flight requests (streams included) get
 ``graceful_timeout`` to finish. Whatever is still open then is ended properly:
@@ -80,26 +81,35 @@ async def serve_gateway(
 
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload_on_signal() -> None:
+        task = loop.create_task(_reload(gateway))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     if handle_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload_on_signal)
     stop_accepting = asyncio.Event()
 
     async def drain() -> None:
         await stop.wait()
+        serving = gateway.active  # after a reload, the generation now serving
         log.info(
             "shutting down: draining %d request(s) for up to %.1fs",
-            len(gateway.inflight),
+            len(serving.inflight),
             settings.graceful_timeout,
         )
-        gateway.begin_drain()
+        serving.begin_drain()
         stop_accepting.set()
         deadline = loop.time() + settings.graceful_timeout
         # Polled rather than signalled: the in-flight set is touched on every request,
         # and a 50 ms poll during shutdown costs less than an event on that hot path.
-        while gateway.inflight and loop.time() < deadline:  # noqa: ASYNC110
+        while serving.inflight and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        if ended := gateway.interrupt_inflight("shutdown"):
+        if ended := serving.interrupt_inflight("shutdown"):
             log.warning("grace period over: ended %d open request(s) with an error frame", ended)
 
     drainer = asyncio.create_task(drain())
@@ -114,8 +124,19 @@ async def serve_gateway(
         with contextlib.suppress(asyncio.CancelledError):
             await drainer
         if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+        for task in reloads:
+            task.cancel()
+
+
+async def _reload(gateway: Gateway) -> None:
+    """SIGHUP: reload the configuration file; a bad one is logged and changes nothing."""
+    log.info("SIGHUP: reloading %s", gateway.config.source)
+    try:
+        await gateway.reload()
+    except Exception as exc:
+        log.error("configuration not reloaded, the current one keeps serving: %s", exc)
 
 
 def _run_loop(main: Callable[[], Coroutine[Any, Any, None]], use_uvloop: bool) -> None:

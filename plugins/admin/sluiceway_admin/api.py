@@ -28,6 +28,7 @@ from sluiceway.api import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
+    StartupError,
     send_bytes,
     validate_options,
 )
@@ -113,6 +114,7 @@ class AdminApi:
             "requests": {"GET": self._requests},
             "spend": {"GET": self._spend},
             "stats": {"GET": self._stats},
+            "reload": {"POST": self._reload},
         }
         params: dict[str, str] = {}
         methods = simple.get(path)
@@ -209,6 +211,17 @@ class AdminApi:
         days = _int(query.get("days"), 7, "days")
         return 200, {"object": "list", "by": by,
                      "data": traffic_of(ctx.gateway).spend(by, days)}
+
+    async def _reload(self, ctx: RequestContext, params: dict[str, str]) -> tuple[int, Any]:
+        """Reload the configuration file; a bad one is a 400 and changes nothing."""
+        try:
+            new = await ctx.gateway.root.reload()
+        except StartupError as exc:  # ConfigError included
+            raise InvalidRequest(f"The configuration was not reloaded, the current one "
+                                 f"keeps serving: {exc}", code="config_invalid") from None
+        return 200, {"reloaded": True, "source": new.config.source,
+                     "providers": sorted(new.providers),
+                     "models": sorted(group.name for group in new.router.groups())}
 
     async def _stats(self, ctx: RequestContext, params: dict[str, str]) -> tuple[int, Any]:
         gateway = ctx.gateway

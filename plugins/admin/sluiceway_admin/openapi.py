@@ -81,6 +81,14 @@ OPENAPI: dict[str, Any] = {
                            {"name": "days", "in": "query",
                             "schema": {"type": "integer", "default": 7}}],
             "responses": {"200": _ok(_list("Spend")), "400": _ERROR, "401": _ERROR}}},
+        "/reload": {"post": {
+            "summary": "Reload the configuration file without dropping a request; a bad "
+                       "one is refused (400 config_invalid) and the current one keeps serving",
+            "responses": {"200": _ok({"type": "object", "properties": {
+                "reloaded": {"const": True}, "source": {"type": "string"},
+                "providers": {"type": "array", "items": {"type": "string"}},
+                "models": {"type": "array", "items": {"type": "string"}}}}),
+                "400": _ERROR, "401": _ERROR}}},
         "/stats": {"get": {"summary": "Totals and what is in flight now",
                            "responses": {"200": _ok({"type": "object"}), "401": _ERROR}}},
     },

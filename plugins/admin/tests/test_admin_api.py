@@ -149,7 +149,7 @@ def test_the_openapi_document_covers_every_endpoint(admin: httpx.Client) -> None
     assert served["openapi"].startswith("3.1")
     assert set(served["paths"]) == {
         "/keys", "/keys/{id}", "/keys/{id}/rotate", "/keys/{id}/revoke", "/keys/{id}/enable",
-        "/providers", "/sessions", "/requests", "/spend", "/stats"}
+        "/providers", "/sessions", "/requests", "/spend", "/stats", "/reload"}
     for path, operations in served["paths"].items():
         for method in operations:
             if method == "parameters":
