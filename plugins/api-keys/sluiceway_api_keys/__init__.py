@@ -24,15 +24,18 @@ secret once; clients send it as ``Authorization: Bearer``, ``x-api-key`` or
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sluiceway.api import AuthStrategyType, hookimpl
 
 from .keyfile import KeyRecord, hash_secret, new_secret, parse_keys, read_keys
-from .redis_keys import RedisKeyStore
 from .store import CreatedKey, KeyNotFound, KeyOperations, KeyStore, describe_key
 from .strategy import ApiKeysOptions, ApiKeysStrategy, create_strategy, key_store
+
+if TYPE_CHECKING:
+    from .redis_keys import RedisKeyStore
 
 __all__ = [
     "ApiKeysOptions",
@@ -69,3 +72,12 @@ def register_commands(cli: click.Group) -> None:
     from .cli import keys  # the CLI's imports are not needed to serve
 
     cli.add_command(keys)
+
+
+def __getattr__(name: str) -> Any:
+    # Redis (and its client library) is imported only by those who keep keys there.
+    if name == "RedisKeyStore":
+        from .redis_keys import RedisKeyStore
+
+        return RedisKeyStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,11 +26,11 @@ from sluiceway.api import ConfigError, redact_url
 
 from .keyfile import KeyRecord
 from .store import KeyOperations
+from .strategy import SCHEMES
 
 __all__ = ["SCHEMES", "RedisKeyStore"]
 
 T = TypeVar("T")
-SCHEMES = ("redis://", "rediss://", "unix://")
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(KeyRecord).decode
 _ATTEMPTS = 20

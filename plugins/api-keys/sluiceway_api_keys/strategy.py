@@ -40,7 +40,6 @@ import msgspec
 from sluiceway.api import AuthenticationFailed, ConfigError, Duration, Principal
 
 from .keyfile import KeyRecord, hash_secret
-from .redis_keys import SCHEMES, RedisKeyStore
 from .store import KeyOperations, KeyStore
 
 if TYPE_CHECKING:
@@ -50,6 +49,9 @@ __all__ = ["ApiKeysOptions", "ApiKeysStrategy", "create_strategy", "key_store",
            "resolve_keys_file"]
 
 log = logging.getLogger("sluiceway.api_keys")
+
+# The Redis URLs the keys may be kept at.
+SCHEMES = ("redis://", "rediss://", "unix://")
 
 # Headers a client may carry its key in, after `Authorization: Bearer`
 # (x-api-key: Anthropic SDKs and many tools; api-key: Azure OpenAI SDKs).
@@ -267,6 +269,8 @@ def key_store(options: ApiKeysOptions, base_dir: str | os.PathLike[str]) -> KeyO
     if options.storage == "file":
         assert options.keys_file is not None
         return KeyStore(resolve_keys_file(options.keys_file, base_dir))
+    from .redis_keys import RedisKeyStore  # the Redis client only for those who use it
+
     return RedisKeyStore(options.storage, key_prefix=options.key_prefix)
 
 
