@@ -166,7 +166,7 @@ class DeploymentHealth:
         now = time.monotonic() if now is None else now
         if self.state == "open" and self.open_until >= now + seconds:
             return
+        # A probe already out still reports; the rest only keeps others away.
         self.state = "open"
         self.open_until = now + seconds
         self.open_reason = reason
-        self._probe_out = False

@@ -67,6 +67,7 @@ class Gateway:
         self.root: Gateway = self
         self.active: Gateway = self
         self.retiring: set[Gateway] = set()
+        self.stopping = False  # the root is shutting down: no more reloads
         self.background: set[asyncio.Task[None]] = set()
         self.extra_plugins = tuple(plugins)
         self._reload_lock: asyncio.Lock | None = None
@@ -286,9 +287,12 @@ class Gateway:
         :meth:`startup` may still be called explicitly. A root closes the generations
         a reload made too.
         """
-        others = {*self.retiring, self.active} - {self}
-        for generation in others:
-            await generation.close_generation()
+        # Under the reload lock: no reload can start a generation nobody would close.
+        async with self.reload_lock():
+            self.stopping = True
+            others = {*self.retiring, self.active} - {self}
+            for generation in others:
+                await generation.close_generation()
         await self.close_generation()
 
     async def close_generation(self) -> None:
@@ -327,6 +331,11 @@ class Gateway:
             await self.shutdown()
 
     # -- ASGI --------------------------------------------------------------
+
+    def generations(self) -> list[Gateway]:
+        """The generation serving and those a reload is retiring (the root's view)."""
+        root = self.root
+        return [root.active, *(g for g in root.retiring if g is not root.active)]
 
     def reload_lock(self) -> asyncio.Lock:
         """One reload at a time."""

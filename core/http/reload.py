@@ -21,7 +21,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..config.loading import load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, StartupError
 
 if TYPE_CHECKING:
     from ..config.settings import Config
@@ -41,13 +41,17 @@ async def reload(root: Gateway, config: Config | None = None) -> Gateway:
 
     root = root.root
     async with root.reload_lock():
+        if root.stopping or root.active.draining:
+            raise StartupError("the gateway is shutting down: not reloading")
         if config is None:
             source = root.config.source
             if source.startswith("<"):
                 raise ConfigError("this gateway was not built from a file: give the new "
                                   "configuration", source=source)
-            config = load_config(source, extra_plugins=[name for name, _ in root.extra_plugins])
-        new = Gateway(config, plugins=root.extra_plugins)
+            extra = [name for name, _ in root.extra_plugins]
+            # Reading files and importing plugins: off the event loop.
+            config = await asyncio.to_thread(load_config, source, extra_plugins=extra)
+        new = await asyncio.to_thread(Gateway, config, plugins=root.extra_plugins)
         new.root = root
         try:
             await new.startup()

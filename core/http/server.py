@@ -96,20 +96,22 @@ async def serve_gateway(
 
     async def drain() -> None:
         await stop.wait()
-        serving = gateway.active  # after a reload, the generation now serving
+        # After a reload: the generation serving, and those still finishing requests.
+        generations = gateway.generations()
         log.info(
             "shutting down: draining %d request(s) for up to %.1fs",
-            len(serving.inflight),
+            sum(len(g.inflight) for g in generations),
             settings.graceful_timeout,
         )
-        serving.begin_drain()
+        for generation in generations:
+            generation.begin_drain()
         stop_accepting.set()
         deadline = loop.time() + settings.graceful_timeout
         # Polled rather than signalled: the in-flight set is touched on every request,
         # and a 50 ms poll during shutdown costs less than an event on that hot path.
-        while serving.inflight and loop.time() < deadline:  # noqa: ASYNC110
+        while any(g.inflight for g in generations) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        if ended := serving.interrupt_inflight("shutdown"):
+        if ended := sum(g.interrupt_inflight("shutdown") for g in generations):
             log.warning("grace period over: ended %d open request(s) with an error frame", ended)
 
     drainer = asyncio.create_task(drain())
@@ -218,12 +220,15 @@ def _supervise(
     )
 
     def forward(signum: int, _frame: object) -> None:
+        # SIGHUP reloads each worker; SIGTERM and SIGINT stop them all.
+        sent = signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM
         for child in children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGTERM)
+                os.kill(child, sent)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     worst = 0
     for child in children:
         _, status = os.waitpid(child, 0)

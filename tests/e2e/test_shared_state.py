@@ -66,9 +66,16 @@ async def test_the_gateway_cap_admits_exactly_n_across_two_instances(
     redis_server: RedisServer, tmp_path: Path, gateway_processes: Processes,
 ) -> None:
     config = _config(tmp_path / "plugins.toml", redis_server.url,
-                     gateway="max_concurrent_requests = 3\nqueue_timeout = \"200ms\"")
+                     gateway="max_concurrent_requests = 3\nqueue_timeout = \"200ms\"",
+                     ttft="4s")
     gateways = gateway_processes(config, 2)
-    responses = await _burst(gateways, 6)
+    burst = asyncio.ensure_future(_burst(gateways, 6))
+    # Past lease_ttl (2 s) the three answers still run: their leases were renewed,
+    # so the cap still holds.
+    await asyncio.sleep(2.6)
+    late = await _burst(gateways, 1)
+    assert [r.status_code for r in late] == [503, 503]
+    responses = await burst
     # Each instance alone would admit 3 of its 6: together they admit 3.
     assert sum(r.status_code == 200 for r in responses) == 3
     assert {r.status_code for r in responses} == {200, 503}

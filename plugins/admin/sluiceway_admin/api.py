@@ -10,6 +10,8 @@ keys`` (the file or Redis, as ``[auth.api-keys]`` says), in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
 import hmac
 import re
 import time
@@ -28,6 +30,7 @@ from sluiceway.api import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
+    RateLimited,
     StartupError,
     send_bytes,
     validate_options,
@@ -47,6 +50,11 @@ PREFIX = "/admin/v1/"
 _KEY_PATH = re.compile(r"^keys/(?P<id>[A-Za-z0-9_-]+)(?:/(?P<action>rotate|revoke|enable))?$")
 Handler = Callable[["RequestContext", dict[str, str]], Awaitable[tuple[int, Any]]]
 _LIMITS = ("rpm", "tpm", "max_concurrent")
+# Failed admin logins allowed per client address within the window, and how many
+# addresses are remembered.
+MAX_FAILURES = 10
+FAILURE_WINDOW = 60.0
+MAX_TRACKED = 10_000
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -59,21 +67,37 @@ class AdminApi:
     """The admin API of one gateway build."""
 
     def __init__(self, options: AdminOptions, config: Config) -> None:
-        self._secrets = [key.reveal().encode() for key in options.admin_keys]
+        # Digests, so that a comparison's time says nothing of a secret's length.
+        self._digests = [hashlib.sha256(key.reveal().encode()).digest()
+                         for key in options.admin_keys]
         self._config = config
         self._store: KeyOperations | None = None
+        # Failed admin logins per client address: a guesser is stopped for a while.
+        self._failures: dict[str, collections.deque[float]] = {}
 
     # -- plumbing ----------------------------------------------------------
 
     def _check_admin(self, ctx: RequestContext) -> None:
+        client = (ctx.scope.get("client") or ("unknown",))[0]
+        now = time.monotonic()
+        failures = self._failures.get(client)
+        while failures and now - failures[0] > FAILURE_WINDOW:
+            failures.popleft()
+        if failures is not None and len(failures) >= MAX_FAILURES:
+            raise RateLimited("Too many failed admin logins from this address; wait.",
+                              code="too_many_admin_failures",
+                              retry_after=FAILURE_WINDOW - (now - failures[0]))
         header = ctx.header(b"authorization") or ""
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationFailed("The admin API needs an admin key: "
                                        "Authorization: Bearer <admin key>.",
                                        code="admin_key_required")
-        given = token.strip().encode()
-        if not any(hmac.compare_digest(given, secret) for secret in self._secrets):
+        given = hashlib.sha256(token.strip().encode()).digest()
+        if not any(hmac.compare_digest(given, digest) for digest in self._digests):
+            if len(self._failures) >= MAX_TRACKED and client not in self._failures:
+                self._failures.pop(next(iter(self._failures)))  # bounded memory
+            self._failures.setdefault(client, collections.deque()).append(now)
             raise AuthenticationFailed("That is not an admin key.", code="invalid_admin_key")
 
     def store(self) -> KeyOperations:

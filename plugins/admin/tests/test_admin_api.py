@@ -159,3 +159,15 @@ def test_the_openapi_document_covers_every_endpoint(admin: httpx.Client) -> None
             # Every documented operation exists: it answers, never 404 for the path itself.
             assert answer.status_code != 405, (method, path)
             assert answer.json().get("error", {}).get("code") != "not_found", (method, path)
+
+
+def test_a_guessed_admin_key_is_stopped(gateway: RunningServer) -> None:
+    with httpx.Client(base_url=gateway.url + "/admin/v1", timeout=30) as guesser:
+        codes = [guesser.get("/keys", headers={"authorization": f"Bearer guess-{n}"}).status_code
+                 for n in range(12)]
+        right = guesser.get("/keys", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+    # Even the right key waits: the address is blocked, not the guess.
+    assert right.status_code == 429
+    assert right.json()["error"]["code"] == "too_many_admin_failures"
+    assert int(right.headers["retry-after"]) >= 1
