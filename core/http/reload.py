@@ -37,8 +37,6 @@ async def reload(root: Gateway, config: Config | None = None) -> Gateway:
     now on; returns the new generation. Raises the new configuration's error (a
     :class:`~sluiceway.ConfigError` or :class:`~sluiceway.StartupError`) and leaves
     the old one serving."""
-    from .app import Gateway
-
     root = root.root
     async with root.reload_lock():
         if root.stopping or root.active.draining:
@@ -51,7 +49,8 @@ async def reload(root: Gateway, config: Config | None = None) -> Gateway:
             extra = [name for name, _ in root.extra_plugins]
             # Reading files and importing plugins: off the event loop.
             config = await asyncio.to_thread(load_config, source, extra_plugins=extra)
-        new = await asyncio.to_thread(Gateway, config, plugins=root.extra_plugins)
+        # The root's own class: a reload builds what create_app built.
+        new = await asyncio.to_thread(type(root), config, plugins=root.extra_plugins)
         new.root = root
         try:
             await new.startup()

@@ -156,13 +156,14 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisServer]:
         for node, bus_port in zip(nodes[1:], bus_ports[1:], strict=True):
             _command(nodes[0].port, "CLUSTER", "MEET", "127.0.0.1", str(node.port),
                      str(bus_port))
-        for _ in range(400):
+        # Gossip takes longer on a loaded machine: a generous bound, not a speed.
+        for _ in range(1200):
             if all(b"cluster_state:ok" in _command(node.port, "CLUSTER", "INFO")
                    for node in nodes):
                 break
             time.sleep(0.025)
         else:
-            raise RuntimeError("the Redis cluster did not reach cluster_state:ok in 10 s")
+            raise RuntimeError("the Redis cluster did not reach cluster_state:ok in 30 s")
         head, *rest = nodes
         head.url_override = "redis+cluster://" + ",".join(
             f"127.0.0.1:{node.port}" for node in nodes)
