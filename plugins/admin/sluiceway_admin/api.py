@@ -295,6 +295,19 @@ def _key_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
             raise InvalidRequest("'models' must be a list of model globs, or null.",
                                  param="models", code="invalid_value")
         fields["models"] = models
+    if "team" in body:
+        team = body["team"]
+        if team is not None and (not isinstance(team, str) or not team.strip()):
+            raise InvalidRequest("'team' must be a non-empty string, or null.", param="team",
+                                 code="invalid_value")
+        fields["team"] = team.strip() if isinstance(team, str) else None
+    if "budget" in body:
+        budget = body["budget"]
+        if budget is not None and (not isinstance(budget, int | float)
+                                   or isinstance(budget, bool) or budget < 0):
+            raise InvalidRequest("'budget' must be US dollars (0 or more), or null.",
+                                 param="budget", code="invalid_value")
+        fields["budget"] = float(budget) if budget is not None else None
     if "name" in body and not creating:
         if not isinstance(body["name"], str) or not body["name"].strip():
             raise InvalidRequest("'name' must be a non-empty string.", param="name",

@@ -104,6 +104,7 @@ OPENAPI: dict[str, Any] = {
                 "prefix": {"type": "string"}, "rpm": {"type": ["integer", "null"]},
                 "tpm": {"type": ["integer", "null"]},
                 "max_concurrent": {"type": ["integer", "null"]},
+                "team": {"type": ["string", "null"]}, "budget": {"type": ["number", "null"]},
                 "models": {"type": ["array", "null"], "items": {"type": "string"}},
                 "expires_at": {"type": ["string", "null"], "format": "date-time"},
                 "created_at": {"type": ["string", "null"], "format": "date-time"},
@@ -115,6 +116,7 @@ OPENAPI: dict[str, Any] = {
                 "tpm": {"type": "integer", "minimum": 1},
                 "max_concurrent": {"type": "integer", "minimum": 1},
                 "models": {"type": "array", "items": {"type": "string"}},
+                "team": {"type": "string"}, "budget": {"type": "number", "minimum": 0},
                 "expires_in": {"type": "string", "examples": ["30d"]},
                 "expires_at": {"type": "string", "format": "date-time"}}},
             "KeyChange": {"type": "object", "properties": {
@@ -122,6 +124,7 @@ OPENAPI: dict[str, Any] = {
                 "tpm": {"type": ["integer", "null"]},
                 "max_concurrent": {"type": ["integer", "null"]},
                 "models": {"type": ["array", "null"], "items": {"type": "string"}},
+                "team": {"type": ["string", "null"]}, "budget": {"type": ["number", "null"]},
                 "expires_in": {"type": "string"},
                 "expires_at": {"type": ["string", "null"], "format": "date-time"},
                 "enabled": {"type": "boolean"}}},

@@ -75,18 +75,20 @@ def test_only_an_admin_key_opens_it(gateway: RunningServer, admin: httpx.Client)
 
 def test_a_key_s_whole_life(gateway: RunningServer, admin: httpx.Client) -> None:
     made = admin.post("/keys", json={"name": "crm", "rpm": 100, "models": ["mock-*"],
-                                     "expires_in": "30d"})
+                                     "expires_in": "30d", "team": "alpha", "budget": 5})
     assert made.status_code == 201, made.text
     key = made.json()
     assert key["secret"].startswith("sk-sw-") and key["status"] == "enabled"
     assert key["rpm"] == 100 and key["models"] == ["mock-*"] and key["expires_at"]
+    assert (key["team"], key["budget"]) == ("alpha", 5.0)
     assert _until(lambda: _works(gateway, key["secret"]))
 
     listed = admin.get("/keys").json()["data"]
     assert [row["id"] for row in listed] == [key["id"]]
     assert "secret" not in listed[0] and "hash" not in listed[0]
-    changed = admin.patch(f"/keys/{key['id']}", json={"rpm": None, "tpm": 5000})
+    changed = admin.patch(f"/keys/{key['id']}", json={"rpm": None, "tpm": 5000, "team": None})
     assert (changed.json()["rpm"], changed.json()["tpm"]) == (None, 5000)
+    assert changed.json()["team"] is None
 
     assert admin.post(f"/keys/{key['id']}/revoke").json()["status"] == "revoked"
     assert _until(lambda: not _works(gateway, key["secret"]))
@@ -126,6 +128,7 @@ def test_bad_requests_are_clear(admin: httpx.Client) -> None:
         ("POST", "/keys", {}, 400, "name"),
         ("POST", "/keys", {"name": "x", "rpm": 0}, 400, "rpm"),
         ("POST", "/keys", {"name": "x", "models": "gpt"}, 400, "models"),
+        ("POST", "/keys", {"name": "x", "budget": -1}, 400, "budget"),
         ("POST", "/keys", {"name": "x", "expires_at": "2001-01-01"}, 400, "expires_at"),
         ("PATCH", "/keys/key_nope", {"rpm": 5}, 404, None),
         ("GET", "/spend?by=team", None, 400, "by"),

@@ -78,6 +78,10 @@ class KeyRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_d
     tpm: PositiveInt | None = None
     max_concurrent: PositiveInt | None = None
     models: list[str] | None = None
+    # The team (or project) the key belongs to: its budget applies to the key too.
+    team: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    # US dollars the key may spend per budget period (the costs plugin's).
+    budget: Annotated[float, msgspec.Meta(ge=0)] | None = None
     expires_at: datetime | None = None
     created_at: datetime | None = None
     rotated_at: datetime | None = None
@@ -91,6 +95,16 @@ class KeyRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_d
     def limits(self) -> dict[str, int | None]:
         """The limits the ``limits`` plugin will enforce, by name."""
         return {"rpm": self.rpm, "tpm": self.tpm, "max_concurrent": self.max_concurrent}
+
+    def attributes(self) -> dict[str, Any]:
+        """What the key's principal carries for policies: its limits, and its team
+        and budget (the ``costs`` plugin's) when it has them."""
+        found: dict[str, Any] = dict(self.limits())
+        if self.team is not None:
+            found["team"] = self.team
+        if self.budget is not None:
+            found["budget"] = self.budget
+        return found
 
 
 class KeysFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -199,6 +213,8 @@ def _value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that reads back the same float
     if isinstance(value, str):
         return _string(value)
     if isinstance(value, datetime):

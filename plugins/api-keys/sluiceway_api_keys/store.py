@@ -45,7 +45,8 @@ __all__ = ["CHANGEABLE", "CreatedKey", "KeyNotFound", "KeyOperations", "KeyStore
 
 FILE_MODE = 0o600
 # What may change of a key after it was made (never its id, secret or history).
-CHANGEABLE = frozenset({"name", "rpm", "tpm", "max_concurrent", "models", "expires_at"})
+CHANGEABLE = frozenset({"name", "rpm", "tpm", "max_concurrent", "models", "expires_at",
+                        "team", "budget"})
 T = TypeVar("T")
 
 
@@ -85,6 +86,8 @@ def describe_key(record: KeyRecord, now: datetime | None = None) -> dict[str, An
         "name": record.name,
         "prefix": record.prefix,
         **record.limits(),
+        "team": record.team,
+        "budget": record.budget,
         "models": record.models,
         "expires_at": _when(record.expires_at),
         "created_at": _when(record.created_at),
@@ -136,6 +139,8 @@ class KeyOperations:
         max_concurrent: int | None = None,
         models: list[str] | None = None,
         expires_at: datetime | None = None,
+        team: str | None = None,
+        budget: float | None = None,
     ) -> CreatedKey:
         """Add a key and return it with its secret (which is stored nowhere)."""
         secret = new_secret()
@@ -154,6 +159,8 @@ class KeyOperations:
                 tpm=tpm,
                 max_concurrent=max_concurrent,
                 models=list(models) if models is not None else None,
+                team=team,
+                budget=budget,
                 expires_at=expires_at,
                 created_at=_now(),
             )

@@ -110,7 +110,7 @@ def _index(records: list[KeyRecord]) -> dict[str, _Entry]:
                 key_id=record.id,
                 name=record.name,
                 allowed_models=tuple(record.models) if record.models is not None else None,
-                attributes=MappingProxyType(record.limits()),
+                attributes=MappingProxyType(record.attributes()),
             ),
             prefix=record.prefix,
             enabled=record.enabled,

@@ -59,6 +59,10 @@ log = logging.getLogger("sluiceway.costs")
 _Dollars = Annotated[float, msgspec.Meta(ge=0)]
 
 
+# Where a team's spend is kept, beside the keys' (key ids never start so).
+TEAM_PREFIX = "team:"
+
+
 class CostsOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[plugin.costs]``."""
 
@@ -74,6 +78,10 @@ class CostsOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     default_budget: _Dollars | None = None
     # key id -> budget per period.
     budgets: dict[str, _Dollars] = msgspec.field(default_factory=dict)
+    # team -> budget per period, shared by every key of the team (a key's `team`).
+    team_budgets: dict[str, _Dollars] = msgspec.field(default_factory=dict)
+    # The soft budget: from this share of a budget spent, answers carry a warning.
+    warn_at: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.8
     budget_period: Duration = Duration(86400)
     # "budgeted": keep spend only for keys with a budget; "all": for every key.
     record_spend: Literal["budgeted", "all"] = "budgeted"
@@ -189,20 +197,43 @@ class CostsPolicy:
         cost = call.cost = found[1].cost_of(usage)
         return cost
 
+    def team_of(self, principal: Principal | None) -> tuple[str, float] | None:
+        """The principal's team and its budget, when the team has one."""
+        team = principal.attributes.get("team") if principal is not None else None
+        if not isinstance(team, str):
+            return None
+        budget = self.options.team_budgets.get(team)
+        return (team, budget) if budget is not None else None
+
     async def admit(self, call: ModelCall) -> Settle:
-        """Refuse a key whose spend has reached its budget (429 ``budget_exceeded``);
-        the settlement prices the call and adds it to the key's spend."""
+        """Refuse a key whose spend, or whose team's, has reached its budget (429
+        ``budget_exceeded`` / ``team_budget_exceeded``, naming the budget and when it
+        resets); past ``warn_at`` of a budget, answers carry a warning. The
+        settlement prices the call and adds it to the key's and the team's spend."""
         principal = call.principal
         key = principal.key_id if principal is not None else ANONYMOUS
         budget = self.budget_for(principal, key)
+        team = self.team_of(principal)
         record = budget is not None or self.options.record_spend == "all"
         if budget is not None:
             spend = await self.store.read(key, self.period)
             self._spend_headers(call.headers, budget, spend)
             if spend.units >= to_units(budget):
                 _decided(call, False, key)
-                raise self._refusal(key, budget, spend, call.headers)
+                raise self._refusal(f"Budget exceeded for {key}", budget, spend, call.headers,
+                                    "budget_exceeded")
+            self._warn(call.headers, f"key {key}", budget, spend)
             _decided(call, True, key)
+        if team is not None:
+            name, team_budget = team
+            spent = await self.store.read(TEAM_PREFIX + name, self.period)
+            call.headers["x-sluiceway-team-budget"] = format_dollars(team_budget)
+            call.headers["x-sluiceway-team-spend"] = format_dollars(spent.dollars)
+            if spent.units >= to_units(team_budget):
+                _decided(call, False, key)
+                raise self._refusal(f"Budget exceeded for team {name}", team_budget, spent,
+                                    call.headers, "team_budget_exceeded")
+            self._warn(call.headers, f"team {name}", team_budget, spent)
 
         async def settle(call: ModelCall) -> None:
             cost = self.cost(call)
@@ -213,8 +244,18 @@ class CostsPolicy:
             if record:
                 spend = await self.store.add(key, to_units(cost), self.period)
                 self._spend_headers(call.headers, budget, spend)
+            if team is not None:
+                spent = await self.store.add(TEAM_PREFIX + team[0], to_units(cost), self.period)
+                call.headers["x-sluiceway-team-spend"] = format_dollars(spent.dollars)
 
         return settle
+
+    def _warn(self, headers: dict[str, str], whose: str, budget: float, spend: Spend) -> None:
+        """The soft budget: say so once ``warn_at`` of the budget is spent."""
+        if budget > 0 and spend.dollars >= budget * self.options.warn_at:
+            headers["x-sluiceway-budget-warning"] = (
+                f"{whose} has spent ${format_dollars(spend.dollars)} of its "
+                f"${format_dollars(budget)} per {format_duration(self.period)}")
 
     def _spend_headers(self, headers: dict[str, str], budget: float | None, spend: Spend) -> None:
         headers["x-sluiceway-spend"] = format_dollars(spend.dollars)
@@ -222,18 +263,18 @@ class CostsPolicy:
             headers["x-sluiceway-budget"] = format_dollars(budget)
             headers["x-sluiceway-budget-reset"] = format_duration(spend.reset_after)
 
-    def _refusal(self, key: str, budget: float, spend: Spend,
-                 headers: dict[str, str]) -> RateLimited:
+    def _refusal(self, what: str, budget: float, spend: Spend,
+                 headers: dict[str, str], code: str) -> RateLimited:
         reset = spend.reset_after
         extra = dict(headers)
         if reset > MAX_RETRY_AFTER_SECONDS:
             # The wait is longer than a client should sleep: tell SDKs not to retry.
             extra["x-should-retry"] = "false"
         return RateLimited(
-            f"Budget exceeded for {key}: ${format_dollars(spend.dollars)} spent of "
+            f"{what}: ${format_dollars(spend.dollars)} spent of "
             f"${format_dollars(budget)} per {format_duration(self.period)}; "
             f"it resets in {format_duration(reset)}.",
-            code="budget_exceeded", retry_after=max(reset, 0.001), headers=extra,
+            code=code, retry_after=max(reset, 0.001), headers=extra,
         )
 
 
