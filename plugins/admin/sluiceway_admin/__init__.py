@@ -1,4 +1,5 @@
-"""sluiceway plugin ``admin``: the admin HTTP API under ``/admin/v1/``.
+"""sluiceway plugin ``admin``: the admin HTTP API under ``/admin/v1/``, and a dashboard
+at ``/admin``.
 
 API keys (list, create, change, revoke, enable, rotate, delete: through the same
 store as ``sluiceway keys``, the file or Redis), providers with their pools and
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from sluiceway.api import Config, EventSinkType, Route, hookimpl
 
 from .api import PREFIX, AdminApi, traffic_of
+from .dashboard import dashboard
 from .options import PLUGIN, AdminOptions, load_options
 from .recent import TrafficLog, create_log
 
@@ -31,6 +33,7 @@ __all__ = [
     "AdminApi",
     "AdminOptions",
     "TrafficLog",
+    "dashboard",
     "load_options",
     "register_event_sinks",
     "register_routes",
@@ -44,6 +47,9 @@ def register_routes(register: Callable[[Route], None], config: Config) -> None:
     # Public to the auth chain: admin keys, not API keys, open it (checked inside).
     register(Route(PREFIX + "{rest}", api, methods=("GET", "POST", "PATCH", "DELETE"),
                    name="admin", public=True))
+    # The page holds no secret; what it shows comes from the API, with the admin key.
+    register(Route("/admin", dashboard, name="admin-dashboard", public=True))
+    register(Route("/admin/", dashboard, name="admin-dashboard-slash", public=True))
 
 
 @hookimpl

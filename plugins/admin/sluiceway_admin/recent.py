@@ -37,8 +37,8 @@ class TrafficLog:
         self.days: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
 
     def handle(self, event: Event) -> None:
-        if not isinstance(event, RequestEnded):
-            return
+        if not isinstance(event, RequestEnded) or (event.route or "").startswith("admin"):
+            return  # the admin API and the dashboard's own polling are not traffic
         now = time.time()
         usage = dict(event.usage or {})
         self.recent.append({
