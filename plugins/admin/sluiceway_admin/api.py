@@ -133,6 +133,7 @@ class AdminApi:
         simple: dict[str, dict[str, Handler]] = {
             "openapi.json": {"GET": self._openapi},
             "keys": {"GET": self._list_keys, "POST": self._create_key},
+            "teams": {"GET": self._teams},
             "providers": {"GET": self._providers},
             "sessions": {"GET": self._sessions},
             "requests": {"GET": self._requests},
@@ -211,6 +212,20 @@ class AdminApi:
         record = await self._keys(lambda store: store.set_enabled(key_id, action == "enable"))
         return 200, describe_key(record)
 
+    async def _teams(self, ctx: RequestContext, params: dict[str, str]) -> tuple[int, Any]:
+        """Each team: its keys, and the budget the costs plugin gives it."""
+        records = await self._keys(lambda store: store.read())
+        budgets = self._config.plugin_options("costs").get("team_budgets") or {}
+        teams: dict[str, list[str]] = {}
+        for record in records:
+            if record.team is not None:
+                teams.setdefault(record.team, []).append(record.id)
+        for name in budgets:
+            teams.setdefault(name, [])
+        return 200, {"object": "list", "data": [
+            {"team": name, "keys": keys, "budget": budgets.get(name)}
+            for name, keys in sorted(teams.items())]}
+
     async def _providers(self, ctx: RequestContext, params: dict[str, str]) -> tuple[int, Any]:
         return 200, {"object": "list", "data": providers_status(ctx.gateway)}
 
@@ -229,12 +244,28 @@ class AdminApi:
     async def _spend(self, ctx: RequestContext, params: dict[str, str]) -> tuple[int, Any]:
         query = ctx.query_params()
         by = query.get("by", "key")
-        if by not in ("key", "model"):
-            raise InvalidRequest("'by' must be 'key' or 'model'.", param="by",
+        if by not in ("key", "model", "team"):
+            raise InvalidRequest("'by' must be 'key', 'model' or 'team'.", param="by",
                                  code="invalid_value")
         days = _int(query.get("days"), 7, "days")
-        return 200, {"object": "list", "by": by,
-                     "data": traffic_of(ctx.gateway).spend(by, days)}
+        log = traffic_of(ctx.gateway)
+        if by != "team":
+            return 200, {"object": "list", "by": by, "data": log.spend(by, days)}
+        # A team's spend: its keys' (as the keys belong to teams now).
+        records = await self._keys(lambda store: store.read())
+        team_of = {record.id: record.team for record in records if record.team is not None}
+        totals: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in log.spend("key", days):
+            team = team_of.get(row["key"])
+            if team is None:
+                continue
+            entry = totals.setdefault((row["day"], team), {
+                "day": row["day"], "team": team, "requests": 0, "tokens": 0, "cost": 0.0})
+            for field in ("requests", "tokens", "cost"):
+                entry[field] += row[field]
+        ordered = sorted(totals.values(), key=lambda row: (row["day"], row["team"]),
+                         reverse=True)
+        return 200, {"object": "list", "by": "team", "data": ordered}
 
     async def _reload(self, ctx: RequestContext, params: dict[str, str]) -> tuple[int, Any]:
         """Reload the configuration file; a bad one is a 400 and changes nothing."""

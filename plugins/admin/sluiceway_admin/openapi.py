@@ -64,6 +64,9 @@ OPENAPI: dict[str, Any] = {
         "/keys/{id}/enable": {"parameters": [_KEY_ID], "post": {
             "summary": "Enable a revoked key again",
             "responses": {"200": _ok(_KEY_REF), **_ERRORS}}},
+        "/teams": {"get": {"summary": "Teams: their keys and the budget the costs plugin "
+                                      "gives each", "responses": {"200": _ok(_list("Team")),
+                                                                  "401": _ERROR}}},
         "/providers": {"get": {"summary": "Providers: pool occupancy, breakers, latency",
                                "responses": {"200": _ok(_list("Provider")), "401": _ERROR}}},
         "/sessions": {"get": {"summary": "Sessions of web-login providers on this instance",
@@ -75,9 +78,9 @@ OPENAPI: dict[str, Any] = {
                                               ("model", "string"), ("provider", "string"))],
             "responses": {"200": _ok(_list("Request")), "400": _ERROR, "401": _ERROR}}},
         "/spend": {"get": {
-            "summary": "Requests, tokens and US dollars per day, by key or by model",
+            "summary": "Requests, tokens and US dollars per day, by key, model or team",
             "parameters": [{"name": "by", "in": "query",
-                            "schema": {"enum": ["key", "model"], "default": "key"}},
+                            "schema": {"enum": ["key", "model", "team"], "default": "key"}},
                            {"name": "days", "in": "query",
                             "schema": {"type": "integer", "default": 7}}],
             "responses": {"200": _ok(_list("Spend")), "400": _ERROR, "401": _ERROR}}},
@@ -128,6 +131,10 @@ OPENAPI: dict[str, Any] = {
                 "expires_in": {"type": "string"},
                 "expires_at": {"type": ["string", "null"], "format": "date-time"},
                 "enabled": {"type": "boolean"}}},
+            "Team": {"type": "object", "properties": {
+                "team": {"type": "string"},
+                "keys": {"type": "array", "items": {"type": "string"}},
+                "budget": {"type": ["number", "null"]}}},
             "Provider": {"type": "object", "properties": {
                 "name": {"type": "string"}, "pool": {"type": "object"},
                 "deployments": {"type": "array", "items": {"type": "object"}}}},

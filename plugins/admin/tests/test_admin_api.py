@@ -104,7 +104,7 @@ def test_a_key_s_whole_life(gateway: RunningServer, admin: httpx.Client) -> None
 
 def test_providers_requests_spend_and_stats(gateway: RunningServer,
                                             admin: httpx.Client) -> None:
-    key = admin.post("/keys", json={"name": "app"}).json()
+    key = admin.post("/keys", json={"name": "app", "team": "alpha"}).json()
     assert _until(lambda: _works(gateway, key["secret"]))
     providers = admin.get("/providers").json()["data"]
     assert providers[0]["name"] == "mock"
@@ -119,6 +119,10 @@ def test_providers_requests_spend_and_stats(gateway: RunningServer,
     spend = admin.get("/spend", params={"by": "key"}).json()["data"]
     assert any(row["key"] == key["id"] and row["requests"] >= 1 and row["tokens"] > 0
                for row in spend)
+    by_team = admin.get("/spend", params={"by": "team"}).json()["data"]
+    assert [(row["team"], row["requests"]) for row in by_team] == [("alpha", 1)]
+    assert admin.get("/teams").json()["data"] == [
+        {"team": "alpha", "keys": [key["id"]], "budget": None}]
     assert admin.get("/sessions").json()["data"] == []
     assert admin.get("/stats").json()["total_requests"] >= 1
 
@@ -131,7 +135,7 @@ def test_bad_requests_are_clear(admin: httpx.Client) -> None:
         ("POST", "/keys", {"name": "x", "budget": -1}, 400, "budget"),
         ("POST", "/keys", {"name": "x", "expires_at": "2001-01-01"}, 400, "expires_at"),
         ("PATCH", "/keys/key_nope", {"rpm": 5}, 404, None),
-        ("GET", "/spend?by=team", None, 400, "by"),
+        ("GET", "/spend?by=project", None, 400, "by"),
         ("GET", "/nothing-here", None, 404, None),
         ("DELETE", "/providers", None, 405, None),
     ]
@@ -152,7 +156,7 @@ def test_the_openapi_document_covers_every_endpoint(admin: httpx.Client) -> None
     assert served["openapi"].startswith("3.1")
     assert set(served["paths"]) == {
         "/keys", "/keys/{id}", "/keys/{id}/rotate", "/keys/{id}/revoke", "/keys/{id}/enable",
-        "/providers", "/sessions", "/requests", "/spend", "/stats", "/reload"}
+        "/providers", "/sessions", "/requests", "/spend", "/stats", "/reload", "/teams"}
     for path, operations in served["paths"].items():
         for method in operations:
             if method == "parameters":
