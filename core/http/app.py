@@ -46,6 +46,7 @@ from .routes import RouteTable
 from .stats import RequestStats
 
 if TYPE_CHECKING:
+    from ..components import Principal
     from ..state import SharedState
 
 __all__ = ["Gateway", "create_app"]
@@ -331,6 +332,16 @@ class Gateway:
             await self.shutdown()
 
     # -- ASGI --------------------------------------------------------------
+
+    async def authenticate(self, ctx: RequestContext) -> Principal | None:
+        """Who ``ctx`` comes from by the ``[auth] chain`` (the first strategy that
+        knows the credential), or ``None``; for public routes that want a principal
+        of their own (the admin plugin's JWT roles). A bad credential raises."""
+        for strategy in self._auth_chain:
+            principal = await strategy.authenticate(ctx)
+            if principal is not None:
+                return principal
+        return None
 
     def generations(self) -> list[Gateway]:
         """The generation serving and those a reload is retiring (the root's view)."""

@@ -70,6 +70,7 @@ class AdminApi:
         # Digests, so that a comparison's time says nothing of a secret's length.
         self._digests = [hashlib.sha256(key.reveal().encode()).digest()
                          for key in options.admin_keys]
+        self._role = options.admin_role
         self._config = config
         self._store: KeyOperations | None = None
         # Failed admin logins per client address: a guesser is stopped for a while.
@@ -77,7 +78,7 @@ class AdminApi:
 
     # -- plumbing ----------------------------------------------------------
 
-    def _check_admin(self, ctx: RequestContext) -> None:
+    async def _check_admin(self, ctx: RequestContext) -> None:
         client = (ctx.scope.get("client") or ("unknown",))[0]
         now = time.monotonic()
         failures = self._failures.get(client)
@@ -94,11 +95,23 @@ class AdminApi:
                                        "Authorization: Bearer <admin key>.",
                                        code="admin_key_required")
         given = hashlib.sha256(token.strip().encode()).digest()
-        if not any(hmac.compare_digest(given, digest) for digest in self._digests):
-            if len(self._failures) >= MAX_TRACKED and client not in self._failures:
-                self._failures.pop(next(iter(self._failures)))  # bounded memory
-            self._failures.setdefault(client, collections.deque()).append(now)
-            raise AuthenticationFailed("That is not an admin key.", code="invalid_admin_key")
+        if any(hmac.compare_digest(given, digest) for digest in self._digests):
+            return
+        if self._role is not None and await self._has_role(ctx):
+            return
+        if len(self._failures) >= MAX_TRACKED and client not in self._failures:
+            self._failures.pop(next(iter(self._failures)))  # bounded memory
+        self._failures.setdefault(client, collections.deque()).append(now)
+        raise AuthenticationFailed("That is not an admin key.", code="invalid_admin_key")
+
+    async def _has_role(self, ctx: RequestContext) -> bool:
+        """Whether the auth chain knows the bearer as a principal with the admin role."""
+        try:
+            principal = await ctx.gateway.authenticate(ctx)
+        except AuthenticationFailed:
+            return False
+        roles = principal.attributes.get("roles") if principal is not None else None
+        return isinstance(roles, tuple | list) and self._role in roles
 
     def store(self) -> KeyOperations:
         if self._store is None:
@@ -122,7 +135,7 @@ class AdminApi:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[CONTEXT_KEY]
-        self._check_admin(ctx)
+        await self._check_admin(ctx)
         path = scope["path_params"].get("rest", "").strip("/")
         method = scope["method"]
         handler, params = self._route(method, path)

@@ -178,3 +178,38 @@ def test_a_guessed_admin_key_is_stopped(gateway: RunningServer) -> None:
     assert right.status_code == 429
     assert right.json()["error"]["code"] == "too_many_admin_failures"
     assert int(right.headers["retry-after"]) >= 1
+
+
+def test_a_jwt_with_the_admin_role_opens_it_and_a_user_s_does_not(
+    gateway_factory: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import jwt
+
+    secret = "jwt-signing-secret-long-enough-for-hs256"
+    monkeypatch.setenv("SLUICEWAY_TEST_JWT_SECRET", secret)
+    server = gateway_factory({
+        "gateway": {"plugins": ["mock", "jwt", "admin"]},
+        "auth": {"chain": ["jwt"], "jwt": {"secret": "env:SLUICEWAY_TEST_JWT_SECRET",
+                                           "algorithms": ["HS256"]}},
+        "providers": [{"name": "mock", "type": "mock", "models": ["mock-gpt"]}],
+        "plugin": {"admin": {"admin_role": "admin"}},
+    })
+
+    def token(**claims: Any) -> str:
+        return jwt.encode({"sub": "someone", "exp": int(time.time()) + 300, **claims}, secret,
+                          algorithm="HS256")
+
+    operator, user = token(roles=["admin", "ops"]), token(roles=["reader"])
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        allowed = client.get("/admin/v1/providers", headers={"authorization": f"Bearer {operator}"})
+        refused = client.get("/admin/v1/providers", headers={"authorization": f"Bearer {user}"})
+        forgery = jwt.encode({"sub": "x", "roles": ["admin"], "exp": int(time.time()) + 300},
+                             "not-the-signing-secret-but-as-long-as-it", algorithm="HS256")
+        forged = client.get("/admin/v1/providers",
+                            headers={"authorization": f"Bearer {forgery}"})
+        chat = client.post("/v1/chat/completions", headers={"authorization": f"Bearer {user}"},
+                           json={"model": "mock-gpt", "messages": HI})
+    assert allowed.status_code == 200, allowed.text
+    assert refused.status_code == forged.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_admin_key"
+    assert chat.status_code == 200  # the user's token is good for what users do

@@ -80,6 +80,8 @@ class JwtOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     key_id_claim: str = "sub"
     name_claim: str = "name"
     models_claim: str = "models"
+    # A list of role names, kept as the principal's "roles" (the admin plugin's admin_role).
+    roles_claim: str = "roles"
     limits_claims: dict[str, str] = msgspec.field(default_factory=lambda: dict(_DEFAULT_LIMITS))
 
 
@@ -208,6 +210,7 @@ class JwtStrategy:
         self.name_claim = options.name_claim
         self.models_claim = options.models_claim
         self.limits_claims = dict(options.limits_claims)
+        self.roles_claim = options.roles_claim
         self.decode_options: Options = {
             "require": ["exp"] if options.require_exp else [],
             "enforce_minimum_key_length": True,  # refuse rather than warn per request
@@ -289,7 +292,12 @@ class JwtStrategy:
             not isinstance(models, list) or not all(isinstance(m, str) for m in models)
         ):
             raise _fail(f"The JWT claim {self.models_claim!r} must be a list of model globs.")
-        attributes: dict[str, int | None] = {}
+        attributes: dict[str, Any] = {}
+        roles = claims.get(self.roles_claim)
+        if roles is not None:
+            if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+                raise _fail(f"The JWT claim {self.roles_claim!r} must be a list of role names.")
+            attributes["roles"] = tuple(roles)
         for attribute, claim in self.limits_claims.items():
             value = claims.get(claim)
             if value is not None and (
