@@ -124,7 +124,7 @@ class Gateway:
         self.sessions = SessionManager(
             config.sessions, base_dir=config.base_dir, source=config.source, events=self.events
         )
-        self._auth_chain = build_auth_chain(self.registry, config, self)
+        self._auth_chain = build_auth_chain(self.registry, config, self, self._owned_lifespans)
         self._app: ASGIApp = self._build_stack()
 
     # -- build -------------------------------------------------------------

@@ -82,8 +82,10 @@ def plan_provider(registry: Registry, config: Config, settings: Any) -> Provider
     return ProviderPlan(settings, registered.item, options)
 
 
-def build_auth_chain(registry: Registry, config: Config, gateway: Gateway) -> list[AuthStrategy]:
-    """The strategies of ``auth.chain``, in order, each built with its ``[auth.NAME]``."""
+def build_auth_chain(registry: Registry, config: Config, gateway: Gateway,
+                     owned: OwnedLifespans | None = None) -> list[AuthStrategy]:
+    """The strategies of ``auth.chain``, in order, each built with its ``[auth.NAME]``;
+    those with a ``lifespan()`` (a store client to close) go into ``owned``."""
     for name in config.auth.options:
         if name not in config.auth.chain:
             raise ConfigError(
@@ -105,10 +107,11 @@ def build_auth_chain(registry: Registry, config: Config, gateway: Gateway) -> li
             config.auth.options.get(name, {}), registered.item.config_model,
             what=f"auth strategy {name!r}", config=config, key=f"auth.{name}",
         )
-        chain.append(
-            built_by(registered.plugin, f"auth strategy {name!r}",
-                     partial(registered.item.factory, options, gateway))
-        )
+        strategy = built_by(registered.plugin, f"auth strategy {name!r}",
+                            partial(registered.item.factory, options, gateway))
+        if owned is not None and callable(getattr(strategy, "lifespan", None)):
+            owned.append((registered.plugin, strategy))
+        chain.append(strategy)
     return chain
 
 

@@ -22,6 +22,7 @@ requests arriving meanwhile use the keys already loaded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import math
@@ -29,6 +30,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,6 +159,17 @@ class ApiKeysStrategy:
         self._last_problem: str | None = None
         log.info("api-keys: %d keys loaded from %s", len(records), source.where)
         log.debug("api-keys: key ids %s", [record.id for record in records])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Entered at startup, left at shutdown (and when a reload retires this
+        build): closes the store's client, if it has one (Redis)."""
+        try:
+            yield
+        finally:
+            close = getattr(self.source, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
 
     @property
     def key_count(self) -> int:

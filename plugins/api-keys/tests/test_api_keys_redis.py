@@ -110,3 +110,18 @@ def test_storage_must_be_file_or_redis() -> None:
     with pytest.raises(ConfigError, match="storage must be"):
         create_app({"gateway": {"plugins": ["api-keys"]}, "auth": {
             "chain": ["api-keys"], "api-keys": {"storage": "memcached://x"}}})
+
+
+async def test_a_retired_build_closes_its_redis_client(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
+    """The strategy's lifespan closes the store's client: a reload retires a build
+    without leaving a connection behind."""
+    config = _config(tmp_path / "plugins.toml", redis_server.url)
+    gateway = create_app(str(config))
+    await gateway.startup()
+    (strategy,) = gateway._auth_chain
+    store = strategy.source  # type: ignore[attr-defined]
+    assert store._client is not None  # it read the keys at build time
+    await gateway.shutdown()
+    assert store._client is None
