@@ -156,17 +156,22 @@ class ProviderConformance:
         assert status == 200 and seen is not None
         assert seen.completion_tokens == chunks[-1].usage.completion_tokens
 
-    def test_conformance_a_client_hang_up_ends_the_call(
-        self, gateway: Any, usage_log: _UsageLog, slow_stream: None,
-    ) -> None:
+    def _hang_up_mid_stream(self, gateway: Any, until: Callable[[], bool]) -> None:
+        """Start a stream, read its first bytes, hang up; then wait (at most 5 s)
+        for ``until()``."""
         with httpx.Client(base_url=gateway.base_url, timeout=30) as http, http.stream(
             "POST", "/chat/completions", json=self._body(stream=True),
         ) as answer:
             assert answer.status_code == 200
-            next(answer.iter_raw())  # the first bytes, then hang up
+            next(answer.iter_raw())
         give_up = time.monotonic() + 5.0
-        while not usage_log.settled and time.monotonic() < give_up:
+        while not until() and time.monotonic() < give_up:
             time.sleep(0.02)
+
+    def test_conformance_a_client_hang_up_ends_the_call(
+        self, gateway: Any, usage_log: _UsageLog, slow_stream: None,
+    ) -> None:
+        self._hang_up_mid_stream(gateway, lambda: bool(usage_log.settled))
         assert len(usage_log.settled) == 1, "the call was not settled"
         assert usage_log.hung_up == 1, "the call was settled as if the client had stayed"
 
@@ -248,12 +253,5 @@ class HttpProviderConformance(ProviderConformance):
     def test_conformance_a_client_hang_up_closes_the_upstream_stream(
         self, gateway: Any, proxy: FaultProxy, slow_stream: None,
     ) -> None:
-        with httpx.Client(base_url=gateway.base_url, timeout=30) as http, http.stream(
-            "POST", "/chat/completions", json=self._body(stream=True),
-        ) as answer:
-            assert answer.status_code == 200
-            next(answer.iter_raw())
-        give_up = time.monotonic() + 5.0
-        while proxy.disconnects == 0 and time.monotonic() < give_up:
-            time.sleep(0.02)
+        self._hang_up_mid_stream(gateway, lambda: proxy.disconnects > 0)
         assert proxy.disconnects == 1, f"the upstream saw {proxy.disconnects} hang-ups"
