@@ -45,7 +45,7 @@ __all__ = [
 def register_routes(register: Callable[[Route], None], config: Config) -> None:
     api = AdminApi(load_options(config), config)
     # Public to the auth chain: admin keys, not API keys, open it (checked inside).
-    register(Route(PREFIX + "{rest}", api, methods=("GET", "POST", "PATCH", "DELETE"),
+    register(Route(PREFIX + "{rest}", api, methods=("GET", "POST", "PUT", "PATCH", "DELETE"),
                    name="admin", public=True))
     # The page holds no secret; what it shows comes from the API, with the admin key.
     register(Route("/admin", dashboard, name="admin-dashboard", public=True))

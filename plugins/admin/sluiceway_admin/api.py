@@ -48,6 +48,7 @@ __all__ = ["PREFIX", "AdminApi"]
 
 PREFIX = "/admin/v1/"
 _KEY_PATH = re.compile(r"^keys/(?P<id>[A-Za-z0-9_-]+)(?:/(?P<action>rotate|revoke|enable))?$")
+_TEAM_PATH = re.compile(r"^teams/(?P<name>[A-Za-z0-9_.-]+)$")
 Handler = Callable[["RequestContext", dict[str, str]], Awaitable[tuple[int, Any]]]
 _LIMITS = ("rpm", "tpm", "max_concurrent")
 # Failed admin logins allowed per client address within the window, and how many
@@ -156,6 +157,9 @@ class AdminApi:
         }
         params: dict[str, str] = {}
         methods = simple.get(path)
+        if methods is None and (team := _TEAM_PATH.match(path)):
+            params = {"name": team["name"]}
+            methods = {"PUT": self._set_team, "DELETE": self._delete_team}
         if methods is None and (match := _KEY_PATH.match(path)):
             params = {"id": match["id"]}
             methods = ({"POST": self._key_action} if match["action"] else
@@ -226,10 +230,12 @@ class AdminApi:
         return 200, describe_key(record)
 
     async def _teams(self, ctx: RequestContext, params: dict[str, str]) -> tuple[int, Any]:
-        """Each team: its keys, and the budget the costs plugin gives it."""
-        records = await self._keys(lambda store: store.read())
-        budgets = self._config.plugin_options("costs").get("team_budgets") or {}
-        teams: dict[str, list[str]] = {}
+        """Each team: its keys, and its budget (the store's, else the costs plugin's
+        ``team_budgets``)."""
+        records, stored = await self._keys(lambda store: (store.read(), store.read_teams()))
+        budgets = dict(self._config.plugin_options("costs").get("team_budgets") or {})
+        budgets.update({team.name: team.budget for team in stored if team.budget is not None})
+        teams: dict[str, list[str]] = {team.name: [] for team in stored}
         for record in records:
             if record.team is not None:
                 teams.setdefault(record.team, []).append(record.id)
@@ -238,6 +244,27 @@ class AdminApi:
         return 200, {"object": "list", "data": [
             {"team": name, "keys": keys, "budget": budgets.get(name)}
             for name, keys in sorted(teams.items())]}
+
+    async def _set_team(self, ctx: RequestContext, params: dict[str, str]) -> tuple[int, Any]:
+        """Create a team or set its budget (US dollars per budget period, or null)."""
+        body = await _object(ctx)
+        budget = body.get("budget")
+        if budget is not None and (not isinstance(budget, int | float)
+                                   or isinstance(budget, bool) or budget < 0):
+            raise InvalidRequest("'budget' must be US dollars (0 or more), or null.",
+                                 param="budget", code="invalid_value")
+        name = params["name"]
+        team = await self._keys(lambda store: store.set_team(
+            name, float(budget) if budget is not None else None))
+        return 200, {"team": team.name, "budget": team.budget}
+
+    async def _delete_team(self, ctx: RequestContext, params: dict[str, str]) -> tuple[int, Any]:
+        name = params["name"]
+        try:
+            await self._keys(lambda store: store.delete_team(name))
+        except NotFound:
+            raise NotFound(f"No team is named {name!r}.", code="team_not_found") from None
+        return 200, {"team": name, "deleted": True}
 
     async def _providers(self, ctx: RequestContext, params: dict[str, str]) -> tuple[int, Any]:
         return 200, {"object": "list", "data": providers_status(ctx.gateway)}

@@ -67,6 +67,19 @@ OPENAPI: dict[str, Any] = {
         "/teams": {"get": {"summary": "Teams: their keys and the budget the costs plugin "
                                       "gives each", "responses": {"200": _ok(_list("Team")),
                                                                   "401": _ERROR}}},
+        "/teams/{name}": {
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "put": {"summary": "Create a team or set its budget (US dollars per budget "
+                               "period, shared by its keys; null: none)",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"type": "object", "properties": {
+                            "budget": {"type": ["number", "null"], "minimum": 0}}}}}},
+                    "responses": {"200": _ok({"$ref": "#/components/schemas/Team"}),
+                                  **_ERRORS}},
+            "delete": {"summary": "Delete a team (its keys keep their team, unbudgeted)",
+                       "responses": {"200": _ok({"type": "object"}), **_ERRORS}},
+        },
         "/providers": {"get": {"summary": "Providers: pool occupancy, breakers, latency",
                                "responses": {"200": _ok(_list("Provider")), "401": _ERROR}}},
         "/sessions": {"get": {"summary": "Sessions of web-login providers on this instance",

@@ -54,7 +54,7 @@ def _works(gateway: RunningServer, secret: str) -> bool:
     with openai.OpenAI(base_url=gateway.base_url, api_key=secret, max_retries=0) as client:
         try:
             client.chat.completions.create(model="mock-gpt", messages=HI)  # type: ignore[arg-type]
-        except openai.AuthenticationError:
+        except (openai.AuthenticationError, openai.RateLimitError):
             return False
     return True
 
@@ -156,12 +156,14 @@ def test_the_openapi_document_covers_every_endpoint(admin: httpx.Client) -> None
     assert served["openapi"].startswith("3.1")
     assert set(served["paths"]) == {
         "/keys", "/keys/{id}", "/keys/{id}/rotate", "/keys/{id}/revoke", "/keys/{id}/enable",
-        "/providers", "/sessions", "/requests", "/spend", "/stats", "/reload", "/teams"}
+        "/providers", "/sessions", "/requests", "/spend", "/stats", "/reload", "/teams",
+        "/teams/{name}"}
     for path, operations in served["paths"].items():
         for method in operations:
             if method == "parameters":
                 continue
-            answer = admin.request(method.upper(), path.replace("{id}", "key_unknown"),
+            answer = admin.request(method.upper(), path.replace("{id}", "key_unknown")
+                                   .replace("{name}", "team-x"),
                                    json={"name": "x"} if method == "post" else {"rpm": 1})
             # Every documented operation exists: it answers, never 404 for the path itself.
             assert answer.status_code != 405, (method, path)
@@ -213,3 +215,44 @@ def test_a_jwt_with_the_admin_role_opens_it_and_a_user_s_does_not(
     assert refused.status_code == forged.status_code == 401
     assert refused.json()["error"]["code"] == "invalid_admin_key"
     assert chat.status_code == 200  # the user's token is good for what users do
+
+
+def test_a_team_budget_set_here_is_enforced(
+    tmp_path: Path, gateway_factory: Callable[..., RunningServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLUICEWAY_TEST_ADMIN_KEY", ADMIN_KEY)
+    keys = tmp_path / "keys.toml"
+    keys.write_text("")
+    server = gateway_factory({
+        "gateway": {"plugins": ["mock", "api-keys", "costs", "admin"]},
+        "auth": {"chain": ["api-keys"],
+                 "api-keys": {"keys_file": str(keys), "reload_interval": "100ms"}},
+        "providers": [{"name": "mock", "type": "mock", "models": ["mock-gpt"]}],
+        "plugin": {"admin": {"admin_keys": ["env:SLUICEWAY_TEST_ADMIN_KEY"]},
+                   "costs": {"prices": {"mock-gpt": {"input": 1.0, "output": 1.0}}}},
+    })
+    with httpx.Client(base_url=server.url + "/admin/v1", timeout=30,
+                      headers={"authorization": f"Bearer {ADMIN_KEY}"}) as admin:
+        key = admin.post("/keys", json={"name": "svc", "team": "alpha"}).json()
+        assert _until(lambda: _works(server, key["secret"]))
+        assert admin.put("/teams/alpha", json={"budget": 0}).json() == {
+            "team": "alpha", "budget": 0.0}
+        assert admin.get("/teams").json()["data"] == [
+            {"team": "alpha", "keys": [key["id"]], "budget": 0.0}]
+
+        def refused() -> bool:
+            with openai.OpenAI(base_url=server.base_url, api_key=key["secret"],
+                               max_retries=0) as client:
+                try:
+                    client.chat.completions.create(model="mock-gpt", messages=HI)  # type: ignore[arg-type]
+                except openai.RateLimitError as exc:
+                    return exc.code == "team_budget_exceeded"
+            return False
+
+        assert _until(refused)
+        assert admin.put("/teams/alpha", json={"budget": -1}).status_code == 400
+        assert admin.delete("/teams/alpha").json() == {"team": "alpha", "deleted": True}
+        assert admin.delete("/teams/alpha").json()["error"]["code"] == "team_not_found"
+        assert _until(lambda: _works(server, key["secret"]))
+    assert "[[teams]]" not in keys.read_text()  # deleted from the file as well

@@ -43,12 +43,15 @@ __all__ = [
     "SECRET_PREFIX",
     "KeyRecord",
     "KeysFile",
+    "TeamRecord",
     "dump_keys",
     "hash_secret",
     "new_key_id",
     "new_secret",
     "parse_keys",
+    "parse_store",
     "read_keys",
+    "read_store",
     "verify_secret",
 ]
 
@@ -107,10 +110,19 @@ class KeyRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_d
         return found
 
 
+class TeamRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """One ``[[teams]]`` table: a team (or project) and its budget, in US dollars per
+    budget period of the ``costs`` plugin, shared by every key whose ``team`` it is."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    budget: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
 class KeysFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The whole file: a list of ``[[keys]]`` tables."""
+    """The whole file: ``[[keys]]`` tables, then ``[[teams]]`` tables."""
 
     keys: list[KeyRecord] = msgspec.field(default_factory=list)
+    teams: list[TeamRecord] = msgspec.field(default_factory=list)
 
 
 def new_secret() -> str:
@@ -154,6 +166,11 @@ def _normalise(data: Any) -> Any:
 def parse_keys(text: str, *, source: str) -> list[KeyRecord]:
     """Parse and check a keys file's text; a :class:`ConfigError` names ``source``
     and the key at fault (``keys[2].hash: ...``)."""
+    return parse_store(text, source=source).keys
+
+
+def parse_store(text: str, *, source: str) -> KeysFile:
+    """The keys and the teams of a keys file's text, checked."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -175,11 +192,22 @@ def parse_keys(text: str, *, source: str) -> list[KeyRecord]:
                 key=f"keys[{index}].hash",
             )
         ids[record.id] = hashes[record.hash] = index
-    return parsed.keys
+    names: set[str] = set()
+    for index, team in enumerate(parsed.teams):
+        if team.name in names:
+            raise ConfigError(f"duplicate team {team.name!r}", source=source,
+                              key=f"teams[{index}].name")
+        names.add(team.name)
+    return parsed
 
 
 def read_keys(path: str | os.PathLike[str]) -> list[KeyRecord]:
     """Read and parse the keys file at ``path`` (:class:`ConfigError` naming it)."""
+    return read_store(path).keys
+
+
+def read_store(path: str | os.PathLike[str]) -> KeysFile:
+    """The keys and teams of the keys file at ``path`` (:class:`ConfigError` naming it)."""
     source = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as file:
@@ -191,7 +219,7 @@ def read_keys(path: str | os.PathLike[str]) -> list[KeyRecord]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise ConfigError(f"cannot read the keys file: {reason}", source=source) from None
-    return parse_keys(text, source=source)
+    return parse_store(text, source=source)
 
 
 # -- writing ---------------------------------------------------------------
@@ -231,13 +259,16 @@ _HEADER = """\
 """
 
 
-def dump_keys(records: list[KeyRecord]) -> str:
-    """The TOML text of a keys file holding ``records`` (fields in a fixed order)."""
+def dump_keys(records: list[KeyRecord], teams: list[TeamRecord] | None = None) -> str:
+    """The TOML text of a keys file holding ``records`` and ``teams`` (fields in a
+    fixed order)."""
     parts = [_HEADER]
-    for record in records:
-        lines = ["", "[[keys]]"]
-        for field in record.__struct_fields__:
-            value = getattr(record, field)
+    tables: list[tuple[str, msgspec.Struct]] = [("keys", record) for record in records]
+    tables += [("teams", team) for team in teams or ()]
+    for kind, table in tables:
+        lines = ["", f"[[{kind}]]"]
+        for field in table.__struct_fields__:
+            value = getattr(table, field)
             if value is not None:
                 lines.append(f"{field} = {_value(value)}")
         parts.append("\n".join(lines) + "\n")

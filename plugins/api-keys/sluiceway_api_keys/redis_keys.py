@@ -24,7 +24,7 @@ import msgspec
 
 from sluiceway.api import ConfigError, redact_url
 
-from .keyfile import KeyRecord
+from .keyfile import KeyRecord, TeamRecord
 from .store import KeyOperations
 from .strategy import SCHEMES
 
@@ -33,6 +33,7 @@ __all__ = ["SCHEMES", "RedisKeyStore"]
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(KeyRecord).decode
+_decode_team = msgspec.json.Decoder(TeamRecord).decode
 _ATTEMPTS = 20
 
 
@@ -47,6 +48,7 @@ class RedisKeyStore(KeyOperations):
         self.url = url
         self.where = redact_url(url)
         self._records = key_prefix + "records"
+        self._teams = key_prefix + "teams"
         self._version = key_prefix + "version"
         self._timeout = timeout
         self._client: Any = None
@@ -73,12 +75,25 @@ class RedisKeyStore(KeyOperations):
         return sorted(records, key=lambda record: (
             record.created_at.timestamp() if record.created_at else 0.0, record.id))
 
+    def read_teams(self) -> list[TeamRecord]:
+        raw = self.client().hgetall(self._teams)
+        return sorted((_decode_team(value) for value in raw.values()), key=lambda t: t.name)
+
+    def update_teams(self, change: Callable[[list[TeamRecord]], T]) -> T:
+        return self._update(self._teams, _decode_team, lambda team: team.name, change)
+
     def signature(self) -> int:
         return int(self.client().get(self._version) or 0)
 
     def update(self, change: Callable[[list[KeyRecord]], T]) -> T:
         """Read, ``change``, write: retried when another writer changed the keys in
         between (``WATCH``), applied whole (``MULTI``)."""
+        return self._update(self._records, _decode, lambda record: record.id, change,
+                            parse=self._parse)
+
+    def _update(self, name: str, decode: Callable[[bytes], Any], key: Callable[[Any], str],
+                change: Callable[[list[Any]], T],
+                parse: Callable[[dict[bytes, bytes]], list[Any]] | None = None) -> T:
         import redis
 
         client = self.client()
@@ -86,13 +101,13 @@ class RedisKeyStore(KeyOperations):
             with client.pipeline() as pipe:
                 try:
                     pipe.watch(self._version)
-                    records = self._parse(pipe.hgetall(self._records))
-                    result = change(records)
+                    raw = pipe.hgetall(name)
+                    items = parse(raw) if parse else [decode(value) for value in raw.values()]
+                    result = change(items)
                     pipe.multi()
-                    pipe.delete(self._records)
-                    if records:
-                        pipe.hset(self._records, mapping={
-                            record.id: _encode(record) for record in records})
+                    pipe.delete(name)
+                    if items:
+                        pipe.hset(name, mapping={key(item): _encode(item) for item in items})
                     pipe.incr(self._version)
                     pipe.execute()
                     return result

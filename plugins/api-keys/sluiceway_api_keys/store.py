@@ -32,12 +32,15 @@ import msgspec
 from .keyfile import (
     PREFIX_LENGTH,
     KeyRecord,
+    KeysFile,
+    TeamRecord,
     as_utc,
     dump_keys,
     hash_secret,
     new_key_id,
     new_secret,
     read_keys,
+    read_store,
 )
 
 __all__ = ["CHANGEABLE", "CreatedKey", "KeyNotFound", "KeyOperations", "KeyStore",
@@ -108,6 +111,38 @@ class KeyOperations:
         """The keys, for the gateway: as :meth:`read`, but a store that does not
         exist yet is an error rather than no keys."""
         return self.read()
+
+    def read_teams(self) -> list[TeamRecord]:
+        raise NotImplementedError
+
+    def update_teams(self, change: Callable[[list[TeamRecord]], T]) -> T:
+        """As :meth:`update`, for the teams."""
+        raise NotImplementedError
+
+    def set_team(self, name: str, budget: float | None) -> TeamRecord:
+        """Create team ``name``, or set its budget (``None``: no budget)."""
+
+        def apply(teams: list[TeamRecord]) -> TeamRecord:
+            team = TeamRecord(name=name, budget=budget)
+            for index, existing in enumerate(teams):
+                if existing.name == name:
+                    teams[index] = team
+                    return team
+            teams.append(team)
+            return team
+
+        return self.update_teams(apply)
+
+    def delete_team(self, name: str) -> TeamRecord:
+        """Remove team ``name`` (its keys keep their ``team``, with no budget)."""
+
+        def apply(teams: list[TeamRecord]) -> TeamRecord:
+            for index, existing in enumerate(teams):
+                if existing.name == name:
+                    return teams.pop(index)
+            raise KeyNotFound(name)
+
+        return self.update_teams(apply)
 
     def update(self, change: Callable[[list[KeyRecord]], T]) -> T:
         """Read, ``change`` the list in place, write it back: atomically, and
@@ -236,18 +271,22 @@ class KeyStore(KeyOperations):
         finally:
             os.close(fd)  # closing releases the lock
 
+    def _file(self) -> KeysFile:
+        return read_store(self.path) if self.path.exists() else KeysFile()
+
     def read(self) -> list[KeyRecord]:
         """The current keys; an absent file has none (the first ``create`` makes it)."""
-        if not self.path.exists():
-            return []
-        return read_keys(self.path)
+        return self._file().keys
+
+    def read_teams(self) -> list[TeamRecord]:
+        return self._file().teams
 
     def load(self) -> list[KeyRecord]:
         return read_keys(self.path)  # a missing file is a ConfigError naming it
 
-    def write(self, records: list[KeyRecord]) -> None:
+    def write(self, records: list[KeyRecord], teams: list[TeamRecord] | None = None) -> None:
         """Replace the file atomically (call with the lock held)."""
-        text = dump_keys(records).encode("utf-8")
+        text = dump_keys(records, teams).encode("utf-8")
         directory = self.path.parent
         fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
@@ -270,9 +309,16 @@ class KeyStore(KeyOperations):
     def update(self, change: Callable[[list[KeyRecord]], T]) -> T:
         """Read, ``change`` the list in place, write; all under the lock."""
         with self.locked():
-            records = self.read()
-            result = change(records)
-            self.write(records)
+            stored = self._file()
+            result = change(stored.keys)
+            self.write(stored.keys, stored.teams)
+            return result
+
+    def update_teams(self, change: Callable[[list[TeamRecord]], T]) -> T:
+        with self.locked():
+            stored = self._file()
+            result = change(stored.teams)
+            self.write(stored.keys, stored.teams)
             return result
 
     def signature(self) -> tuple[int, int, int, int]:

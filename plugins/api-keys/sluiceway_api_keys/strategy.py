@@ -35,13 +35,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from sluiceway.api import AuthenticationFailed, ConfigError, Duration, Principal
 
-from .keyfile import KeyRecord, hash_secret
+from .keyfile import KeyRecord, TeamRecord, hash_secret
 from .store import KeyOperations, KeyStore
 
 if TYPE_CHECKING:
@@ -104,7 +104,15 @@ def resolve_keys_file(keys_file: str, base_dir: str | os.PathLike[str]) -> Path:
     return path if path.is_absolute() else (Path(base_dir) / path).resolve()
 
 
-def _index(records: list[KeyRecord]) -> dict[str, _Entry]:
+def _index(records: list[KeyRecord], teams: list[TeamRecord]) -> dict[str, _Entry]:
+    budgets = {team.name: team.budget for team in teams if team.budget is not None}
+
+    def attributes(record: KeyRecord) -> dict[str, Any]:
+        found = record.attributes()
+        if record.team in budgets:
+            found["team_budget"] = budgets[record.team]  # for the costs plugin
+        return found
+
     return {
         record.hash: _Entry(
             hash=record.hash,
@@ -112,7 +120,7 @@ def _index(records: list[KeyRecord]) -> dict[str, _Entry]:
                 key_id=record.id,
                 name=record.name,
                 allowed_models=tuple(record.models) if record.models is not None else None,
-                attributes=MappingProxyType(record.attributes()),
+                attributes=MappingProxyType(attributes(record)),
             ),
             prefix=record.prefix,
             enabled=record.enabled,
@@ -153,7 +161,7 @@ class ApiKeysStrategy:
                               f"{type(exc).__name__}: {exc}") from None
         if isinstance(source, KeyStore):
             _warn_if_world_writable(source.path)
-        self._entries = _index(records)
+        self._entries = _index(records, source.read_teams())
         self._next_check = time.monotonic() + self.reload_interval
         self._reload_lock = threading.Lock()
         self._last_problem: str | None = None
@@ -261,7 +269,7 @@ class ApiKeysStrategy:
                 self._problem(f"cannot read {self.source.where}: {type(exc).__name__}")
                 return False
             self._signature = signature
-            self._entries = _index(records)
+            self._entries = _index(records, self.source.read_teams())
             self._last_problem = None
             log.info("api-keys: %d keys reloaded from %s", len(records), self.source.where)
             log.debug("api-keys: key ids %s", [record.id for record in records])

@@ -68,3 +68,18 @@ def test_api_keys_warns_about_a_world_writable_file(
         strategy = ApiKeysStrategy(KeyStore(path), reload_interval=1.0)
     assert strategy.key_count == 1
     assert "world-writable" in caplog.text
+
+
+def test_api_keys_teams_live_in_the_file_beside_the_keys(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.toml")
+    made = store.create("svc", team="alpha")
+    store.set_team("alpha", 12.5)
+    text = (tmp_path / "keys.toml").read_text()
+    assert "[[teams]]" in text and 'name = "alpha"' in text and "budget = 12.5" in text
+    # Changing keys keeps the teams, and changing teams keeps the keys.
+    store.rotate(made.record.id)
+    assert [(t.name, t.budget) for t in store.read_teams()] == [("alpha", 12.5)]
+    store.delete_team("alpha")
+    assert [r.id for r in store.read()] == [made.record.id] and store.read_teams() == []
+    strategy = ApiKeysStrategy(KeyStore(tmp_path / "keys.toml"), reload_interval=1.0)
+    assert strategy.key_count == 1

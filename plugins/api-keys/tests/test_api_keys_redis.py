@@ -62,6 +62,13 @@ def test_concurrent_writers_lose_nothing(redis_server: RedisServer) -> None:
     store.delete(made[1])
     assert store.signature() > before
     assert len(store.read()) == 7
+    # Teams live beside the keys, changed the same way.
+    assert store.set_team("alpha", 5.0).budget == 5.0
+    store.set_team("alpha", None)
+    store.set_team("beta", 1.5)
+    assert [(t.name, t.budget) for t in store.read_teams()] == [("alpha", None), ("beta", 1.5)]
+    store.delete_team("alpha")
+    assert [t.name for t in store.read_teams()] == ["beta"] and len(store.read()) == 7
     store.close()
 
 

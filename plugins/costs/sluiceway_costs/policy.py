@@ -202,6 +202,10 @@ class CostsPolicy:
         team = principal.attributes.get("team") if principal is not None else None
         if not isinstance(team, str):
             return None
+        # The team's own budget (the keys store's), else the configuration's.
+        own = principal.attributes.get("team_budget") if principal is not None else None
+        if isinstance(own, int | float) and not isinstance(own, bool) and own >= 0:
+            return team, float(own)
         budget = self.options.team_budgets.get(team)
         return (team, budget) if budget is not None else None
 
