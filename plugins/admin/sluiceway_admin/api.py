@@ -276,7 +276,7 @@ class AdminApi:
         query = ctx.query_params()
         log = traffic_of(ctx.gateway)
         limit = _int(query.get("limit"), 100, "limit")
-        rows = [row for row in reversed(log.recent)
+        rows = [row for row in await log.recent_rows()
                 if all(row.get(field) == query[field] for field in ("key_id", "model", "provider")
                        if field in query)]
         return 200, {"object": "list", "data": rows[:limit]}
@@ -290,12 +290,12 @@ class AdminApi:
         days = _int(query.get("days"), 7, "days")
         log = traffic_of(ctx.gateway)
         if by != "team":
-            return 200, {"object": "list", "by": by, "data": log.spend(by, days)}
+            return 200, {"object": "list", "by": by, "data": await log.spend_rows(by, days)}
         # A team's spend: its keys' (as the keys belong to teams now).
         records = await self._keys(lambda store: store.read())
         team_of = {record.id: record.team for record in records if record.team is not None}
         totals: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in log.spend("key", days):
+        for row in await log.spend_rows("key", days):
             team = team_of.get(row["key"])
             if team is None:
                 continue
