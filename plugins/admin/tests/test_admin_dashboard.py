@@ -66,8 +66,9 @@ def test_sign_in_create_a_key_watch_it_work_and_revoke_it(gateway: RunningServer
             expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
             page.get_by_role("button", name="Keys").click()
-            page.get_by_label("Name").fill("dash-app")
-            page.get_by_label("Team").fill("alpha")
+            keys_page = page.locator("#keys")
+            keys_page.get_by_label("Name").fill("dash-app")
+            keys_page.get_by_label("Team").fill("alpha")
             page.get_by_role("button", name="Create key").click()
             secret = page.locator("#new-secret")
             expect(secret).to_contain_text("sk-sw-")
@@ -92,6 +93,14 @@ def test_sign_in_create_a_key_watch_it_work_and_revoke_it(gateway: RunningServer
             page.get_by_role("button", name="Keys").click()
             page.get_by_role("button", name="Revoke dash-app").click()
             expect(page.locator("#key-rows tr", has_text="dash-app")).to_contain_text("revoked")
+            page.get_by_role("button", name="Teams").click()
+            expect(page.locator("#team-rows")).to_contain_text("alpha")  # from the key
+            teams_page = page.locator("#teams")
+            teams_page.get_by_label("Team", exact=True).fill("alpha")
+            teams_page.get_by_label("Budget per period ($)").fill("25")
+            page.get_by_role("button", name="Save team").click()
+            expect(page.locator("#team-rows tr", has_text="alpha")).to_contain_text("$25")
+            page.screenshot(path=str(SHOTS / "admin-teams.png"), full_page=True)
             page.get_by_role("button", name="Sessions").click()
             expect(page.get_by_role("heading", name="Sessions")).to_be_visible()
             page.screenshot(path=str(SHOTS / "admin-sessions.png"), full_page=True)
@@ -102,5 +111,6 @@ def test_sign_in_create_a_key_watch_it_work_and_revoke_it(gateway: RunningServer
     while _chat(gateway, made) != 401:
         assert time.monotonic() < give_up
         time.sleep(0.05)
-    for name in ("admin-keys.png", "admin-overview.png", "admin-sessions.png"):
+    for name in ("admin-keys.png", "admin-overview.png", "admin-teams.png",
+                 "admin-sessions.png"):
         assert (SHOTS / name).stat().st_size > 1000
