@@ -19,6 +19,8 @@ from .fixtures import (
     redis_server,
     serve_asgi,
     start_server,
+    wait_until,
+    wait_until_async,
 )
 
 __all__ = [
@@ -34,4 +36,6 @@ __all__ = [
     "redis_server",
     "serve_asgi",
     "start_server",
+    "wait_until",
+    "wait_until_async",
 ]

@@ -58,6 +58,7 @@ from .faults import (
     response_head,
     text_of,
 )
+from .waiting import wait_until_async
 
 __all__ = [
     "ChunkDelay",
@@ -205,12 +206,7 @@ class FakeOpenAI:
 
     async def wait_for(self, predicate: Callable[[], bool], within: float = 2.0) -> bool:
         """Poll ``predicate`` from an async test until it holds or ``within`` seconds pass."""
-        deadline = time.monotonic() + within
-        while not predicate():
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.005)
-        return True
+        return await wait_until_async(predicate, within)
 
     async def _main(self, ready: threading.Event) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()

@@ -47,6 +47,7 @@ from ..config.settings import Config, Duration, ServerSettings
 from ..http.app import Gateway, create_app
 from .fakes import FakeOpenAI
 from .redis import RedisServer, redis_cluster, redis_sentinel, redis_server
+from .waiting import wait_until, wait_until_async
 
 __all__ = [
     "GatewayProcess",
@@ -61,6 +62,8 @@ __all__ = [
     "redis_server",
     "serve_asgi",
     "start_server",
+    "wait_until",
+    "wait_until_async",
 ]
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from sluiceway.testing import GatewayProcess, RunningServer
+from sluiceway.testing import GatewayProcess, RunningServer, wait_until_async
 
 Processes = Callable[..., list[GatewayProcess]]
 
@@ -55,10 +54,10 @@ async def test_sighup_reloads_without_dropping_a_stream(
         await asyncio.sleep(0.3)  # the stream has started
         _write(config, ["mock-gpt", "mock-new"])
         gateway.process.send_signal(signal.SIGHUP)
-        give_up = time.monotonic() + 10
-        while "mock-new" not in await _models(client, gateway):
-            assert time.monotonic() < give_up, gateway.log.read_text()
-            await asyncio.sleep(0.05)
+        async def reloaded() -> bool:
+            return "mock-new" in await _models(client, gateway)
+
+        assert await wait_until_async(reloaded), gateway.log.read_text()
         # Still streaming on the old configuration while the new one serves.
         assert not in_flight.done()
         served = await client.post(gateway.base_url + "/chat/completions", json={
@@ -71,10 +70,7 @@ async def test_sighup_reloads_without_dropping_a_stream(
         # A broken file is refused, and the configuration in force keeps serving.
         config.write_text("[gateway\nplugins = ")
         gateway.process.send_signal(signal.SIGHUP)
-        give_up = time.monotonic() + 10
-        while "not reloaded" not in gateway.log.read_text():
-            assert time.monotonic() < give_up
-            await asyncio.sleep(0.05)
+        assert await wait_until_async(lambda: "not reloaded" in gateway.log.read_text())
         assert sorted(await _models(client, gateway)) == ["mock-gpt", "mock-new"]
     assert gateway.stop() == 0, gateway.log.read_text()
     assert "Traceback" not in gateway.log.read_text()

@@ -13,7 +13,7 @@ import openai
 import pytest
 from sluiceway_admin.openapi import OPENAPI
 
-from sluiceway.testing import RunningServer
+from sluiceway.testing import RunningServer, wait_until
 
 ADMIN_KEY = "admin-secret-for-tests"
 HI = [{"role": "user", "content": "hi"}]
@@ -39,15 +39,6 @@ def admin(gateway: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url + "/admin/v1", timeout=30,
                       headers={"authorization": f"Bearer {ADMIN_KEY}"}) as client:
         yield client
-
-
-def _until(check: Callable[[], bool], within: float = 5.0) -> bool:
-    give_up = time.monotonic() + within
-    while not check():
-        if time.monotonic() > give_up:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _works(gateway: RunningServer, secret: str) -> bool:
@@ -81,7 +72,7 @@ def test_a_key_s_whole_life(gateway: RunningServer, admin: httpx.Client) -> None
     assert key["secret"].startswith("sk-sw-") and key["status"] == "enabled"
     assert key["rpm"] == 100 and key["models"] == ["mock-*"] and key["expires_at"]
     assert (key["team"], key["budget"]) == ("alpha", 5.0)
-    assert _until(lambda: _works(gateway, key["secret"]))
+    assert wait_until(lambda: _works(gateway, key["secret"]))
 
     listed = admin.get("/keys").json()["data"]
     assert [row["id"] for row in listed] == [key["id"]]
@@ -91,11 +82,11 @@ def test_a_key_s_whole_life(gateway: RunningServer, admin: httpx.Client) -> None
     assert changed.json()["team"] is None
 
     assert admin.post(f"/keys/{key['id']}/revoke").json()["status"] == "revoked"
-    assert _until(lambda: not _works(gateway, key["secret"]))
+    assert wait_until(lambda: not _works(gateway, key["secret"]))
     admin.post(f"/keys/{key['id']}/enable")
     rotated = admin.post(f"/keys/{key['id']}/rotate").json()
     assert rotated["id"] == key["id"] and rotated["secret"] != key["secret"]
-    assert _until(lambda: _works(gateway, rotated["secret"]))
+    assert wait_until(lambda: _works(gateway, rotated["secret"]))
     assert not _works(gateway, key["secret"])
 
     assert admin.delete(f"/keys/{key['id']}").json() == {"id": key["id"], "deleted": True}
@@ -105,7 +96,7 @@ def test_a_key_s_whole_life(gateway: RunningServer, admin: httpx.Client) -> None
 def test_providers_requests_spend_and_stats(gateway: RunningServer,
                                             admin: httpx.Client) -> None:
     key = admin.post("/keys", json={"name": "app", "team": "alpha"}).json()
-    assert _until(lambda: _works(gateway, key["secret"]))
+    assert wait_until(lambda: _works(gateway, key["secret"]))
     providers = admin.get("/providers").json()["data"]
     assert providers[0]["name"] == "mock"
     assert providers[0]["pool"]["concurrency"] >= 1
@@ -235,7 +226,7 @@ def test_a_team_budget_set_here_is_enforced(
     with httpx.Client(base_url=server.url + "/admin/v1", timeout=30,
                       headers={"authorization": f"Bearer {ADMIN_KEY}"}) as admin:
         key = admin.post("/keys", json={"name": "svc", "team": "alpha"}).json()
-        assert _until(lambda: _works(server, key["secret"]))
+        assert wait_until(lambda: _works(server, key["secret"]))
         assert admin.put("/teams/alpha", json={"budget": 0}).json() == {
             "team": "alpha", "budget": 0.0}
         assert admin.get("/teams").json()["data"] == [
@@ -250,9 +241,9 @@ def test_a_team_budget_set_here_is_enforced(
                     return exc.code == "team_budget_exceeded"
             return False
 
-        assert _until(refused)
+        assert wait_until(refused)
         assert admin.put("/teams/alpha", json={"budget": -1}).status_code == 400
         assert admin.delete("/teams/alpha").json() == {"team": "alpha", "deleted": True}
         assert admin.delete("/teams/alpha").json()["error"]["code"] == "team_not_found"
-        assert _until(lambda: _works(server, key["secret"]))
+        assert wait_until(lambda: _works(server, key["secret"]))
     assert "[[teams]]" not in keys.read_text()  # deleted from the file as well
