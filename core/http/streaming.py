@@ -36,6 +36,7 @@ __all__ = [
     "absorb_cancel",
     "end_with_error",
     "first_token",
+    "relay_event_stream",
     "relay_openai_stream",
     "shutdown_error",
     "stream_failed",
@@ -74,13 +75,63 @@ class EventSource:
         """The frames for one item (empty when it gives none)."""
         raise NotImplementedError
 
+    def head(self) -> bytes:
+        """The frames that open the stream, before the first item's."""
+        return b""
+
     def tail(self) -> bytes:
         """The closing frames, once the rest is exhausted; raises if the stream
         ended too early."""
         raise NotImplementedError
 
+    def error_frame(self, error: GatewayError) -> bytes:
+        """The frame that ends a stream failing after it started, in its dialect."""
+        raise NotImplementedError
+
     async def aclose(self) -> None:
         await self.rest.aclose()
+
+
+SourceOpener = Callable[[], Awaitable[tuple[EventSource, list[tuple[bytes, bytes]]]]]
+
+
+async def relay_event_stream(
+    call: ModelCall, send: Send, open_stream: SourceOpener, finish: Finish
+) -> None:
+    """Open a stream (an :class:`EventSource` and the response headers) and send its
+    frames; ``finish()`` (the call's settlement) runs just before the last one. The
+    client's hang-up is watched from the start, so it also cancels the wait for
+    the first chunk. A failure after the start ends with the source's error frame."""
+    watcher = DisconnectWatch(call.context)
+    committed = False
+    source: EventSource | None = None
+
+    def error_frame(error: GatewayError) -> bytes:
+        assert source is not None  # only a committed stream gets an error frame
+        return source.error_frame(error)
+
+    try:
+        source, headers = await open_stream()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*SSE_HEADERS, *headers]})
+        committed = True
+        await send({"type": "http.response.body",
+                    "body": source.head() + source.render(source.first), "more_body": True})
+        first_token(call)
+        async for item in source.rest:
+            frames = source.render(item)
+            if frames:
+                await send({"type": "http.response.body", "body": frames, "more_body": True})
+        tail = source.tail()
+        await finish()
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+    except (asyncio.CancelledError, Exception) as exc:
+        await stream_failed(call, send, exc, committed=committed, finish=finish,
+                            frame=error_frame)
+    finally:
+        watcher.stop()
+        if source is not None:
+            await source.aclose()
 
 
 async def _watch_disconnect(ctx: RequestContext) -> None:

@@ -15,32 +15,24 @@ provider's work at once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..errors import UpstreamError
+from ..errors import GatewayError, UpstreamError
 from ..wire.anthropic import error_event
 from ..wire.anthropic_stream import AnthropicEventStream
 from ..wire.sse import event_frame
 from ..wire.usage import Usage
 from .streaming import (
-    SSE_HEADERS,
-    DisconnectWatch,
     EventSource,
-    Finish,
-    first_token,
-    stream_failed,
 )
 
 if TYPE_CHECKING:
     from ..calls import HeldStream, ModelCall
-    from ..components import Send
 
-__all__ = ["EventSource", "NativeEvents", "TranslatedEvents", "relay_anthropic_stream"]
+__all__ = ["EventSource", "NativeEvents", "TranslatedEvents"]
 
 log = logging.getLogger("sluiceway.stream")
 _encode = msgspec.json.Encoder().encode
@@ -49,7 +41,16 @@ _decode = msgspec.json.Decoder().decode
 Header = tuple[bytes, bytes]
 
 
-class TranslatedEvents(EventSource):
+class _AnthropicEvents(EventSource):
+    """A stream to an Anthropic client: a failure ends it with an ``error`` event."""
+
+    __slots__ = ()
+
+    def error_frame(self, error: GatewayError) -> bytes:
+        return error_event(error)
+
+
+class TranslatedEvents(_AnthropicEvents):
     """OpenAI chunks (objects, or their JSON as bytes) in, Anthropic events out."""
 
     __slots__ = ("translator",)
@@ -82,7 +83,7 @@ class TranslatedEvents(EventSource):
         return _frames(self.translator.finish())
 
 
-class NativeEvents(EventSource):
+class NativeEvents(_AnthropicEvents):
     """``(event, data)`` pairs from a provider that speaks Anthropic, passed through."""
 
     __slots__ = ("done", "usage")
@@ -130,42 +131,3 @@ class NativeEvents(EventSource):
 
 def _frames(events: list[tuple[str, dict[str, Any]]]) -> bytes:
     return b"".join(event_frame(name, _encode(data)) for name, data in events)
-
-
-StreamOpener = Callable[[], Awaitable[tuple[EventSource, list[Header]]]]
-
-
-async def relay_anthropic_stream(
-    call: ModelCall, send: Send, open_stream: StreamOpener, finish: Finish
-) -> None:
-    """Open a stream (an :class:`EventSource` and the response headers) and send
-    it as Anthropic server-sent events; ``finish()`` runs just before the last
-    frame (the call's settlement). The client's hang-up is watched from the
-    start, so it also cancels the wait for the first chunk."""
-    ctx = call.context
-    watcher = DisconnectWatch(ctx)
-    committed = False
-    source: EventSource | None = None
-    try:
-        source, headers = await open_stream()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [*SSE_HEADERS, *headers]})
-        committed = True
-        await send({"type": "http.response.body", "body": source.render(source.first),
-                    "more_body": True})
-        first_token(call)
-        async for item in source.rest:
-            frames = source.render(item)
-            if frames:
-                await send({"type": "http.response.body", "body": frames, "more_body": True})
-        tail = source.tail()
-        await finish()
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
-    except (asyncio.CancelledError, Exception) as exc:
-        await stream_failed(call, send, exc, committed=committed, finish=finish,
-                            frame=error_event)
-    finally:
-        watcher.stop()
-        if source is not None:
-            await source.aclose()
-

@@ -10,8 +10,6 @@ event numbered after the last one sent.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,20 +19,13 @@ from ..wire.responses_stream import Event, ResponsesEventStream
 from ..wire.sse import event_frame
 from ..wire.usage import Usage
 from .streaming import (
-    SSE_HEADERS,
-    DisconnectWatch,
     EventSource,
-    Finish,
-    first_token,
-    stream_failed,
 )
 
 if TYPE_CHECKING:
     from ..calls import HeldStream, ModelCall
-    from ..components import Send
 
-__all__ = ["NativeResponses", "ResponsesSource", "TranslatedResponses",
-           "relay_responses_stream"]
+__all__ = ["NativeResponses", "TranslatedResponses"]
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -48,19 +39,7 @@ def _frames(events: list[Event]) -> bytes:
     return b"".join(event_frame(name, _encode(data)) for name, data in events)
 
 
-class ResponsesSource(EventSource):
-    """An opened Responses stream: what comes before the first item, and how a
-    failure after the start is told."""
-
-    def head(self) -> bytes:
-        """The frames that open the stream, before the first item's."""
-        return b""
-
-    def error_frame(self, error: GatewayError) -> bytes:
-        raise NotImplementedError
-
-
-class TranslatedResponses(ResponsesSource):
+class TranslatedResponses(EventSource):
     """Chat chunks (objects, or their JSON as bytes) in, Responses events out."""
 
     __slots__ = ("translator",)
@@ -88,7 +67,7 @@ class TranslatedResponses(ResponsesSource):
         return _frames([self.translator.error(error.code, error.message, error.param)])
 
 
-class NativeResponses(ResponsesSource):
+class NativeResponses(EventSource):
     """``(event type, data)`` pairs from a provider that serves Responses, passed on."""
 
     __slots__ = ("done", "sent")
@@ -129,45 +108,3 @@ class NativeResponses(ResponsesSource):
         event = {"type": "error", "sequence_number": self.sent, "code": error.code,
                  "message": error.message, "param": error.param}
         return event_frame("error", _encode(event))
-
-
-StreamOpener = Callable[[], Awaitable[tuple[ResponsesSource, list[Header]]]]
-
-
-async def relay_responses_stream(
-    call: ModelCall, send: Send, open_stream: StreamOpener, finish: Finish
-) -> None:
-    """Open a stream (a :class:`ResponsesSource` and the response headers) and send
-    it as Responses events; ``finish()`` (the call's settlement) runs just before
-    the last frame. The client's hang-up is watched from the start, so it also
-    cancels the wait for the first chunk."""
-    watcher = DisconnectWatch(call.context)
-    committed = False
-    source: ResponsesSource | None = None
-
-    def error_frame(error: GatewayError) -> bytes:
-        assert source is not None  # only a committed stream gets an error frame
-        return source.error_frame(error)
-
-    try:
-        source, headers = await open_stream()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [*SSE_HEADERS, *headers]})
-        committed = True
-        await send({"type": "http.response.body",
-                    "body": source.head() + source.render(source.first), "more_body": True})
-        first_token(call)
-        async for item in source.rest:
-            frames = source.render(item)
-            if frames:
-                await send({"type": "http.response.body", "body": frames, "more_body": True})
-        tail = source.tail()
-        await finish()
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
-    except (asyncio.CancelledError, Exception) as exc:
-        await stream_failed(call, send, exc, committed=committed, finish=finish,
-                            frame=error_frame)
-    finally:
-        watcher.stop()
-        if source is not None:
-            await source.aclose()

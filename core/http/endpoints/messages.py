@@ -22,11 +22,11 @@ from ...wire.messages_to_chat import anthropic_message
 from ...wire.usage import Usage
 from ..context import CONTEXT_KEY
 from ..responses import send_json
+from ..streaming import relay_event_stream
 from ..streaming_anthropic import (
     EventSource,
     NativeEvents,
     TranslatedEvents,
-    relay_anthropic_stream,
 )
 from .chat import call_headers
 
@@ -108,7 +108,7 @@ async def messages(scope: Scope, receive: Receive, send: Send) -> None:
             async def open_stream() -> tuple[EventSource, list[Header]]:
                 return await open_attempts(), call_headers(call)
 
-            await relay_anthropic_stream(call, send, open_stream, settle)
+            await relay_event_stream(call, send, open_stream, settle)
 
         await calls.stream(call, relay, open_events)
         return

@@ -21,12 +21,8 @@ from ...wire.responses import chat_body, response_object, responses_error
 from ...wire.usage import Usage
 from ..context import CONTEXT_KEY
 from ..responses import send_json
-from ..streaming_responses import (
-    NativeResponses,
-    ResponsesSource,
-    TranslatedResponses,
-    relay_responses_stream,
-)
+from ..streaming import EventSource, relay_event_stream
+from ..streaming_responses import NativeResponses, TranslatedResponses
 from .chat import call_headers
 
 if TYPE_CHECKING:
@@ -88,7 +84,7 @@ async def responses(scope: Scope, receive: Receive, send: Send) -> None:
     call, request, native_request, refusal = _prepare(ctx, body)
     if native_request.stream:
 
-        async def open_events(deployment: Deployment) -> ResponsesSource:
+        async def open_events(deployment: Deployment) -> EventSource:
             name = deployment.provider_name
             native = deployment.capabilities.responses_stream
             if native is not None:
@@ -102,10 +98,10 @@ async def responses(scope: Scope, receive: Receive, send: Send) -> None:
             return TranslatedResponses(call, first, rest, name, body)
 
         async def relay(open_attempts: Any, settle: Settlements) -> None:
-            async def open_stream() -> tuple[ResponsesSource, list[Header]]:
+            async def open_stream() -> tuple[EventSource, list[Header]]:
                 return await open_attempts(), call_headers(call)
 
-            await relay_responses_stream(call, send, open_stream, settle)
+            await relay_event_stream(call, send, open_stream, settle)
 
         await calls.stream(call, relay, open_events)
         return
