@@ -14,6 +14,7 @@ import aiohttp
 import httpx
 import pytest
 
+from sluiceway.testing import wait_until
 from sluiceway.testing.fakes import (
     ChunkDelay,
     Close,
@@ -407,8 +408,6 @@ def test_stop_drops_hanging_connections(fake_openai: StartFake) -> None:
         body = json.dumps(_body()).encode()
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: "
                      + str(len(body)).encode() + b"\r\n\r\n" + body)
-        deadline = time.monotonic() + 2
-        while fake.active != 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_until(lambda: fake.active == 1, within=2)
         fake.stop()
         assert sock.recv(100) == b""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ import openai
 import pytest
 
 import sluiceway.api as sluiceway
-from sluiceway.testing import RunningServer, read_body
+from sluiceway.testing import RunningServer, read_body, wait_until
 from sluiceway.testing.conformance import HttpProviderConformance
 
 Factory = Callable[..., RunningServer]
@@ -239,9 +238,7 @@ def test_http_upstream_closes_the_upstream_when_the_client_hangs_up(
         next(iter(stream))
         next(iter(stream))
         stream.close()
-    deadline = time.monotonic() + 5
-    while upstream.disconnected == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert wait_until(lambda: upstream.disconnected != 0, within=5)
     assert upstream.disconnected == 1
     assert upstream.finished == 0
 
