@@ -11,7 +11,8 @@ The names fall in these groups:
 * what hooks register: ``ProviderType``, ``AuthStrategyType``, ``CallPolicyType``,
   ``EventSinkType``, ``Route``, ``Middleware``;
 * the model-call boundary: ``ModelCall``, ``CallPolicy``, ``Settle``, ``Usage``,
-  and the token estimate (``estimate_input_tokens``, ``estimate_tokens``);
+  answers a policy gives or watches (``Recording``, ``OutputStage``,
+  ``record_answer``), and the token estimate (``estimate_input_tokens``, ``estimate_tokens``);
 * requests and providers: ``ChatRequest``, ``MessagesRequest``, ``EmbeddingsRequest``,
   ``ResponsesRequest``, ``Provider``,
   ``ProviderContext``, ``ProviderCapabilities``, ``ModelInfo``, ``Principal``,
@@ -44,6 +45,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .calls import CallKind, CallPolicy, ModelCall, Settle
+from .calls.answers import OutputStage, Recording, record_answer
 from .components import (
     ASGIApp,
     AuthStrategy,
@@ -101,6 +103,7 @@ from .events import (
     EventSinkType,
     FirstToken,
     LimitDecided,
+    PolicyDecided,
     RequestEnded,
     RequestStarted,
     SessionLogin,
@@ -237,9 +240,11 @@ __all__ = [
     "NotFound",
     "OnStorageError",
     "OpenAIChunkStream",
+    "OutputStage",
     "PayloadTooLarge",
     "PermissionDenied",
     "PluginError",
+    "PolicyDecided",
     "Principal",
     "Provider",
     "ProviderCapabilities",
@@ -247,6 +252,7 @@ __all__ = [
     "ProviderType",
     "RateLimited",
     "Receive",
+    "Recording",
     "RedisConnection",
     "RequestContext",
     "RequestEnded",
@@ -297,6 +303,7 @@ __all__ = [
     "openai_completion",
     "parse_anthropic_error",
     "parse_config",
+    "record_answer",
     "redact_url",
     "resolve_config_path",
     "retry_after_seconds",

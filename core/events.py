@@ -33,6 +33,7 @@ __all__ = [
     "Events",
     "FirstToken",
     "LimitDecided",
+    "PolicyDecided",
     "RequestEnded",
     "RequestStarted",
     "SessionLogin",
@@ -90,6 +91,23 @@ class LimitDecided(Event):
 
 
 @dataclass(slots=True, kw_only=True)
+class PolicyDecided(Event):
+    """What a call policy did with a request or its answer, other than a limit's
+    yes or no: a cache's ``hit``/``miss``/``bypass``/``stored``, a guardrail's
+    ``block``/``redact``/``flag``. ``rule`` names what decided (``exact``,
+    ``pii.email``, ``injection``...), ``stage`` where (``input`` or ``output``),
+    ``count`` how many matches it found. Never the content itself."""
+
+    policy: str
+    rule: str
+    action: str
+    stage: str = "input"
+    count: int = 1
+    key_id: str | None = None
+    model: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
 class AttemptStarted(Event):
     """One call to an upstream begins: ``attempt`` counts from 1 across fallbacks."""
 
@@ -138,7 +156,8 @@ class RequestEnded(Event):
     (and ``reasoning_tokens`` when known); ``cost`` is in US dollars when a price
     is known; ``duration`` is arrival to last byte; ``upstream`` the time spent
     waiting on upstreams; ``overhead`` the gateway's own share (``duration`` -
-    ``upstream``, for requests that reached one).
+    ``upstream``, for requests that reached one); ``answered_by`` the policy
+    that answered the call itself (``"cache"``), if one did.
     """
 
     method: str
@@ -158,6 +177,7 @@ class RequestEnded(Event):
     overhead: float | None = None
     attempts: int = 0
     disconnected: bool = False
+    answered_by: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)

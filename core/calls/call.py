@@ -15,15 +15,22 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from ..errors import InvalidRequest
 from ..wire.estimate import estimate_input_tokens, max_output_tokens
+from ..wire.usage import Usage
 from .dispatch import Attempts
 
 if TYPE_CHECKING:
-    from ..components import ChatRequest, EmbeddingsRequest, MessagesRequest, Principal
+    from ..components import (
+        ChatRequest,
+        EmbeddingsRequest,
+        MessagesRequest,
+        Principal,
+        ResponsesRequest,
+        Send,
+    )
     from ..errors import GatewayError
     from ..events import Event
     from ..http.context import RequestContext
-    from ..wire.usage import Usage
-    from .dispatch import Attempts
+    from .answers import OutputStage, Recording
     from .router import Deployment, ModelGroup
 
 __all__ = ["CallKind", "CallPolicy", "ModelCall", "Settle"]
@@ -56,10 +63,19 @@ class ModelCall:
     ``headers`` (response headers to add: on a whole answer and on an error
     they go out with the response; on a stream, those set by ``admit`` go out
     with its start). ``state`` is free for policies; key it by policy name.
+    ``answered_by`` names the policy that answered the call itself (a cache
+    hit, see :meth:`answer_with`), ``None`` when an upstream did.
+
+    For the Responses API, ``request`` is the canonical chat request and
+    ``native`` the client's own (a :class:`~sluiceway.ResponsesRequest`);
+    ``body`` is always the client's.
     """
 
     __slots__ = (
         "_estimate",
+        "_outputs",
+        "answer",
+        "answered_by",
         "attempts",
         "context",
         "cost",
@@ -69,6 +85,7 @@ class ModelCall:
         "headers",
         "kind",
         "model",
+        "native",
         "request",
         "serves",
         "state",
@@ -103,7 +120,34 @@ class ModelCall:
         self.headers: dict[str, str] = {}
         self.state: dict[str, Any] = {}
         self.serves: Callable[[Deployment], bool] | None = None
+        self.native: ResponsesRequest | None = None
+        self.answer: Recording | None = None
+        self.answered_by: str | None = None
+        self._outputs: list[OutputStage] | None = None
         self._estimate: int | None = None
+
+    def answer_with(self, recording: Recording, *, by: str) -> None:
+        """Answer the call with ``recording`` instead of an upstream (from a policy's
+        ``admit``; ``by`` is the policy's name). Its usage is zero: nothing was spent
+        upstream. The policies admitted after it are not asked."""
+        self.answer = recording
+        self.answered_by = by
+        self.usage = Usage()
+
+    def add_output(self, stage: OutputStage) -> None:
+        """Put ``stage`` on the way of the call's answer to the client (from a
+        policy's ``admit``): it wraps the ASGI send of the response, see
+        :mod:`sluiceway.calls.answers`. The first added is nearest the client."""
+        if self._outputs is None:
+            self._outputs = []
+        self._outputs.append(stage)
+
+    def output(self, send: Send) -> Send:
+        """``send`` wrapped in the stages the policies added."""
+        if self._outputs is not None:
+            for stage in reversed(self._outputs):
+                send = stage(send)
+        return send
 
     @property
     def principal(self) -> Principal | None:
@@ -140,7 +184,8 @@ class ModelCall:
     @property
     def body(self) -> dict[str, Any]:
         """The client's JSON body as parsed, in the dialect of its route."""
-        return self.request.body
+        native = self.native
+        return native.body if native is not None else self.request.body
 
     @property
     def estimated_input_tokens(self) -> int:

@@ -9,12 +9,16 @@ whatever comes next) parses its request, then hands a :class:`ModelCall` to the
    (a refusal settles the policies already admitted and is raised);
 3. **route + pool + provider**: the retry loop (:mod:`sluiceway.calls.dispatch`)
    picks a deployment, takes its pool slot and calls the provider, falling
-   over and retrying as the model group allows;
+   over and retrying as the model group allows; unless a policy answered the
+   call itself (a cache hit: :mod:`sluiceway.calls.answers`), whose answer is
+   replayed instead;
 4. **settle**: each admitted policy's settlement, exactly once, on success,
    on error and when the client hangs up; a whole answer is settled before
    its response starts, a stream before its last frame.
 
-The endpoint keeps what is truly its own: the wire shape of its answer.
+The answer goes out through the output stages policies added (a cache's
+recorder, a guardrail's filter). The endpoint keeps what is truly its own: the
+wire shape of its answer.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 from ..errors import ClientDisconnected, GatewayError
+from ..http.responses import send_json
 from ..http.streaming import until_disconnect
+from .answers import call_headers, send_recording
 from .call import CallKind, CallPolicy, ModelCall, Settle
 
 if TYPE_CHECKING:
-    from ..components import ChatRequest, EmbeddingsRequest, MessagesRequest
+    from ..components import ChatRequest, EmbeddingsRequest, MessagesRequest, Send
     from ..http.context import RequestContext
     from .dispatch import Dispatcher
     from .pools import SlotPool
@@ -141,39 +147,56 @@ class CallRunner:
     # -- running it --------------------------------------------------------
 
     async def whole(
-        self, call: ModelCall, attempt: Callable[[Deployment], Awaitable[T]],
-    ) -> T:
-        """A whole answer: ``attempt(deployment)`` makes one try and returns the
-        answer; it records ``call.usage``. Settled before this returns, so the
-        headers policies set (``call.headers``) go out with the response."""
-        ctx = call.context
-        capacity = self.capacity
-        if capacity is not None:
-            await until_disconnect(ctx, capacity.acquire(call.group.timeout - ctx.elapsed))
-        try:
-            return await self._admitted(
-                call, lambda: until_disconnect(ctx, self.dispatcher.run(call, attempt, hold=False))
-            )
-        finally:
-            if capacity is not None:
-                capacity.release()
-
-    async def stream(
-        self,
-        call: ModelCall,
-        relay: Callable[[Callable[[], Awaitable[Any]], Settlements], Awaitable[None]],
-        attempt: Callable[[Deployment], Awaitable[Any]],
+        self, call: ModelCall, attempt: Callable[[Deployment], Awaitable[dict[str, Any]]],
+        send: Send,
     ) -> None:
-        """A streamed answer: ``relay(open_stream, settle)`` sends it, where
-        ``open_stream()`` runs the retry loop with ``attempt`` (which returns the
-        stream's first item and the rest, holding the deployment's pool slot)
-        and ``settle()`` must be awaited before the stream's last frame."""
+        """Answer whole: ``attempt(deployment)`` makes one try and returns the answer
+        (a JSON object), recording ``call.usage``; it goes out through the call's
+        output stages. Settled before the response starts, so the headers policies
+        set (``call.headers``) go out with it."""
         ctx = call.context
         capacity = self.capacity
         if capacity is not None:
             await until_disconnect(ctx, capacity.acquire(call.group.timeout - ctx.elapsed))
         try:
             settle = await self._admit(call)
+            out = call.output(send)
+            if call.answer is not None:
+                await send_recording(call, out, call.answer, settle)
+                return
+            try:
+                answer = await until_disconnect(
+                    ctx, self.dispatcher.run(call, attempt, hold=False))
+            except BaseException as exc:
+                self._failed(call, exc)
+                await settle()
+                raise
+            call.status = 200
+            await settle()
+        finally:
+            if capacity is not None:
+                capacity.release()
+        await send_json(out, 200, answer, headers=call_headers(call))
+
+    async def stream(
+        self,
+        call: ModelCall,
+        relay: Callable[[Send, Callable[[], Awaitable[Any]], Settlements], Awaitable[None]],
+        attempt: Callable[[Deployment], Awaitable[Any]],
+        send: Send,
+    ) -> None:
+        """A streamed answer: ``relay(send, open_stream, settle)`` sends it through
+        ``send`` (the call's output stages), where ``open_stream()`` runs the retry
+        loop with ``attempt`` (which returns the stream's first item and the rest,
+        holding the deployment's pool slot) and ``settle()`` must be awaited before
+        the stream's last frame."""
+        ctx = call.context
+        capacity = self.capacity
+        if capacity is not None:
+            await until_disconnect(ctx, capacity.acquire(call.group.timeout - ctx.elapsed))
+        try:
+            settle = await self._admit(call)
+            out = call.output(send)
 
             async def open_stream() -> Any:
                 opened = await self.dispatcher.run(call, attempt, hold=True)
@@ -181,7 +204,10 @@ class CallRunner:
                 return opened
 
             try:
-                await relay(open_stream, settle)
+                if call.answer is not None:
+                    await send_recording(call, out, call.answer, settle)
+                else:
+                    await relay(out, open_stream, settle)
             except BaseException as exc:
                 self._failed(call, exc)
                 raise

@@ -6,10 +6,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ...calls import first_and_rest
+from ...calls.answers import call_headers
 from ...wire.openai import parse_chat_request
 from ...wire.usage import Usage
 from ..context import CONTEXT_KEY
-from ..responses import send_json
 from ..streaming import relay_openai_stream
 
 if TYPE_CHECKING:
@@ -17,9 +17,7 @@ if TYPE_CHECKING:
     from ...calls.router import Deployment
     from ...components import ChatRequest, Receive, Scope, Send
 
-Header = tuple[bytes, bytes]
-
-__all__ = ["ChatRelay", "call_headers", "chat_completions", "run_chat_call"]
+__all__ = ["ChatRelay", "chat_completions", "run_chat_call"]
 
 
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
@@ -36,9 +34,7 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         await relay_openai_stream(call, send, open_stream, settle,
                                   include_usage=request.include_usage)
 
-    completion = await run_chat_call(call, request, send, relay)
-    if completion is not None:
-        await send_json(send, 200, completion, headers=call_headers(call))
+    await run_chat_call(call, request, send, relay)
 
 
 ChatRelay = Callable[["ModelCall", "Send", Any, "Settlements"], Awaitable[None]]
@@ -46,49 +42,29 @@ ChatRelay = Callable[["ModelCall", "Send", Any, "Settlements"], Awaitable[None]]
 
 async def run_chat_call(
     call: ModelCall, request: ChatRequest, send: Send, relay: ChatRelay,
-) -> dict[str, Any] | None:
+) -> None:
     """Run a call a provider answers with ``chat`` or ``stream``: a stream goes out
-    through ``relay(call, send, open_stream, settle)`` (and ``None`` comes back); a
-    whole answer's completion is returned for the endpoint to shape and send."""
+    through ``relay(call, send, open_stream, settle)``, a whole answer as the
+    provider's completion."""
     calls = call.context.gateway.calls
     if request.stream:
 
         async def attempt_stream(deployment: Deployment) -> Any:
             return await first_and_rest(deployment, deployment.provider.stream(request))
 
-        async def relay_opened(open_attempts: Any, settle: Settlements) -> None:
+        async def relay_opened(out: Send, open_attempts: Any, settle: Settlements) -> None:
             async def open_stream() -> Any:
                 first, rest = await open_attempts()
                 return first, rest, call_headers(call)
 
-            await relay(call, send, open_stream, settle)
+            await relay(call, out, open_stream, settle)
 
-        await calls.stream(call, relay_opened, attempt_stream)
-        return None
+        await calls.stream(call, relay_opened, attempt_stream, send)
+        return
 
     async def attempt(deployment: Deployment) -> dict[str, Any]:
         completion = await deployment.provider.chat(request)
         call.usage = Usage.from_openai(completion.get("usage"))
         return completion
 
-    completion: dict[str, Any] = await calls.whole(call, attempt)
-    return completion
-
-
-def call_headers(call: ModelCall) -> list[Header]:
-    """Where the answer came from, what the gateway itself cost, and what the
-    call policies added."""
-    deployment = call.deployment
-    assert deployment is not None
-    attempts = call.attempts
-    overhead = call.context.elapsed - attempts.upstream_seconds - attempts.backoff_seconds
-    headers = [
-        (b"x-sluiceway-provider", deployment.provider_name.encode("latin-1", "replace")),
-        (b"x-sluiceway-model", deployment.upstream_model.encode("latin-1", "replace")),
-        (b"x-sluiceway-attempts", str(attempts.count).encode()),
-        (b"x-sluiceway-overhead-ms", f"{max(overhead, 0.0) * 1000:.2f}".encode()),
-    ]
-    if call.headers:
-        headers.extend((name.encode("latin-1"), value.encode("latin-1"))
-                       for name, value in call.headers.items())
-    return headers
+    await calls.whole(call, attempt, send)

@@ -9,8 +9,6 @@ from ...errors import InvalidRequest, UpstreamError
 from ...wire.embeddings import decode_vector, encode_vector, parse_embeddings_request
 from ...wire.usage import Usage
 from ..context import CONTEXT_KEY
-from ..responses import send_json
-from .chat import call_headers
 
 if TYPE_CHECKING:
     from ...calls.router import Deployment
@@ -40,11 +38,10 @@ async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
         assert embed is not None  # call.serves
         answer = _checked(await embed(request), deployment.provider_name)
         call.usage = Usage.from_openai(answer.get("usage"))
+        _encode_as_asked(answer, request, deployment.provider_name)
         return answer
 
-    answer = await ctx.gateway.calls.whole(call, attempt)
-    _encode_as_asked(answer, request, call.deployment.provider_name if call.deployment else "")
-    await send_json(send, 200, answer, headers=call_headers(call))
+    await ctx.gateway.calls.whole(call, attempt, send)
 
 
 def _embeds(deployment: Deployment) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ...calls import first_and_rest
+from ...calls.answers import call_headers
 from ...errors import InvalidRequest, UpstreamError
 from ...wire.anthropic_request import chat_request, parse_messages_request
 from ...wire.estimate import estimate_input_tokens
@@ -28,7 +29,6 @@ from ..streaming_anthropic import (
     NativeEvents,
     TranslatedEvents,
 )
-from .chat import call_headers
 
 if TYPE_CHECKING:
     from ...calls import ModelCall, Settlements
@@ -104,13 +104,13 @@ async def messages(scope: Scope, receive: Receive, send: Send) -> None:
             first, rest = await first_and_rest(deployment, provider.stream(canonical.get()))
             return TranslatedEvents(call, first, rest, name, model=request.model)
 
-        async def relay(open_attempts: Any, settle: Settlements) -> None:
+        async def relay(out: Send, open_attempts: Any, settle: Settlements) -> None:
             async def open_stream() -> tuple[EventSource, list[Header]]:
                 return await open_attempts(), call_headers(call)
 
-            await relay_event_stream(call, send, open_stream, settle)
+            await relay_event_stream(call, out, open_stream, settle)
 
-        await calls.stream(call, relay, open_events)
+        await calls.stream(call, relay, open_events, send)
         return
 
     async def answer(deployment: Deployment) -> dict[str, Any]:
@@ -129,8 +129,7 @@ async def messages(scope: Scope, receive: Receive, send: Send) -> None:
         call.usage = Usage.from_openai(completion.get("usage"))
         return anthropic_message(completion, model=request.model)
 
-    message = await calls.whole(call, answer)
-    await send_json(send, 200, message, headers=call_headers(call))
+    await calls.whole(call, answer, send)
 
 
 async def count_tokens(scope: Scope, receive: Receive, send: Send) -> None:

@@ -14,16 +14,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ...calls import first_and_rest
+from ...calls.answers import call_headers
 from ...components import ResponsesRequest
 from ...errors import InvalidRequest, UpstreamError
 from ...wire.openai import parse_chat_request
 from ...wire.responses import chat_body, response_object, responses_error
 from ...wire.usage import Usage
 from ..context import CONTEXT_KEY
-from ..responses import send_json
 from ..streaming import EventSource, relay_event_stream
 from ..streaming_responses import NativeResponses, TranslatedResponses
-from .chat import call_headers
 
 if TYPE_CHECKING:
     from ...calls import ModelCall, Settlements
@@ -58,6 +57,7 @@ def _prepare(ctx: RequestContext, body: Any
     native = ResponsesRequest(body, model=request.model, stream=request.stream,
                               request_id=ctx.request_id)
     call = ctx.gateway.calls.prepare("responses", ctx, request, stream=request.stream)
+    call.native = native
     refusal = responses_error(refusals[0]) if refusals else None
     if refusal is not None:
         # Only a provider with the Responses API can take this body as it is.
@@ -97,13 +97,13 @@ async def responses(scope: Scope, receive: Receive, send: Send) -> None:
             first, rest = await first_and_rest(deployment, stream)
             return TranslatedResponses(call, first, rest, name, body)
 
-        async def relay(open_attempts: Any, settle: Settlements) -> None:
+        async def relay(out: Send, open_attempts: Any, settle: Settlements) -> None:
             async def open_stream() -> tuple[EventSource, list[Header]]:
                 return await open_attempts(), call_headers(call)
 
-            await relay_event_stream(call, send, open_stream, settle)
+            await relay_event_stream(call, out, open_stream, settle)
 
-        await calls.stream(call, relay, open_events)
+        await calls.stream(call, relay, open_events, send)
         return
 
     async def answer(deployment: Deployment) -> dict[str, Any]:
@@ -125,5 +125,4 @@ async def responses(scope: Scope, receive: Receive, send: Send) -> None:
         call.usage = Usage.from_openai(completion.get("usage"))
         return response_object(completion, body)
 
-    response = await calls.whole(call, answer)
-    await send_json(send, 200, response, headers=call_headers(call))
+    await calls.whole(call, answer, send)

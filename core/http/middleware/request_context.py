@@ -127,6 +127,7 @@ def request_ended(
         attempts=attempts.count,
         disconnected=(call.disconnected or ctx.interrupted == "client_disconnected"
                       or "disconnected" in ctx.state),
+        answered_by=call.answered_by,
     )
 
 
