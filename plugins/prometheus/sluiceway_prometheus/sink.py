@@ -35,6 +35,7 @@ from sluiceway.api import (
     FirstToken,
     Gateway,
     LimitDecided,
+    PolicyDecided,
     RequestEnded,
     SessionLogin,
     validate_options,
@@ -119,6 +120,7 @@ class PrometheusSink:
             AttemptEnded: self._attempt_ended,
             FirstToken: self._first_token,
             LimitDecided: self._limit_decided,
+            PolicyDecided: self._policy_decided,
             AuthDecided: self._auth_decided,
             SessionLogin: self._session_login,
         }
@@ -188,6 +190,10 @@ class PrometheusSink:
         self.limit_refusals = counter(
             "limit_refusals", "Requests a policy refused, by policy and limit.",
             ("policy", "limit"), keyed=True)
+        self.policy_decisions = counter(
+            "policy_decisions", "What call policies did, by policy, rule, action and stage:"
+            " the cache's hit, miss, bypass and stored; a guardrail's block, redact and flag"
+            " (counted per match).", ("policy", "rule", "action", "stage"))
         self.auth_failures = counter(
             "auth_failures", "Requests the auth chain refused, by error code.", ("code",))
         self.session_logins = counter(
@@ -277,6 +283,10 @@ class PrometheusSink:
     def _limit_decided(self, event: LimitDecided) -> None:
         if not event.allowed:
             self.limit_refusals(event.policy, event.limit, event.key_id or "").inc()
+
+    def _policy_decided(self, event: PolicyDecided) -> None:
+        self.policy_decisions(event.policy, event.rule, event.action, event.stage).inc(
+            event.count)
 
     def _session_login(self, event: SessionLogin) -> None:
         self.session_logins(event.provider, event.reason, event.outcome).inc()

@@ -22,6 +22,7 @@ from sluiceway.api import (
     Event,
     FirstToken,
     LimitDecided,
+    PolicyDecided,
     RequestEnded,
     RequestStarted,
 )
@@ -136,6 +137,7 @@ def request_line(item: Queued, ts: str, with_client: bool) -> dict[str, Any]:
         "cost": event.cost,
         "stream": event.stream,
         "disconnected": event.disconnected,
+        "answered_by": event.answered_by,
     }
     if with_client:
         line["client"] = client
@@ -164,6 +166,9 @@ def line_for(item: Queued, ts: str, with_client: bool) -> dict[str, Any]:
     elif isinstance(event, LimitDecided):
         line.update(policy=event.policy, limit=event.limit, allowed=event.allowed,
                     key_id=event.key_id)
+    elif isinstance(event, PolicyDecided):
+        line.update(policy=event.policy, rule=event.rule, action=event.action,
+                    stage=event.stage, count=event.count, key_id=event.key_id)
     elif isinstance(event, AttemptStarted):
         line.update(provider=event.provider, deployment=event.deployment, model=event.model,
                     attempt=event.attempt, stream=event.stream, key_id=event.key_id)

@@ -13,9 +13,10 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from sluiceway.api import (
@@ -26,6 +27,7 @@ from sluiceway.api import (
     FirstToken,
     Gateway,
     LimitDecided,
+    PolicyDecided,
     RequestEnded,
     RequestStarted,
     StartupError,
@@ -42,6 +44,9 @@ PLUGIN = "request-log"
 LOGGER = "sluiceway.requests"
 
 _DEBUG, _INFO, _WARNING = logging.DEBUG, logging.INFO, logging.WARNING
+# The line each decision event makes, at debug level.
+_STEPS: Mapping[type[Event], str] = MappingProxyType(
+    {AuthDecided: "auth", LimitDecided: "limit", PolicyDecided: "policy"})
 # Forgotten requests are looked for once every this many arrivals (and whenever
 # max_tracked is reached), so that arrivals do not pay for it every time.
 _SWEEP_EVERY = 256
@@ -97,6 +102,7 @@ class RequestLog:
             RequestStarted: self._started,
             AuthDecided: self._step,
             LimitDecided: self._step,
+            PolicyDecided: self._step,
             AttemptStarted: self._attempt_started,
             AttemptEnded: self._attempt_ended,
             FirstToken: self._first_token,
@@ -165,10 +171,9 @@ class RequestLog:
     def _debug(self, progress: Progress | None) -> bool:
         return progress.debug if progress is not None else self._enabled(_DEBUG)
 
-    def _step(self, event: AuthDecided | LimitDecided) -> None:
+    def _step(self, event: AuthDecided | LimitDecided | PolicyDecided) -> None:
         if self._debug(self._pending.get(event.request_id)):
-            self._put(Queued(_DEBUG, "auth" if type(event) is AuthDecided else "limit",
-                             time.time(), event))
+            self._put(Queued(_DEBUG, _STEPS[type(event)], time.time(), event))
 
     def _attempt_started(self, event: AttemptStarted) -> None:
         progress = self._pending.get(event.request_id)

@@ -27,6 +27,7 @@ REQUEST_KEYS = {
     "provider", "deployment", "status", "error_type", "error_code", "duration_ms", "ttft_ms",
     "upstream_ms", "overhead_ms", "attempts", "retries", "fallbacks", "prompt_tokens",
     "completion_tokens", "cached_tokens", "reasoning_tokens", "cost", "stream", "disconnected",
+    "answered_by",
 }
 
 
