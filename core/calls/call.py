@@ -145,7 +145,8 @@ class ModelCall:
     def output(self, send: Send) -> Send:
         """``send`` wrapped in the stages the policies added."""
         if self._outputs is not None:
-            for stage in reversed(self._outputs):
+            # Each stage wraps the send before it: the first added calls the client's.
+            for stage in self._outputs:
                 send = stage(send)
         return send
 

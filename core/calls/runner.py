@@ -260,6 +260,8 @@ class CallRunner:
                 settle = await policy.admit(call)
                 if settle is not None:
                     settlements.add(policy.name, settle)
+                if call.answer is not None:
+                    break  # answered: the policies after it are not asked
         except BaseException as exc:
             self._failed(call, exc)
             await settlements()
