@@ -8,8 +8,11 @@ current period's spend of keys from the Redis storage.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -25,6 +28,7 @@ from sluiceway.api import (
     resolve_config_path,
 )
 
+from .dataset import DATASET_URL, refresh_dataset
 from .policy import (
     PLUGIN,
     CostsOptions,
@@ -62,7 +66,7 @@ def _price_row(model: str, upstream: str | None, found: tuple[str, Price] | None
     row: dict[str, Any] = {"model": model, "upstream": upstream,
                            "priced_as": found[0] if found else None}
     price = found[1] if found else None
-    for field in ("input", "cached_input", "cache_write", "output"):
+    for field in ("input", "cached_input", "cache_write", "output", "reasoning"):
         row[field] = getattr(price, field) if price is not None else None
     return row
 
@@ -111,7 +115,8 @@ def prices(models: tuple[str, ...], everything: bool, as_json: bool,
     """How the configured models are priced (US dollars per million tokens).
 
     With MODELS, the entry each name is priced by; with --all, the whole table
-    (bundled defaults, prices_file, then [plugin.costs] prices)."""
+    (the pinned dataset and bundled corrections, prices_file, then
+    [plugin.costs] prices)."""
     config, options = _load(config_path)
     try:
         table = build_price_table(options, config.base_dir)
@@ -121,12 +126,32 @@ def prices(models: tuple[str, ...], everything: bool, as_json: bool,
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    header = ["MODEL", "UPSTREAM", "PRICED AS", "INPUT", "CACHED", "CACHE WRITE", "OUTPUT"]
+    header = ["MODEL", "UPSTREAM", "PRICED AS", "INPUT", "CACHED", "CACHE WRITE", "OUTPUT",
+              "REASONING"]
     _print_table(header, [
         [row["model"], _cell(row["upstream"]), row["priced_as"] or "(no price: cost unknown)",
-         *(_cell(row[f]) for f in ("input", "cached_input", "cache_write", "output"))]
+         *(_cell(row[f]) for f in ("input", "cached_input", "cache_write", "output",
+                                   "reasoning"))]
         for row in rows
     ])
+
+
+@costs.command("refresh-prices")
+@click.option("--from", "source", default=DATASET_URL, show_default=True,
+              help="The price list to convert: a URL or a file in its JSON format.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the converted table (default: the installed package's "
+                   "prices.json).")
+def refresh_prices(source: str, output: Path | None) -> None:
+    """Download the maintained price list and write the pinned dataset from it."""
+    target = output or Path(str(resources.files("sluiceway_costs").joinpath("prices.json")))
+    try:
+        refreshed = refresh_dataset(source, target,
+                                    retrieved=datetime.date.today().isoformat())
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot refresh the prices from {source}: {exc}") from None
+    click.echo(f"{target}: {refreshed.models} model names ({refreshed.added} added, "
+               f"{refreshed.removed} removed, {refreshed.changed} re-priced)")
 
 
 @costs.command()

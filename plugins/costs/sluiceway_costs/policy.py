@@ -32,6 +32,7 @@ from sluiceway.api import (
     validate_options,
 )
 
+from .dataset import dataset_prices
 from .prices import (
     Price,
     PriceTable,
@@ -104,9 +105,11 @@ def parse_options(raw: object, *, source: str, key: str = f"plugin.{PLUGIN}") ->
 
 
 def build_price_table(options: CostsOptions, base_dir: str | Path = ".") -> PriceTable:
-    """The bundled table (unless turned off), then ``prices_file``, then ``prices``."""
+    """The pinned dataset and the bundled corrections (unless turned off), then
+    ``prices_file``, then ``prices``."""
     table = PriceTable()
     if options.bundled_prices:
+        table.update(dataset_prices())
         table.update(bundled_prices().prices)
     if options.prices_file is not None:
         path = Path(options.prices_file).expanduser()
@@ -155,6 +158,8 @@ class CostsPolicy:
         # come from the configuration (the router refuses unknown models), so
         # this stays as small as the model list.
         self._found: dict[tuple[str | None, str | None], tuple[str, Price] | None] = {}
+        # The models seen without a price (their cost is unknown).
+        self.unpriced: set[str] = set()
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
         """Entered by the gateway at startup: closes the Redis client at shutdown."""
@@ -179,8 +184,11 @@ class CostsPolicy:
         found = self.prices.find(upstream, requested)
         self._found[names] = found
         if found is None:
-            log.debug("costs: no price for model %r (upstream id %r): its cost is unknown",
-                      requested, upstream)
+            # Once per model and upstream id (this lookup is remembered): an unknown
+            # cost is reported, never counted as 0.
+            self.unpriced.add(requested or upstream or "")
+            log.warning("costs: no price for model %r (upstream id %r): its cost is unknown; "
+                        "add it to [plugin.costs] prices or a prices_file", requested, upstream)
         return found
 
     def cost(self, call: ModelCall) -> float | None:

@@ -1,7 +1,8 @@
 """Prices per model, and the cost of one answer's usage.
 
-The table is the bundled ``prices.toml`` (defaults an operator should check),
-then a ``prices_file``, then ``[plugin.costs] prices``: a later source replaces
+The table is the pinned dataset (``prices.json``, see :mod:`.dataset`) and the
+bundled ``prices.toml`` corrections (defaults an operator should check), then a
+``prices_file``, then ``[plugin.costs] prices``: a later source replaces
 a model's whole entry. Lookup (:meth:`PriceTable.find`) tries the deployment's
 upstream model id, then the name the client asked for, each as written, then
 without a ``provider/`` prefix, then without Bedrock's decoration, then without
@@ -54,19 +55,24 @@ class Price(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     cached_input: _Dollars | None = None
     # Prompt tokens written to the cache (Anthropic); None: priced as input.
     cache_write: _Dollars | None = None
+    # Reasoning tokens (part of the completion); None: priced as output.
+    reasoning: _Dollars | None = None
 
     def cost_of(self, usage: Usage) -> float:
         """US dollars for ``usage``: uncached prompt tokens at ``input``, cache
         reads at ``cached_input``, cache writes at ``cache_write``, completion
-        tokens (reasoning included) at ``output``."""
+        tokens at ``output``, of which reasoning tokens at ``reasoning`` when set."""
         prompt = usage.prompt_tokens
         cached = min(usage.cached_tokens, prompt)
         written = min(usage.cache_write_tokens, prompt - cached)
         fresh = prompt - cached - written
         cached_price = self.input if self.cached_input is None else self.cached_input
         write_price = self.input if self.cache_write is None else self.cache_write
+        completion = usage.completion_tokens
+        reasoning = min(usage.reasoning_tokens, completion) if self.reasoning is not None else 0
         return (fresh * self.input + cached * cached_price + written * write_price
-                + usage.completion_tokens * self.output) / PER_TOKENS
+                + (completion - reasoning) * self.output
+                + reasoning * (self.reasoning or 0.0)) / PER_TOKENS
 
 
 class PricesFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

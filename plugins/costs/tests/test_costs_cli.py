@@ -23,7 +23,7 @@ plugins = ["mock", "costs"]
 [[providers]]
 name = "mock"
 type = "mock"
-models = ["mock-gpt", {{ name = "smart", upstream = "gpt-4o-2024-08-06" }},
+models = ["mock-gpt", {{ name = "smart", upstream = "gpt-4o-2099-01-01" }},
           {{ name = "house", upstream = "house-v1" }}]
 
 [plugin.costs]
@@ -46,15 +46,15 @@ def test_costs_cli_prices_shows_how_each_served_model_is_priced(tmp_path: Path) 
     assert code == 0, output
     lines = output.splitlines()
     assert lines[0].split() == ["MODEL", "UPSTREAM", "PRICED", "AS", "INPUT", "CACHED",
-                                "CACHE", "WRITE", "OUTPUT"]
+                                "CACHE", "WRITE", "OUTPUT", "REASONING"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert "(no price: cost unknown)" in rows["mock-gpt"]
     # The upstream id, without its date, is found first.
-    assert rows["smart"].split()[1:4] == ["mock/gpt-4o-2024-08-06", "gpt-4o", "2.5"]
+    assert rows["smart"].split()[1:4] == ["mock/gpt-4o-2099-01-01", "gpt-4o", "2.5"]
     # An unpriced upstream id falls back to the public name's entry.
     assert rows["house"].split()[1:4] == ["mock/house-v1", "house", "1"]
 
-    code, output = invoke(config, "costs", "prices", "--json", "claude-sonnet-4-20250514",
+    code, output = invoke(config, "costs", "prices", "--json", "claude-sonnet-4-20991231",
                           "nothing")
     assert code == 0, output
     found, missing = json.loads(output)

@@ -225,6 +225,32 @@ def test_costs_cached_tokens_are_cheaper_and_reasoning_is_output(start: Start) -
          "reasoning_tokens": 700}] * 3
 
 
+def test_costs_dataset_prices_models_nobody_configured(start: Start) -> None:
+    """With no prices configured at all, the pinned dataset prices real model
+    ids: cache reads at their own price, and reasoning tokens at a reasoning
+    price where the dataset has one."""
+    recorder = Recorder()
+    server = start(
+        auth=False, plugins=[("fixed", FixedPlugin()), ("recorder", RecorderPlugin(recorder))],
+        costs={},
+        config={"providers": [{
+            "name": "fixed", "type": "fixed",
+            "models": [{"name": "fast", "upstream": "gpt-4o-2024-08-06"},
+                       {"name": "thinking", "upstream": "gemini-2.5-flash"}],
+        }], "gateway": {"plugins": ["costs"]}},
+    )
+    with sdk(server) as client:
+        _, headers = plain(client, "fast")
+        # gpt-4o: $2.50 input, $1.25 cached input, $10 output per million.
+        assert float(headers["x-sluiceway-cost"]) == pytest.approx(
+            (500 * 2.5 + 1500 * 1.25 + 900 * 10.0) / 1e6, rel=1e-9)
+        _, stream_headers = streamed(client, "thinking")
+        # gemini-2.5-flash: $0.30 input, $0.03 cached, $2.50 output and reasoning.
+        assert recorder.end_of(stream_headers["x-request-id"]).cost == pytest.approx(
+            (500 * 0.3 + 1500 * 0.03 + 200 * 2.5 + 700 * 2.5) / 1e6, rel=1e-9)
+    assert server.gateway.calls.policies[0].unpriced == set()
+
+
 def test_costs_unknown_model_has_no_cost(
     start: Start, store: KeyStore, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -247,8 +273,13 @@ def test_costs_unknown_model_has_no_cost(
     assert [e.cost for e in ended] == [None] * 4
     assert all(e.status == 200 for e in ended)
     messages = [r.getMessage() for r in caplog.records if r.name == "sluiceway.costs"]
-    assert len([m for m in messages if "no price for model 'mock-gpt'" in m]) == 1
-    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "sluiceway.costs")
+    # Reported once, as a warning naming the model and what to do; not once a request.
+    unpriced = [r for r in caplog.records if r.name == "sluiceway.costs"
+                and "no price for model 'mock-gpt'" in r.getMessage()]
+    assert len(unpriced) == 1 and unpriced[0].levelno == logging.WARNING
+    assert "prices_file" in unpriced[0].getMessage()
+    assert len(messages) == 1
+    assert server.gateway.calls.policies[0].unpriced == {"mock-gpt"}
     assert stream_headers["x-sluiceway-spend"] == "0"
 
 

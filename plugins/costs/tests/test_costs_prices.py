@@ -32,31 +32,38 @@ def options(**raw: Any) -> CostsOptions:
 # --------------------------------------------------------------------------
 
 
-def test_costs_bundled_table_covers_the_well_known_families() -> None:
-    bundled = bundled_prices()
-    assert bundled.checked  # says when it was last checked
-    names = set(bundled.prices)
+def test_costs_default_table_covers_the_well_known_families() -> None:
+    table = build_price_table(CostsOptions())
     for family in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano",
                    "o3", "o4-mini", "claude-sonnet-4", "claude-3-5-haiku", "claude-opus-4",
                    "claude-haiku-4-5", "claude-3-7-sonnet", "gemini-2.5-pro", "gemini-2.5-flash",
-                   "text-embedding-3-small", "gemini-embedding-001"):
-        assert family in names, family
-    for name, price in bundled.prices.items():
-        assert name == name.lower()
-        if "embedding" in name:  # an embedding produces no tokens
-            assert 0 < price.input <= 1 and price.output == 0, name
+                   "text-embedding-3-small", "gemini-embedding-001", "claude-sonnet-4-0"):
+        found = table.find(family)
+        assert found is not None and found[0] == family, family
+        price = found[1]
+        if "embedding" in family:  # an embedding produces no tokens
+            assert 0 < price.input <= 1 and price.output == 0, family
             continue
-        assert 0 < price.input <= 100 and 0 < price.output <= 200, name
-        assert price.output >= price.input, name  # output never costs less than input
+        assert 0 < price.input <= 100 and 0 < price.output <= 200, family
+        assert price.output >= price.input, family  # output never costs less than input
         if price.cached_input is not None:
-            assert price.cached_input < price.input, name
-        if name.startswith("claude"):
-            assert price.cache_write is not None and price.cache_write > price.input, name
+            assert price.cached_input < price.input, family
+        if family.startswith("claude"):
+            assert price.cache_write is not None and price.cache_write > price.input, family
     # A couple of well-known list prices, per million tokens.
-    assert bundled.prices["gpt-4o"] == Price(input=2.5, cached_input=1.25, output=10.0)
-    assert bundled.prices["gpt-4o-mini"] == Price(input=0.15, cached_input=0.075, output=0.6)
-    sonnet = bundled.prices["claude-sonnet-4"]
-    assert (sonnet.input, sonnet.output, sonnet.cached_input) == (3.0, 15.0, 0.3)
+    found = table.find("gpt-4o-mini")
+    assert found is not None and found[1] == Price(input=0.15, cached_input=0.075, output=0.6)
+
+
+def test_costs_bundled_corrections_are_checked_and_win_over_the_dataset() -> None:
+    bundled = bundled_prices()
+    assert bundled.checked  # says when it was last checked
+    assert bundled.prices and all(name == name.lower() for name in bundled.prices)
+    table = build_price_table(CostsOptions())
+    for name, price in bundled.prices.items():
+        assert table.find(name) == (name, price)
+    # Anthropic's own price for claude-3-haiku, not the dataset's Bedrock one.
+    assert bundled.prices["claude-3-haiku"].input == 0.25
 
 
 def test_costs_bundled_file_is_marked_as_defaults_to_check() -> None:
@@ -99,9 +106,9 @@ def test_costs_name_candidates_strip_prefix_then_snapshot() -> None:
 
 def test_costs_lookup_prefers_upstream_then_exact_then_undated() -> None:
     table = build_price_table(options())
-    # A dated id falls back to its family.
-    assert table.find("gpt-4o-2024-08-06") == ("gpt-4o", table.prices["gpt-4o"])
-    assert table.find("claude-opus-4-1-20250805") == (
+    # A dated id without an entry of its own falls back to its family.
+    assert table.find("gpt-4o-2099-01-01") == ("gpt-4o", table.prices["gpt-4o"])
+    assert table.find("claude-opus-4-1-20991231") == (
         "claude-opus-4-1", table.prices["claude-opus-4-1"])
     # ...unless the snapshot has its own price.
     found = table.find("gpt-4o-2024-05-13")
@@ -112,7 +119,7 @@ def test_costs_lookup_prefers_upstream_then_exact_then_undated() -> None:
     assert table.find("my-deployment", "o4-mini") == ("o4-mini", table.prices["o4-mini"])
     assert table.find(None, "Claude-Sonnet-4") is not None  # case-insensitive
     # No prefix matching: an unknown variant of a known model is unknown.
-    assert table.find("gpt-4o-mini-audio-preview") is None
+    assert table.find("gpt-4o-mini-unreleased-variant") is None
     assert table.find("mock-gpt", "mock-gpt") is None
     assert table.find(None, None) is None
 
