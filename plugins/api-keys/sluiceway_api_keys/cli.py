@@ -144,20 +144,26 @@ def keys() -> None:
 @click.option("--team", metavar="TEAM", help="The team the key belongs to (its budget applies).")
 @click.option("--budget", type=click.FloatRange(min=0), metavar="DOLLARS",
               help="US dollars the key may spend per budget period (costs plugin).")
+@click.option("--guardrails", multiple=True, metavar="PROFILE",
+              help="Guardrails profiles that check the key's calls, in place of the "
+              "default (guardrails plugin; repeat, or separate with commas).")
 @click.option("--json", "as_json", is_flag=True, help="Print the id and secret as JSON.")
 @_store_options
 def create(
     name: str, rpm: int | None, tpm: int | None, max_concurrent: int | None,
     models: tuple[str, ...], expires: str | None, team: str | None, budget: float | None,
-    as_json: bool, config_path: str | None, keys_file: str | None,
+    guardrails: tuple[str, ...], as_json: bool, config_path: str | None,
+    keys_file: str | None,
 ) -> None:
     """Create a key and print its secret, once."""
     globs = [glob.strip() for value in models for glob in value.split(",") if glob.strip()]
+    profiles = [p.strip() for value in guardrails for p in value.split(",") if p.strip()]
     expires_at = parse_expiry(expires) if expires else None
     store = _store(config_path, keys_file)
     created = _run(lambda: store.create(
         name, rpm=rpm, tpm=tpm, max_concurrent=max_concurrent,
         models=globs or None, expires_at=expires_at, team=team or None, budget=budget,
+        guardrails=profiles or None,
     ))
     _print_secret(created, "Created", as_json)
 

@@ -85,6 +85,9 @@ class KeyRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_d
     team: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     # US dollars the key may spend per budget period (the costs plugin's).
     budget: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    # The guardrails profiles that check the key's calls (the guardrails plugin's),
+    # in place of its default.
+    guardrails: list[Annotated[str, msgspec.Meta(min_length=1)]] | None = None
     expires_at: datetime | None = None
     created_at: datetime | None = None
     rotated_at: datetime | None = None
@@ -101,12 +104,14 @@ class KeyRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_d
 
     def attributes(self) -> dict[str, Any]:
         """What the key's principal carries for policies: its limits, and its team
-        and budget (the ``costs`` plugin's) when it has them."""
+        and budget (the ``costs`` plugin's) and guardrails profiles when it has them."""
         found: dict[str, Any] = dict(self.limits())
         if self.team is not None:
             found["team"] = self.team
         if self.budget is not None:
             found["budget"] = self.budget
+        if self.guardrails is not None:
+            found["guardrails"] = tuple(self.guardrails)
         return found
 
 

@@ -176,6 +176,7 @@ class KeyOperations:
         expires_at: datetime | None = None,
         team: str | None = None,
         budget: float | None = None,
+        guardrails: list[str] | None = None,
     ) -> CreatedKey:
         """Add a key and return it with its secret (which is stored nowhere)."""
         secret = new_secret()
@@ -196,6 +197,7 @@ class KeyOperations:
                 models=list(models) if models is not None else None,
                 team=team,
                 budget=budget,
+                guardrails=list(guardrails) if guardrails is not None else None,
                 expires_at=expires_at,
                 created_at=_now(),
             )
