@@ -112,6 +112,7 @@ from .http.app import Gateway, create_app
 from .http.context import CONTEXT_KEY, RequestContext
 from .http.middleware.request_context import render_error as send_error
 from .http.responses import send_bytes
+from .http.subrequest import SubResponse
 from .logformat import JSON_LINE
 from .plugins.hookspecs import HOOK_API_VERSION, hookimpl
 from .upstream.client import (
@@ -271,6 +272,7 @@ __all__ = [
     "Settle",
     "SluicewayError",
     "StartupError",
+    "SubResponse",
     "UpstreamAuthError",
     "UpstreamBytes",
     "UpstreamClient",

@@ -199,6 +199,7 @@ PLUGIN_API = [
     "Settle",
     "SluicewayError",
     "StartupError",
+    "SubResponse",
     "UpstreamAuthError",
     "UpstreamBytes",
     "UpstreamClient",

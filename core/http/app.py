@@ -44,6 +44,7 @@ from .context import RequestContext
 from .middleware import AuthMiddleware, RequestContextMiddleware
 from .routes import RouteTable
 from .stats import RequestStats
+from .subrequest import run_subrequest
 
 if TYPE_CHECKING:
     from ..components import Principal
@@ -170,6 +171,8 @@ class Gateway:
                 "[gateway] operator_keys may read it.",
                 code="operator_only",
             )
+
+    subrequest = run_subrequest  # a request of the gateway itself: see .subrequest
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import Any
 
 import msgspec
 
@@ -45,15 +44,19 @@ class CacheKeys:
                 return "team:" + team
         return "key:" + principal.key_id
 
+    @staticmethod
+    def anthropic_headers(call: ModelCall) -> list[str | None] | None:
+        """Anthropic's beta and version headers: they change what the model may answer."""
+        request = call.request
+        if isinstance(request, MessagesRequest):
+            return [request.beta, request.version]
+        return None
+
     def key(self, call: ModelCall) -> str:
         """The hex digest naming the call's entry."""
         body = {k: v for k, v in call.body.items() if k not in self.ignored}
-        request = call.request
-        # Anthropic's beta and version headers change what the model may answer.
-        headers: Any = None
-        if isinstance(request, MessagesRequest):
-            headers = [request.beta, request.version]
-        material = _encode([call.kind, call.model, call.stream, self.owner(call), headers, body])
+        material = _encode([call.kind, call.model, call.stream, self.owner(call),
+                            self.anthropic_headers(call), body])
         return hashlib.blake2b(material, digest_size=20).hexdigest()
 
 

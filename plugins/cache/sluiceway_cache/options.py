@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from sluiceway.api import ByteSize, Duration, check_storage_url, validate_options
 
-__all__ = ["DEFAULT_IGNORED", "PLUGIN", "CacheOptions", "parse_options"]
+__all__ = ["DEFAULT_IGNORED", "PLUGIN", "CacheOptions", "SemanticOptions", "parse_options"]
 
 PLUGIN = "cache"
 
@@ -25,6 +25,17 @@ DEFAULT_IGNORED = (
 )
 
 CacheKind = Literal["chat", "messages", "responses", "embeddings"]
+
+
+class SemanticOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[plugin.cache.semantic]``: answer requests near in meaning to a kept one."""
+
+    # The embeddings model (a name clients may ask the gateway for) that embeds prompts.
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    # The cosine similarity from which two prompts count as the same request.
+    threshold: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.95
+    # Vectors this instance keeps (the oldest are forgotten first).
+    max_entries: Annotated[int, msgspec.Meta(ge=1)] = 10_000
 
 
 class CacheOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -53,6 +64,9 @@ class CacheOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     key_prefix: str = "sluiceway:cache:"
     # The x-sluiceway-cache response header (hit, miss, bypass).
     status_header: bool = True
+    # Also answer a chat, Messages or Responses request whose prompt is near in
+    # meaning to a kept one's; absent: exact matches only.
+    semantic: SemanticOptions | None = None
 
     def __post_init__(self) -> None:
         self.ttl = Duration.parse(self.ttl)

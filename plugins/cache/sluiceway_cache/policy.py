@@ -14,12 +14,16 @@ import fnmatch
 import logging
 import re
 from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
 from sluiceway.api import Gateway, ModelCall, PolicyDecided, Recording, Settle, record_answer
 
 from .keys import CacheKeys, Directives, cache_directives
 from .options import PLUGIN, CacheOptions, parse_options
 from .store import AnswerStore, MemoryAnswers, RedisAnswers
+
+if TYPE_CHECKING:
+    from .semantic import SemanticCache
 
 __all__ = ["CachePolicy", "create_policy"]
 
@@ -32,8 +36,10 @@ _STATEFUL = ("previous_response_id", "conversation", "background")
 class CachePolicy:
     """Answers calls from the cache, and keeps the answers of those it could not."""
 
-    def __init__(self, options: CacheOptions, store: AnswerStore, *, name: str = PLUGIN) -> None:
+    def __init__(self, options: CacheOptions, store: AnswerStore, *, name: str = PLUGIN,
+                 semantic: SemanticCache | None = None) -> None:
         self.name = name
+        self.semantic = semantic
         self.options = options
         self.store = store
         self.kinds: frozenset[str] = frozenset(options.kinds)
@@ -62,33 +68,74 @@ class CachePolicy:
             self._decided(call, "bypass")
             return None
         key = self.keys.key(call)
-        if not directives.no_cache:
-            found = await self.store.get(key)
-            if found is not None:
-                age = found.age()
-                if directives.max_age is None or age <= directives.max_age:
-                    self._decided(call, "hit")
-                    call.headers["age"] = str(int(age))
-                    call.answer_with(found, by=self.name)
-                    return None
-        self._decided(call, "miss")
+        if not directives.no_cache and self._answer(call, await self.store.get(key),
+                                                    directives, "exact"):
+            return None
+        near: tuple[str, Any] | None = None
+        semantic = self.semantic
+        if semantic is not None and call.kind != "embeddings":
+            near = await self._semantic_lookup(call, semantic, directives)
+            if near is None and call.answer is not None:
+                return None  # answered by meaning
+        self._decided(call, "miss", "semantic" if near is not None else "exact")
 
         async def keep(recording: Recording) -> None:
             await self.store.put(key, recording)
+            if near is not None:
+                assert semantic is not None
+                semantic.index.add(near[0], near[1], key)
             if call.events_enabled:
                 call.emit(PolicyDecided(request_id=call.request_id, policy=self.name,
-                                        rule="exact", action="stored", stage="output",
+                                        rule="exact" if near is None else "semantic",
+                                        action="stored", stage="output",
                                         key_id=call.key_id, model=call.model))
 
         call.add_output(record_answer(call, keep, max_bytes=self._max_entry))
         return None
 
-    def _decided(self, call: ModelCall, action: str) -> None:
+    def _answer(self, call: ModelCall, found: Recording | None, directives: Directives,
+                rule: str) -> bool:
+        """Answer the call with ``found`` if there is one fresh enough."""
+        if found is None:
+            return False
+        age = found.age()
+        if directives.max_age is not None and age > directives.max_age:
+            return False
+        self._decided(call, "hit", rule)
+        call.headers["age"] = str(int(age))
+        call.answer_with(found, by=self.name)
+        return True
+
+    async def _semantic_lookup(self, call: ModelCall, semantic: SemanticCache,
+                               directives: Directives) -> tuple[str, Any] | None:
+        """Answer the call by meaning if a kept prompt is near enough; else the
+        partition and vector to keep its answer under (``None``: not comparable)."""
+        found = semantic.text(call)
+        if found is None:
+            return None
+        text, roles = found
+        vector = await semantic.embed(call, text)
+        if vector is None:
+            return None
+        partition = semantic.partition(call, roles)
+        if not directives.no_cache:
+            nearest = semantic.index.nearest(partition, vector)
+            if nearest is not None and nearest[2] >= semantic.options.threshold:
+                label, key, similarity = nearest
+                recording = await self.store.get(key)
+                if recording is None:
+                    semantic.index.forget(label)  # its answer expired or was evicted
+                elif self._answer(call, recording, directives, "semantic"):
+                    call.headers["x-sluiceway-cache-similarity"] = f"{similarity:.4f}"
+                    return None
+        return partition, vector
+
+    def _decided(self, call: ModelCall, action: str, rule: str = "exact") -> None:
         if self.options.status_header:
             call.headers["x-sluiceway-cache"] = action
         if call.events_enabled:
             call.emit(PolicyDecided(request_id=call.request_id, policy=self.name,
-                                    rule="exact", action=action, key_id=call.key_id,
+                                    rule=rule, action=action, key_id=call.key_id,
                                     model=call.model))
 
 
@@ -103,4 +150,10 @@ def create_policy(gateway: Gateway) -> CachePolicy:
         store = MemoryAnswers(float(options.ttl), int(options.max_memory))
     else:
         store = RedisAnswers(options.storage, float(options.ttl), key_prefix=options.key_prefix)
-    return CachePolicy(options, store)
+    policy = CachePolicy(options, store)
+    if options.semantic is not None:
+        # numpy and the vector index are imported only when they are used.
+        from .semantic import SemanticCache
+
+        policy.semantic = SemanticCache(options.semantic, gateway, policy.keys)
+    return policy

@@ -42,3 +42,38 @@ def test_options_are_checked() -> None:
         with pytest.raises(ConfigError):
             parse_options(bad, source="t")
     assert CacheOptions().kinds == ["chat", "messages", "embeddings"]
+
+
+def test_semantic_index_finds_the_nearest_per_partition_and_forgets_the_oldest() -> None:
+    import numpy as np
+    from sluiceway_cache.semantic import SemanticIndex
+
+    index = SemanticIndex(max_entries=2)
+    north, east = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+    index.add("p", north, "k-north")
+    index.add("q", east, "k-east")
+    found = index.nearest("p", np.array([0.9, 0.1], np.float32))
+    assert found is not None and found[1] == "k-north" and found[2] > 0.99
+    assert index.nearest("r", north) is None  # another partition knows nothing
+    assert index.nearest("p", np.array([1.0, 0.0, 0.0], np.float32)) is None  # other model
+    index.add("q", north, "k-north-q")  # a third vector: the oldest goes
+    assert len(index) == 2 and index.nearest("p", north) is None
+    label, key, _ = index.nearest("q", north) or (0, "", 0.0)
+    assert key == "k-north-q"
+    index.forget(label)
+    left = index.nearest("q", north)  # only the east vector is left in q
+    assert left is not None and left[1] == "k-east" and left[2] < 0.01
+
+
+def test_prompt_text_is_the_conversation_and_refuses_anything_but_text() -> None:
+    from sluiceway_cache.semantic import prompt_text
+
+    assert prompt_text({"system": "Be brief.", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "content": "Hello"}]}) == (
+        "system: Be brief.\nuser: Hi\nassistant: Hello", ["system", "user", "assistant"])
+    for body in ({"messages": []},
+                 {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+                 {"messages": [{"role": "assistant", "tool_calls": [{"id": "x"}]}]},
+                 {"system": [{"type": "image"}], "messages": [{"role": "user", "content": "a"}]}):
+        assert prompt_text(body) is None, body

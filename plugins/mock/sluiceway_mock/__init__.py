@@ -12,7 +12,7 @@ request. See the plugin's README for every option.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -62,6 +62,10 @@ class MockOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     prompt_cache_min_tokens: _Count = 1024
     # The length of an embedding when the request gives no ``dimensions``.
     embedding_dimensions: Annotated[int, msgspec.Meta(ge=1, le=8192)] = 1536
+    # "hash": a random unit vector per text (any two texts are far apart);
+    # "words": the text's words hashed into the vector, so texts that share
+    # words are near each other (for semantic caches and search demos).
+    embeddings: Literal["hash", "words"] = "hash"
 
 
 def _build(context: ProviderContext) -> MockProvider:

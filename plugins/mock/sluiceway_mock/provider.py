@@ -94,7 +94,8 @@ class MockProvider:
         if fault == "drop":
             raise self._dropped()
         dimensions = request.dimensions or self.options.embedding_dimensions
-        vectors, tokens = embed(request.inputs, dimensions, self.options.seed)
+        vectors, tokens = embed(request.inputs, dimensions, self.options.seed,
+                                words=self.options.embeddings == "words")
         return embeddings_object(vectors, model=request.upstream_model, prompt_tokens=tokens)
 
     # -- faults -------------------------------------------------------------
