@@ -21,6 +21,7 @@ import json
 import math
 import os
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,8 +156,12 @@ class Refreshed:
 def _read_source(source: str, timeout: float) -> Any:
     if source.startswith(("http://", "https://")):
         request = urllib.request.Request(source, headers={"user-agent": "sluiceway-costs"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection open
+            raise OSError(f"HTTP {exc.code} {exc.reason}") from None
     return json.loads(Path(source).expanduser().read_bytes())
 
 
