@@ -140,10 +140,12 @@ class GuardrailsPolicy:
         if stage == "input" and self.options.decision_header:
             call.headers[_HEADER] = ", ".join(
                 f"{stage}.{rule}={action}" for rule, action, _ in decisions.counts)
-        for (rule, action, profile), count in decisions.counts.items():
-            log.info("request %s: guardrails %s %s: rule %s of profile %s, %d match%s",
-                     call.request_id, stage, action, rule, profile, count,
-                     "" if count == 1 else "es")
+        # One line per call and stage, however many rules matched: the rules and
+        # counts, never the text.
+        log.info("request %s: guardrails %s: %s", call.request_id, stage, "; ".join(
+            f"{action} {rule} of profile {profile} ({count} match{'' if count == 1 else 'es'})"
+            for (rule, action, profile), count in decisions.counts.items()))
+        for (rule, action, _), count in decisions.counts.items():
             if call.events_enabled:
                 call.emit(PolicyDecided(request_id=call.request_id, policy=self.name,
                                         rule=rule, action=action, stage=stage, count=count,

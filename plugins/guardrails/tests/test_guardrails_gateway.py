@@ -112,7 +112,9 @@ def test_input_is_redacted_before_the_upstream_sees_it_and_reported_without_cont
         ("email", "redact", "input", 2), ("card", "redact", "input", 1),
         ("phone", "redact", "input", 1)}
     logged = [r.getMessage() for r in caplog.records if r.name == "sluiceway.guardrails"]
-    assert any("input redact: rule email of profile pii, 2 matches" in m for m in logged)
+    assert logged == [f"request {raw.headers['x-request-id']}: guardrails input: redact email "
+                      "of profile pii (2 matches); redact card of profile pii (1 match); "
+                      "redact phone of profile pii (1 match)"]
     assert not any(secret in m for m in logged for secret in (EMAIL, CARD, PHONE))
 
 

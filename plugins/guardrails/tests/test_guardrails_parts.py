@@ -209,3 +209,10 @@ def test_a_blocking_match_in_a_stream_raises_before_any_of_it_is_released() -> N
                    for e in SSEDecoder().feed(sent))
     assert text.startswith("All is fine") and "Ni" not in text
     assert decisions.blocked is not None and decisions.blocked.rule == "block_list"
+
+
+def test_phone_numbers_run_together_or_beside_a_card_are_still_found() -> None:
+    found = scanner(detect=["phone", "card"])
+    text = "call 415-555-2671 4111 1111 1111 1111 and (415) 555-0123 (415) 555-0199"
+    assert apply_findings(text, found.find(text)) == (
+        "call [PHONE] [CARD] and [PHONE] [PHONE]")
