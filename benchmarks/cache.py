@@ -18,16 +18,14 @@ The direct call to the upstream is the baseline for each ratio.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 
-from .__main__ import BODY, PATH, STREAM_BODY, Row, ms, table
+from .__main__ import BODY, PATH, STREAM_BODY, Row, ms
 from .load import LoadResult, http_load, run
+from .pinned import run_pinned
 from .policies import start_redis
-from .processes import Lab, Proc, cpus, free_port, gateway_config, lab, pin_self
+from .processes import Lab, Proc, free_port, gateway_config
 
 # name, storage ("none": no cache), request headers, semantic mode (None: off;
 # "cached": the prompt's embedding is itself cached; "uncached": embedded upstream
@@ -131,21 +129,10 @@ def main() -> None:
                         help="also semantic hits (a paraphrase of the kept prompt)")
     args = parser.parse_args()
     scale = 0.5 if args.quick else 1.0
-    available = cpus()
-    pin = not args.no_pin and len(available) >= 2
-    gateway_cpu, other_cpu = (available[0], available[-1]) if pin else (None, None)
-    pin_self(other_cpu)
-    with lab() as the_lab:
-        upstream = the_lab.upstream(cpu=other_cpu)
-        rows = scenario_cache(the_lab, upstream, gateway_cpu, other_cpu, scale, args.redis,
-                              args.semantic)
-    pinned = (f"gateway on CPU {gateway_cpu}, load+upstream(+redis) on CPU {other_cpu}"
-              if pin else "no")
-    print(f"\n{datetime.date.today().isoformat()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}, {platform.platform()}; pinned: {pinned}; "
-          f"command: python -m benchmarks.cache {' '.join(sys.argv[1:])}\n")
-    print(table(HEADER, rows))
-
+    run_pinned("benchmarks.cache", HEADER, lambda the_lab, upstream, gateway_cpu, other_cpu:
+               scenario_cache(the_lab, upstream, gateway_cpu, other_cpu, scale, args.redis,
+                              args.semantic),
+               pin=not args.no_pin, others="load+upstream(+redis)")
 
 if __name__ == "__main__":
     main()

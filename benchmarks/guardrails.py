@@ -15,15 +15,13 @@ guard). The direct call to the upstream is the baseline for each ratio.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 
-from .__main__ import BODY, Row, ms, table
+from .__main__ import BODY, Row, ms
 from .cache import HEADER, measure
-from .processes import Lab, Proc, cpus, free_port, gateway_config, lab, pin_self
+from .pinned import run_pinned
+from .processes import Lab, Proc, free_port, gateway_config
 
 GUARDRAILS = """
 [plugin.guardrails]
@@ -79,20 +77,10 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     args = parser.parse_args()
     scale = 0.5 if args.quick else 1.0
-    available = cpus()
-    pin = not args.no_pin and len(available) >= 2
-    gateway_cpu, other_cpu = (available[0], available[-1]) if pin else (None, None)
-    pin_self(other_cpu)
-    with lab() as the_lab:
-        upstream = the_lab.upstream(cpu=other_cpu)
-        rows = scenario_guardrails(the_lab, upstream, gateway_cpu, scale)
-    pinned = (f"gateway on CPU {gateway_cpu}, load+upstream on CPU {other_cpu}"
-              if pin else "no")
-    print(f"\n{datetime.date.today().isoformat()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}, {platform.platform()}; pinned: {pinned}; "
-          f"command: python -m benchmarks.guardrails {' '.join(sys.argv[1:])}\n")
-    print(table(HEADER, rows))
-
+    run_pinned("benchmarks.guardrails", HEADER,
+               lambda the_lab, upstream, gateway_cpu, _: scenario_guardrails(
+                   the_lab, upstream, gateway_cpu, scale),
+               pin=not args.no_pin)
 
 if __name__ == "__main__":
     main()

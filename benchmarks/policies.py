@@ -15,18 +15,17 @@ Prints Markdown for benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .__main__ import BODY, PATH, Row, ms, table
+from .__main__ import BODY, PATH, Row, ms
 from .load import LoadResult, http_load, run
-from .processes import Lab, Proc, cpus, free_port, gateway_config, lab, pin_self
+from .pinned import run_pinned
+from .processes import Lab, Proc, free_port, gateway_config
 
 # name, plugins after "openai", [plugin.limits] storage (None: no limits plugin)
 Target = tuple[str, list[str], str | None]
@@ -145,20 +144,10 @@ def main() -> None:
     targets = {"policies": POLICIES, "observability": OBSERVABILITY,
                "all": POLICIES + OBSERVABILITY}[args.stack]
     scale = 0.5 if args.quick else 1.0
-    available = cpus()
-    pin = not args.no_pin and len(available) >= 2
-    gateway_cpu, other_cpu = (available[0], available[-1]) if pin else (None, None)
-    pin_self(other_cpu)
-    with lab() as the_lab:
-        upstream = the_lab.upstream(cpu=other_cpu)
-        rows = scenario_policies(the_lab, upstream, gateway_cpu, other_cpu, scale, targets)
-    pinned = (f"gateway on CPU {gateway_cpu}, load+upstream+redis on CPU {other_cpu}"
-              if pin else "no")
-    print(f"\n{datetime.date.today().isoformat()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}, {platform.platform()}; pinned: {pinned}; "
-          f"command: python -m benchmarks.policies {' '.join(sys.argv[1:])}\n")
-    print(table(HEADER, rows))
-
+    run_pinned("benchmarks.policies", HEADER,
+               lambda the_lab, upstream, gateway_cpu, other_cpu: scenario_policies(
+                   the_lab, upstream, gateway_cpu, other_cpu, scale, targets),
+               pin=not args.no_pin, others="load+upstream+redis")
 
 if __name__ == "__main__":
     main()
