@@ -6,15 +6,20 @@ CONFIG ?= plugins.toml
 HOST ?=
 PORT ?=
 
-.PHONY: setup serve test lint typecheck bench check clean
+.PHONY: setup setup-serve serve test lint typecheck bench check clean
 
 setup:
 	@scripts/bootstrap.sh
 
-serve: setup
+# Serving needs only the Python packages (and Chromium if the configuration uses
+# web logins); the suite needs everything.
+setup-serve:
+	@scripts/bootstrap.sh serve $(wildcard $(CONFIG))
+
+serve: setup-serve
 	$(BIN)/sluiceway serve --config $(CONFIG) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
-check: setup
+check: setup-serve
 	$(BIN)/sluiceway check --config $(CONFIG)
 
 test: setup
