@@ -127,3 +127,20 @@ def test_check_says_which_endpoints_each_provider_serves_and_how(tmp_path: Path)
     assert text.exit_code == 0, text.output
     assert "serves: /v1/chat/completions, /v1/responses (native)" in text.output
     assert "sk-literal" not in text.output and "sk-literal" not in result.output
+
+
+def test_check_lists_the_call_policies_in_the_order_they_admit(tmp_path: Path) -> None:
+    path = tmp_path / "stack.toml"
+    path.write_text('[gateway]\nplugins = ["mock", "limits", "guardrails", "cache"]\n\n'
+                    '[plugin.guardrails.profiles.pii]\ndetect = ["email"]\n'
+                    'kinds = ["chat"]\n')
+    runner = CliRunner()
+    result = runner.invoke(build_cli(str(path)), ["check", "--json", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    policies = json.loads(result.output)["call_policies"]
+    assert [(p["name"], p["plugin"]) for p in policies] == [
+        ("limits", "limits"), ("guardrails", "guardrails"), ("cache", "cache")]
+    assert policies[1]["kinds"] == ["chat"]
+    text = runner.invoke(build_cli(str(path)), ["check", "--config", str(path)])
+    assert "call policies (in the order they admit a call):" in text.output
+    assert "  guardrails       chat (guardrails)" in text.output

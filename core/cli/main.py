@@ -150,6 +150,11 @@ def check(config_path: str | None, as_json: bool, debug: bool) -> None:
         click.echo("middleware:")
         for m in description["middleware"]:
             click.echo(f"  {m}")
+    if description["call_policies"]:
+        click.echo("call policies (in the order they admit a call):")
+        for policy in description["call_policies"]:
+            click.echo(f"  {policy['name']:<16} {', '.join(policy['kinds'])} "
+                       f"({policy['plugin']})")
     server = description["server"]
     click.echo(f"server: {server['host']}:{server['port']} workers={server['workers']}")
 

@@ -95,7 +95,8 @@ def describe(gateway: Gateway, providers: Mapping[str, object] | None = None
              ) -> dict[str, Any]:
     """Version, plugins, providers and their models (with the endpoints each serves,
     once built: ``providers`` by name, the started gateway's by default), routes,
-    middleware, and the limits in force (the gateway's own and each plugin's table)."""
+    middleware, call policies in admission order, and the limits in force (the
+    gateway's own and each plugin's table)."""
     from .. import __version__
 
     config = gateway.config
@@ -122,6 +123,12 @@ def describe(gateway: Gateway, providers: Mapping[str, object] | None = None
         ),
         "middleware": [
             f"{r.item.slot}: {r.item.name} ({r.plugin})" for r in gateway.registry.middleware
+        ],
+        # In the order they admit a call: the first to answer it (a cache) ends admission.
+        "call_policies": [
+            {"name": policy.name, "plugin": gateway.registry.call_policies[policy.name].plugin,
+             "kinds": sorted(policy.kinds)}
+            for policy in gateway.calls.policies
         ],
         "event_sinks": sorted(gateway.registry.event_sinks),
         "server": msgspec.to_builtins(config.server, enc_hook=builtin),
