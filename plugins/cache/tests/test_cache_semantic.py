@@ -156,3 +156,27 @@ def test_a_failed_embedding_leaves_exact_matching_working(
     warnings = [r.getMessage() for r in caplog.records if r.name == "sluiceway.cache"]
     assert len(warnings) == 1  # once a minute, not once a request
     assert "could not embed the prompt with model 'no-such-model' (status 404)" in warnings[0]
+
+
+def test_cache_control_applies_to_the_semantic_lookup_too(
+    fake_openai: StartFake, gateway_factory: StartGateway,
+) -> None:
+    fake = fake_openai()
+    recorder = EventRecorder()
+    server = gateway_factory(config(fake), plugins=[recorder.plugin()])
+
+    def near(text: str, directive: str | None = None) -> httpx.Response:
+        response = httpx.post(
+            f"{server.base_url}/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": text}]},
+            headers={"cache-control": directive} if directive else {})
+        recorder.ended(response.headers["x-request-id"])
+        return response
+
+    assert near("Where is the Eiffel Tower?", "no-store").headers["x-sluiceway-cache"] == "bypass"
+    assert near("where is the eiffel tower", "no-cache").headers["x-sluiceway-cache"] == "miss"
+    # The no-cache answer was kept and indexed: a third wording finds it.
+    hit = near("Where is the Eiffel tower")
+    assert hit.headers["x-sluiceway-cache"] == "hit"
+    assert "x-sluiceway-cache-similarity" in hit.headers
+    assert len(fake.requests) == 2
